@@ -1,0 +1,53 @@
+"""Adapter configuration: which method, which experts, where to put them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Method = Literal["rode", "softmax", "lora"]
+
+METHODS: tuple[str, ...] = ("rode", "softmax", "lora")
+
+
+@dataclass
+class AdapterConfig:
+    """How the language model is adapted.
+
+    Args:
+        method: ``rode`` (experts mixed by a ReLU-rectified linear router, RoDE Eq. 2), ``softmax`` (dense mixture
+            weighted by a softmax router, RoDE Eq. 1) or ``lora`` (one plain LoRA through ``peft``; uses ``ranks[0]``).
+        ranks: rank of each LoRA expert; experts may differ (RoDE's "diverse" experts), e.g. ``[2, 4, 8, 16]``.
+        alpha: LoRA scaling numerator; expert ``i`` is scaled by ``alpha / ranks[i]``.
+        dropout: dropout on the experts' input (not on the router's).
+        target_modules: names of the ``nn.Linear`` layers to adapt. An entry matches a module whose name ends with
+            ``.<entry>`` or equals it; an entry containing regex characters is matched against the full module name
+            with ``re.fullmatch``. Every entry must match at least one layer.
+    """
+
+    method: Method = "rode"
+    ranks: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj"])
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"adapter.method: {self.method!r} is not one of {', '.join(METHODS)}")
+        if not self.ranks:
+            raise ValueError("adapter.ranks: the list of expert ranks is empty; give at least one rank, e.g. [8]")
+        bad = [rank for rank in self.ranks if not isinstance(rank, int) or rank < 1]
+        if bad:
+            raise ValueError(f"adapter.ranks: every rank must be a positive integer, got {bad}")
+        if self.method == "lora" and len(self.ranks) != 1:
+            raise ValueError(f"adapter.ranks: method 'lora' takes exactly one rank, got {self.ranks}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"adapter.dropout: {self.dropout} is outside [0, 1)")
+        if self.alpha <= 0:
+            raise ValueError(f"adapter.alpha: {self.alpha} must be positive")
+        if not self.target_modules:
+            raise ValueError("adapter.target_modules: empty; name at least one layer, e.g. [q_proj, k_proj]")
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.ranks)

@@ -1,0 +1,72 @@
+"""Putting adapters into a model by module-name patterns, and freezing everything else."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.experts import LoRAExperts
+from rode_lightning.adapters.layer import MixtureOfLoRALinear
+from rode_lightning.adapters.routers import ROUTERS
+
+_REGEX_CHARACTERS = set(".*+?[](){}|^$\\")
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if _REGEX_CHARACTERS & set(pattern):
+        return re.fullmatch(pattern, name) is not None
+    return name == pattern or name.endswith("." + pattern)
+
+
+def find_target_modules(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Names of the ``nn.Linear`` modules matched by ``patterns``; each pattern must match at least one."""
+    linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    matched: list[str] = []
+    for pattern in patterns:
+        hits = [name for name in linear_names if _matches(pattern, name)]
+        if not hits:
+            leaf_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
+            raise ValueError(
+                f"adapter.target_modules: pattern {pattern!r} matches no linear layer of the language model; "
+                f"linear layer names available: {', '.join(leaf_names)}"
+            )
+        matched.extend(name for name in hits if name not in matched)
+    return matched
+
+
+def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """Replace every targeted linear layer of ``model`` by its adapted version, in place; return their names.
+
+    ``method: lora`` uses ``peft``'s own LoRA layers so that the baseline is the implementation users already trust;
+    the mixtures use :class:`MixtureOfLoRALinear`.
+    """
+    names = find_target_modules(model, config.target_modules)
+    if config.method == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(r=config.ranks[0], lora_alpha=config.alpha, lora_dropout=config.dropout,
+                          target_modules=names, bias="none")
+        inject_adapter_in_model(lora, model)
+        return names
+    router_class = ROUTERS[config.method]
+    for name in names:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        base: nn.Linear = getattr(parent, child_name)
+        experts = LoRAExperts(base.in_features, base.out_features, config.ranks, config.alpha, config.dropout)
+        router = router_class(base.in_features, config.num_experts)
+        adapted = MixtureOfLoRALinear(base, experts, router).to(device=base.weight.device, dtype=base.weight.dtype)
+        setattr(parent, child_name, adapted)
+    return names
+
+
+def adapter_layers(model: nn.Module) -> dict[str, MixtureOfLoRALinear]:
+    """Every mixture layer of ``model`` by module name (empty for plain LoRA)."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, MixtureOfLoRALinear)}
+
+
+def is_adapter_parameter(name: str) -> bool:
+    """Parameters created by adapters: mixture experts and routers, or peft's LoRA matrices."""
+    return any(part in name for part in (".experts.", ".router.", "lora_A", "lora_B"))

@@ -1,0 +1,35 @@
+"""Command line: ``python -m rode_lightning fit|validate|test|predict --config CONFIG.yaml``.
+
+LightningCLI builds the model and data module from the YAML (every constructor argument is a documented key;
+``--print_config`` shows them all). The tokenizer and the vision encoder's input shape are set once, on the model,
+and linked into the data module so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.cli import LightningCLI
+
+from rode_lightning.data.datamodule import FoodDataModule
+from rode_lightning.model.module import FoodLMMModule
+from rode_lightning.model.vision import VisionConfig
+
+
+class RoDECLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.tokenizer", "data.tokenizer", apply_on="parse")
+        parser.link_arguments("model.vision", "data.image_size",
+                              compute_fn=lambda vision: _vision_config(vision).image_size, apply_on="parse")
+        parser.link_arguments("model.vision", "data.num_image_tokens",
+                              compute_fn=lambda vision: _vision_config(vision).num_patches, apply_on="parse")
+
+
+def _vision_config(value) -> VisionConfig:
+    """The parsed ``model.vision`` (a namespace at link time) as a validated config, presets resolved."""
+    if isinstance(value, VisionConfig):
+        return value
+    return VisionConfig(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
+
+
+def main(args: list[str] | None = None) -> RoDECLI:
+    return RoDECLI(FoodLMMModule, FoodDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
+                   parser_kwargs={"parser_mode": "omegaconf"})

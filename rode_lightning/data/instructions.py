@@ -1,0 +1,94 @@
+"""Turning (dish, task) pairs into token sequences, and batching them.
+
+Each sample becomes ``<s> prompt-with-image-tokens answer </s>``. The labels copy the answer tokens and mask
+everything else with -100, so the loss is computed on answers only. For generation the same prompt is also kept
+on its own, to be left-padded in the batch (decoder-only generation continues from the right end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, answer_for, build_prompt, question_for
+from rode_lightning.data.records import FoodRecord
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Sample:
+    record: FoodRecord
+    task: str
+
+
+class InstructionDataset(Dataset):
+    def __init__(self, samples: list[Sample], tokenizer: PreTrainedTokenizerBase, image_transform,
+                 num_image_tokens: int, max_length: int, seed: int = 0):
+        self.samples = samples
+        self.tokenizer = tokenizer
+        self.image_transform = image_transform
+        self.num_image_tokens = num_image_tokens
+        self.max_length = max_length
+        self.seed = seed
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def encode_prompt(self, question: str) -> list[int]:
+        before, after = build_prompt(question).split(IMAGE_PLACEHOLDER)
+        encode = self.tokenizer.encode
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return (bos + encode(before, add_special_tokens=False) + [self.image_token_id] * self.num_image_tokens
+                + encode(after, add_special_tokens=False))
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        record, task = sample.record, sample.task
+        prompt_ids = self.encode_prompt(question_for(record, task, self.seed))
+        answer = answer_for(record, task)
+        answer_ids = self.tokenizer.encode(" " + answer, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+        if len(prompt_ids) >= self.max_length:
+            raise ValueError(f"data.max_length: {self.max_length} is too short for the prompt of sample "
+                             f"{record.id} ({len(prompt_ids)} tokens including {self.num_image_tokens} image tokens)")
+        input_ids = (prompt_ids + answer_ids)[: self.max_length]
+        labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[: self.max_length]
+        with Image.open(record.image) as image:
+            pixels = self.image_transform(image.convert("RGB"))
+        return {"input_ids": input_ids, "labels": labels, "prompt_ids": prompt_ids, "image": pixels,
+                "task": task, "dataset": record.dataset, "id": record.id, "answer": answer}
+
+
+class InstructionCollator:
+    """Right-pads training sequences and left-pads prompts; attention masks mark real tokens."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[dict]) -> dict:
+        input_ids, attention_mask = self._pad([item["input_ids"] for item in items], self.pad_token_id, left=False)
+        labels, _ = self._pad([item["labels"] for item in items], IGNORE_INDEX, left=False)
+        prompt_ids, prompt_mask = self._pad([item["prompt_ids"] for item in items], self.pad_token_id, left=True)
+        return {
+            "input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            "prompt_ids": prompt_ids, "prompt_attention_mask": prompt_mask,
+            "images": torch.stack([item["image"] for item in items]),
+            "tasks": [item["task"] for item in items], "datasets": [item["dataset"] for item in items],
+            "ids": [item["id"] for item in items], "answers": [item["answer"] for item in items],
+        }
+
+    @staticmethod
+    def _pad(sequences: list[list[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        length = max(len(sequence) for sequence in sequences)
+        ids = torch.full((len(sequences), length), value, dtype=torch.long)
+        mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            span = slice(length - len(sequence), length) if left else slice(0, len(sequence))
+            ids[row, span] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, span] = 1
+        return ids, mask

@@ -1,0 +1,101 @@
+"""Instruction prompts: the LLaVA v1 conversation template and the questions and answers of each food task.
+
+Answers have one fixed format per task so that the metrics can parse a model's text back into ingredients,
+numbers or a category (see :mod:`rode_lightning.metrics.parsing`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from rode_lightning.data.records import FoodRecord
+
+IMAGE_PLACEHOLDER = "<image>"
+
+# LLaVA v1 ("vicuna_v1") conversation: a system prompt, then "USER: ... ASSISTANT: ..." turns separated by spaces,
+# each assistant turn closed by the end-of-sequence token.
+SYSTEM_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+
+TASKS: tuple[str, ...] = ("category", "ingredients", "recipe", "nutrition")
+
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "category": (
+        "What dish is this?",
+        "Which food category does this dish belong to?",
+        "Name the dish in the picture.",
+    ),
+    "ingredients": (
+        "What ingredients are in this dish?",
+        "List the ingredients you can see on the plate.",
+        "Which ingredients does this food contain?",
+    ),
+    "recipe": (
+        "How do I cook this dish?",
+        "Give me the recipe for this dish.",
+        "Write the cooking instructions for this food.",
+    ),
+    "nutrition": (
+        "Estimate the nutrition of this dish.",
+        "How much mass, energy, fat, carbohydrate and protein does this dish have?",
+        "What are the nutrition facts of this food?",
+    ),
+}
+
+NUTRITION_UNITS: dict[str, tuple[str, str]] = {
+    # field -> (label in answers, unit)
+    "mass_g": ("mass", "g"),
+    "energy_kcal": ("energy", "kcal"),
+    "fat_g": ("fat", "g"),
+    "carbohydrate_g": ("carbohydrate", "g"),
+    "protein_g": ("protein", "g"),
+}
+
+
+def task_available(record: FoodRecord, task: str) -> bool:
+    if task == "category":
+        return record.category is not None
+    if task == "ingredients":
+        return bool(record.ingredients)
+    if task == "recipe":
+        return bool(record.recipe)
+    if task == "nutrition":
+        return record.nutrition is not None
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def answer_for(record: FoodRecord, task: str) -> str:
+    """The target answer, in the task's documented format."""
+    if task == "category":
+        return record.category
+    if task == "ingredients":
+        return ", ".join(record.ingredient_names)
+    if task == "recipe":
+        return " ".join(f"{number}. {step}" for number, step in enumerate(record.recipe, start=1))
+    if task == "nutrition":
+        return format_nutrition(record.nutrition)
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def format_nutrition(values: dict[str, float]) -> str:
+    parts = []
+    for key, (label, unit) in NUTRITION_UNITS.items():
+        value = values[key]
+        # Whole grams and kcal for the big fields, one decimal for macronutrients: short and still precise.
+        text = f"{value:.0f}" if key in ("mass_g", "energy_kcal") else f"{value:.1f}"
+        parts.append(f"{label}: {text} {unit}")
+    return ", ".join(parts)
+
+
+def question_for(record: FoodRecord, task: str, seed: int = 0) -> str:
+    """One of the task's phrasings, chosen by a hash of (seed, sample, task): stable across runs and workers."""
+    phrasings = QUESTIONS[task]
+    key = f"{seed}/{record.dataset}/{record.id}/{task}".encode()
+    return phrasings[int.from_bytes(hashlib.sha256(key).digest()[:4], "little") % len(phrasings)]
+
+
+def build_prompt(question: str) -> str:
+    """The conversation up to and including ``ASSISTANT:``; the answer (then ``</s>``) follows it."""
+    return f"{SYSTEM_PROMPT} USER: {IMAGE_PLACEHOLDER}\n{question} ASSISTANT:"

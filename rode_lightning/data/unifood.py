@@ -1,0 +1,119 @@
+"""Reader for the Uni-Food format of this project (documented in README.md).
+
+A Uni-Food root holds ``annotations/<split>.jsonl`` with one dish per line and the images the records point to.
+Every problem names the file and the line; a record that cannot be used either stops the run or is skipped and
+counted, as the caller chooses (``on_error``), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
+
+
+class DataFormatError(ValueError):
+    """A data file does not follow its documented format."""
+
+
+OnError = Literal["raise", "skip"]
+
+
+class SkipCounter(Counter):
+    """Counts skipped samples by reason, so the data module can report them."""
+
+    def report(self) -> str:
+        return ", ".join(f"{count} x {reason}" for reason, count in sorted(self.items())) or "none"
+
+
+def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise",
+                       skipped: SkipCounter | None = None) -> list[FoodRecord]:
+    root = Path(root)
+    path = root / "annotations" / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"Uni-Food split {split!r}: expected the annotation file {path}, which does not exist")
+    skipped = SkipCounter() if skipped is None else skipped
+    records, seen_ids = [], set()
+    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = parse_unifood_record(line, root)
+            if record.id in seen_ids:
+                raise DataFormatError(f"duplicate id {record.id!r}")
+            seen_ids.add(record.id)
+        except DataFormatError as error:
+            if on_error == "raise":
+                raise DataFormatError(f"{path}:{line_number}: {error}") from None
+            skipped[f"unifood/{split}: {type(error).__name__}: {_reason(error)}"] += 1
+            continue
+        records.append(record)
+    if not records:
+        raise DataFormatError(f"{path}: no usable records in split {split!r} (skipped: {skipped.report()})")
+    return records
+
+
+def _reason(error: Exception) -> str:
+    """The kind of problem without the sample-specific detail, so that skip counts group by cause."""
+    return str(error).split(":")[0]
+
+
+def parse_unifood_record(line: str, root: Path) -> FoodRecord:
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"malformed JSON: {error.msg} at column {error.colno}") from None
+    if not isinstance(raw, dict):
+        raise DataFormatError(f"malformed record: expected a JSON object, got {type(raw).__name__}")
+    for key in ("id", "image"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise DataFormatError(f"missing field: {key!r} must be a non-empty string")
+    image = root / raw["image"]
+    if not image.is_file():
+        raise DataFormatError(f"missing image: {image} does not exist")
+    ingredients = tuple(_parse_ingredient(item) for item in raw.get("ingredients") or [])
+    if "ingredients" in raw and not ingredients:
+        raise DataFormatError("no ingredients: 'ingredients' is an empty list")
+    recipe = raw.get("recipe") or []
+    if not isinstance(recipe, list) or not all(isinstance(step, str) for step in recipe):
+        raise DataFormatError("malformed recipe: 'recipe' must be a list of strings")
+    category = raw.get("category")
+    if category is not None and not isinstance(category, str):
+        raise DataFormatError("malformed category: 'category' must be a string")
+    nutrition = raw.get("nutrition")
+    if nutrition is not None:
+        nutrition = _parse_nutrition(nutrition)
+    return FoodRecord(id=raw["id"], image=str(image), dataset="unifood", category=category,
+                      ingredients=ingredients, recipe=tuple(recipe), nutrition=nutrition)
+
+
+def _parse_ingredient(item) -> Ingredient:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
+        raise DataFormatError(f"malformed ingredient: expected {{'name': str, 'grams': number}}, got {item!r}")
+    grams = item.get("grams", 0.0)
+    if not isinstance(grams, (int, float)) or not math.isfinite(grams) or grams < 0:
+        raise DataFormatError(f"bad ingredient grams: {item['name']!r} has grams={grams!r}, expected a number >= 0")
+    return Ingredient(item["name"], float(grams))
+
+
+# Above these a dish value is a data error, not a big meal (Nutrition5k's largest dish is about 3.9 kg, 3,900 kcal).
+NUTRITION_LIMITS: dict[str, float] = {"mass_g": 5000, "energy_kcal": 10000, "fat_g": 1000,
+                                      "carbohydrate_g": 2000, "protein_g": 1000}
+
+
+def _parse_nutrition(raw) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise DataFormatError("malformed nutrition: expected an object with " + ", ".join(NUTRITION_FIELDS))
+    values = {}
+    for key in NUTRITION_FIELDS:
+        value = raw.get(key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DataFormatError(f"bad nutrition value: {key}={value!r}, expected a number")
+        if value < 0 or value > NUTRITION_LIMITS[key]:
+            raise DataFormatError(f"bad nutrition value: {key}={value!r} is outside [0, {NUTRITION_LIMITS[key]}]")
+        values[key] = float(value)
+    return values

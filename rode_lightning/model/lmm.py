@@ -1,0 +1,82 @@
+"""The LLaVA-style food LMM: vision encoder -> projector -> language model with adapters.
+
+Image tokens enter the language model the way ``llava-hf`` does it: the data side repeats the ``<image>`` token once
+per patch, and :meth:`FoodLMM.embed` writes the projected patch features over those positions. The text sequence
+therefore already has its final length before the model sees it, which keeps padding, attention masks, labels
+and ``generate`` (with its KV cache) plain transformers code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.inject import inject_adapters, is_adapter_parameter
+from rode_lightning.data.prompts import IMAGE_PLACEHOLDER
+from rode_lightning.model.language import LanguageConfig, build_language_model
+from rode_lightning.model.projector import MLPProjector
+from rode_lightning.model.vision import VisionConfig, VisionEncoder
+
+
+class FoodLMM(nn.Module):
+    def __init__(self, vision: VisionConfig, language: LanguageConfig, adapter: AdapterConfig,
+                 tokenizer: PreTrainedTokenizerBase, train_projector: bool = True):
+        super().__init__()
+        self.vision = VisionEncoder(vision)
+        self.language_model = build_language_model(language, vocab_size=len(tokenizer))
+        self.projector = MLPProjector(self.vision.output_dim, self.language_model.config.hidden_size)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+        self.pad_token_id = tokenizer.pad_token_id
+        self.eos_token_id = tokenizer.eos_token_id
+        self.num_image_tokens = vision.num_patches
+
+        self.vision.requires_grad_(False)
+        self.language_model.requires_grad_(False)
+        self.projector.requires_grad_(train_projector)
+        self.adapted_modules = inject_adapters(self.language_model, adapter)
+        for name, parameter in self.language_model.named_parameters():
+            if is_adapter_parameter(name):
+                parameter.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "FoodLMM":
+        super().train(mode)
+        self.vision.eval()  # frozen: keep any normalisation or dropout in inference behaviour
+        return self
+
+    def embed(self, input_ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with projected image patches written over the ``<image>`` positions."""
+        embeddings = self.language_model.get_input_embeddings()(input_ids)
+        image_positions = input_ids == self.image_token_id
+        if images is None:
+            if image_positions.any():
+                raise ValueError("input_ids contain <image> tokens but no images were given")
+            return embeddings
+        per_sample = image_positions.sum(dim=1)
+        if not torch.all(per_sample == self.num_image_tokens):
+            raise ValueError(f"every sample needs exactly {self.num_image_tokens} <image> tokens (one per patch); "
+                             f"got {per_sample.tolist()}")
+        with torch.no_grad():
+            patches = self.vision(images.to(self.projector.layers[0].weight.dtype))
+        image_embeddings = self.projector(patches).to(embeddings.dtype)
+        return embeddings.masked_scatter(image_positions.unsqueeze(-1), image_embeddings)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None
+                ) -> torch.Tensor:
+        """Next-token logits, ``(batch, sequence, vocab)``."""
+        embeddings = self.embed(input_ids, images)
+        return self.language_model(inputs_embeds=embeddings, attention_mask=attention_mask, use_cache=False).logits
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None,
+                 max_new_tokens: int = 64) -> torch.Tensor:
+        """Greedy answers for left-padded prompts, with the KV cache; returns only the new tokens."""
+        embeddings = self.embed(input_ids, images)
+        return self.language_model.generate(
+            inputs_embeds=embeddings, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            do_sample=False, use_cache=True, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
+        )
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {name: parameter for name, parameter in self.named_parameters() if parameter.requires_grad}

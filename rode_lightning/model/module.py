@@ -1,0 +1,148 @@
+"""The LightningModule: training on answer tokens, validation by generating answers and scoring them."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+from transformers import get_cosine_schedule_with_warmup
+
+from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.data.instructions import IGNORE_INDEX
+from rode_lightning.data.tokenizer import load_tokenizer
+from rode_lightning.metrics.category import CategoryAccuracy
+from rode_lightning.metrics.ingredients import IngredientIoU
+from rode_lightning.model.language import LanguageConfig
+from rode_lightning.model.lmm import FoodLMM
+from rode_lightning.model.vision import VisionConfig
+
+
+class FoodLMMModule(L.LightningModule):
+    """A food LMM with adapters, trained with next-token cross-entropy on answers.
+
+    Args:
+        vision: vision encoder shape or preset.
+        language: language model shape, or the local path of real weights.
+        adapter: adapter method, expert ranks and target layers.
+        tokenizer: ``demo`` or a local tokenizer directory (shared with the data module).
+        train_projector: train the image projector along with the adapters.
+        learning_rate: AdamW peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: optimizer steps of linear warm-up before cosine decay to zero.
+        max_new_tokens: longest generated answer during validation, test and predict.
+    """
+
+    def __init__(
+        self,
+        vision: VisionConfig = VisionConfig(),
+        language: LanguageConfig = LanguageConfig(),
+        adapter: AdapterConfig = AdapterConfig(),
+        tokenizer: str = "demo",
+        train_projector: bool = True,
+        learning_rate: float = 3e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        max_new_tokens: int = 64,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        # Kept as objects: under LightningCLI ``hparams`` holds the raw config (plain dicts) for logging.
+        self.vision_config, self.language_config, self.adapter_config = vision, language, adapter
+        self.model: FoodLMM | None = None
+        self.metrics = torch.nn.ModuleDict({
+            f"{stage}_{name}": metric()
+            for stage in ("val", "test")
+            for name, metric in (("ingredients", IngredientIoU), ("category", CategoryAccuracy))
+        })
+
+    @property
+    def tokenizer(self):
+        return load_tokenizer(self.hparams.tokenizer)
+
+    def configure_model(self) -> None:
+        """Builds the network once; Lightning calls this before optimizers exist, on the right device."""
+        if self.model is not None:
+            return
+        self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
+                             self.hparams.train_projector)
+
+    def answer_loss(self, batch: dict) -> torch.Tensor:
+        logits = self.model(batch["input_ids"], batch["attention_mask"], batch["images"])
+        # Position t predicts token t + 1; prompt, image and padding positions carry IGNORE_INDEX labels.
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+                               ignore_index=IGNORE_INDEX)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.answer_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch["ids"]))
+        return loss
+
+    def generate_answers(self, batch: dict, rows: list[int] | None = None) -> list[str]:
+        rows = list(range(len(batch["ids"]))) if rows is None else rows
+        prompt_ids, prompt_mask = batch["prompt_ids"][rows], batch["prompt_attention_mask"][rows]
+        # Rows were left-padded for the whole batch; drop columns that are padding in every selected row.
+        keep = prompt_mask.any(dim=0)
+        new_tokens = self.model.generate(prompt_ids[:, keep], prompt_mask[:, keep], batch["images"][rows],
+                                         max_new_tokens=self.hparams.max_new_tokens)
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _evaluation_step(self, batch: dict, stage: str) -> None:
+        batch_size = len(batch["ids"])
+        self.log(f"{stage}/loss", self.answer_loss(batch), batch_size=batch_size, sync_dist=True)
+        scored = {"ingredients", "category"}
+        rows = [row for row, task in enumerate(batch["tasks"]) if task in scored]
+        if not rows:
+            return
+        for row, prediction in zip(rows, self.generate_answers(batch, rows)):
+            task = batch["tasks"][row]
+            self.metrics[f"{stage}_{task}"].update([prediction], [batch["answers"][row]])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def _evaluation_epoch_end(self, stage: str) -> None:
+        values: dict[str, torch.Tensor] = {}
+        ingredients = self.metrics[f"{stage}_ingredients"]
+        if ingredients.update_called:
+            result = ingredients.compute()
+            values[f"{stage}/ingredient_iou"] = result["dataset_iou"]
+            values[f"{stage}/ingredient_sample_iou"] = result["sample_iou"]
+        category = self.metrics[f"{stage}_category"]
+        if category.update_called:
+            values[f"{stage}/category_accuracy"] = category.compute()
+        for metric in (ingredients, category):
+            metric.reset()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        baseline = getattr(datamodule, "ingredient_baseline", None)
+        if baseline and stage == "val":
+            values["val/ingredient_iou_most_frequent"] = torch.tensor(baseline["dataset_iou"])
+        if values:
+            self.log_dict(values)
+            if not self.trainer.sanity_checking:
+                summary = ", ".join(f"{key} {float(value):.4f}" for key, value in values.items())
+                rank_zero_info(f"[{stage} epoch {self.current_epoch} step {self.global_step}] {summary}")
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        answers = self.generate_answers(batch)
+        return [{"id": sample_id, "task": task, "prediction": answer, "reference": reference}
+                for sample_id, task, answer, reference in zip(batch["ids"], batch["tasks"], answers, batch["answers"])]
+
+    def configure_optimizers(self):
+        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=self.hparams.learning_rate,
+                                      weight_decay=self.hparams.weight_decay)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_cosine_schedule_with_warmup(optimizer, min(self.hparams.warmup_steps, total_steps),
+                                                    total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

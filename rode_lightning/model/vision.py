@@ -1,0 +1,83 @@
+"""The vision encoder: an open_clip Vision Transformer that returns patch tokens of its penultimate block.
+
+LLaVA feeds the language model the patch tokens (no CLS token) of the second-to-last transformer block of CLIP,
+because the last block is shaped by the contrastive objective and carries less local detail. We build the tower
+through open_clip's own ``CLIPVisionCfg`` and ``VisionTransformer``, so that a real ``ViT-L-14-336`` checkpoint
+loads into exactly the module open_clip would build, and a tiny configuration builds the same code at demo size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class VisionConfig:
+    """Vision tower shape. ``preset`` (an open_clip model name such as ``ViT-L-14-336``) overrides the sizes.
+
+    Args:
+        preset: open_clip model name whose ``vision_cfg`` is used; ``null`` for the explicit sizes below.
+        image_size: input side in pixels.
+        patch_size: patch side in pixels; the encoder yields ``(image_size / patch_size)^2`` tokens.
+        width: token width.
+        layers: transformer blocks (at least 2: the penultimate block's output is used).
+        head_width: width per attention head.
+        checkpoint: local open_clip checkpoint (``.pt``/``.bin``/``.safetensors``) to load, or ``null`` for random
+            weights (demo and tests).
+    """
+
+    preset: str | None = None
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 128
+    layers: int = 3
+    head_width: int = 32
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            import open_clip
+
+            model_config = open_clip.get_model_config(self.preset)
+            if model_config is None:
+                raise ValueError(f"model.vision.preset: {self.preset!r} is not an open_clip model name")
+            vision = model_config["vision_cfg"]
+            self.image_size, self.patch_size = int(vision["image_size"]), int(vision["patch_size"])
+            self.width, self.layers = int(vision["width"]), int(vision["layers"])
+            self.head_width = int(vision.get("head_width", 64))
+        if self.image_size % self.patch_size:
+            raise ValueError(f"model.vision: image_size {self.image_size} is not a multiple of "
+                             f"patch_size {self.patch_size}")
+        if self.layers < 2:
+            raise ValueError(f"model.vision.layers: {self.layers}; at least 2 are needed (the penultimate block's "
+                             "output feeds the projector)")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, config: VisionConfig):
+        super().__init__()
+        from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+        self.config = config
+        vision_cfg = CLIPVisionCfg(layers=config.layers, width=config.width, head_width=config.head_width,
+                                   image_size=config.image_size, patch_size=config.patch_size)
+        # embed_dim is the size of CLIP's pooled projection, which LLaVA does not use.
+        self.tower = _build_vision_tower(embed_dim=config.width, vision_cfg=vision_cfg, quick_gelu=True)
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.width
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(batch, 3, H, W)`` images to ``(batch, num_patches, width)`` penultimate-block patch tokens."""
+        output = self.tower.forward_intermediates(
+            images, indices=[self.config.layers - 2], stop_early=True, intermediates_only=True, output_fmt="NLC"
+        )
+        return output["image_intermediates"][0]
