@@ -32,6 +32,8 @@ class FoodDataModule(L.LightningDataModule):
         unifood_root: a Uni-Food directory (see README.md); ``null`` generates the demo data into ``demo_dir``.
         demo_dir: where the demo data is generated; ``null`` for ``~/.cache/rode_lightning/demo_unifood``.
         demo_seed: seed of the demo data.
+        demo_train_size: dishes in the demo training split.
+        demo_eval_size: dishes in each of the demo validation and test splits.
         train_tasks: tasks trained on.
         eval_tasks: tasks of the validation and test splits.
         tokenizer: ``demo`` or a local tokenizer directory; set it on the model, the CLI copies it here.
@@ -50,6 +52,8 @@ class FoodDataModule(L.LightningDataModule):
         unifood_root: str | None = None,
         demo_dir: str | None = None,
         demo_seed: int = 0,
+        demo_train_size: int = 800,
+        demo_eval_size: int = 64,
         train_tasks: list[str] = list(TASKS),
         eval_tasks: list[str] = list(TASKS),
         tokenizer: str = "demo",
@@ -80,7 +84,12 @@ class FoodDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.unifood_root is None:
-            generate_demo_unifood(self.data_root, seed=self.hparams.demo_seed)
+            self._generate_demo()
+
+    def _generate_demo(self) -> None:
+        sizes = {"train": self.hparams.demo_train_size, "val": self.hparams.demo_eval_size,
+                 "test": self.hparams.demo_eval_size}
+        generate_demo_unifood(self.data_root, seed=self.hparams.demo_seed, splits=sizes)
 
     @property
     def data_root(self) -> Path:
@@ -93,7 +102,7 @@ class FoodDataModule(L.LightningDataModule):
             return
         if self.hparams.unifood_root is None:
             # prepare_data runs on one process per node; generation is idempotent, so ensure it here as well.
-            generate_demo_unifood(self.data_root, seed=self.hparams.demo_seed)
+            self._generate_demo()
         transform = open_clip.image_transform(self.hparams.image_size, is_train=False)
         for split, tasks in (("train", self.hparams.train_tasks), ("val", self.hparams.eval_tasks),
                              ("test", self.hparams.eval_tasks)):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def generate_demo_unifood(root: str | Path, seed: int = 0, splits: dict[str, int
     marker = root / ".complete"
     if marker.exists() and marker.read_text() == stamp:
         return root
+    for stale in ("images", "annotations"):  # from a generation with other parameters
+        shutil.rmtree(root / stale, ignore_errors=True)
+    marker.unlink(missing_ok=True)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     log.info("generating demo Uni-Food data (seed %d, %s) in %s", seed, splits, root)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_SEPARATORS = re.compile(r",|;|\n|\band\b|\bwith\b|\u2022|(?:^|\s)\d+[.)]\s")
+_SEPARATORS = re.compile(r",|;|&|\n|\band\b|\bwith\b|\u2022|(?:^|\s)\d+[.)]\s")
 _LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:main\s+)?ingredients?\s*(?:are|is|include|:)\s*", re.IGNORECASE)
 
 

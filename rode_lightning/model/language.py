@@ -18,6 +18,10 @@ class LanguageConfig:
         layers: decoder blocks.
         heads: attention heads.
         max_position_embeddings: longest sequence (image tokens included).
+        initializer_range: std of the random weights; ``null`` for ``hidden_size ** -0.5``. LLaMA's 0.02 suits
+            4096-wide models; at demo width it caps the logits near 2.5, so even a perfectly adapted model could not
+            be confident (its loss could not fall below about 4.5 nats). Fan-in scaling gives logits the range a
+            trained model has.
     """
 
     path: str | None = None
@@ -26,6 +30,7 @@ class LanguageConfig:
     layers: int = 2
     heads: int = 4
     max_position_embeddings: int = 512
+    initializer_range: float | None = None
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.heads:
@@ -44,6 +49,7 @@ def build_language_model(config: LanguageConfig, vocab_size: int) -> LlamaForCau
         num_key_value_heads=config.heads,
         max_position_embeddings=config.max_position_embeddings,
         tie_word_embeddings=False,
+        initializer_range=config.initializer_range or config.hidden_size ** -0.5,
     )
     llama_config._attn_implementation = "sdpa"
     return LlamaForCausalLM(llama_config)

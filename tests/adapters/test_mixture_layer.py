@@ -1,0 +1,160 @@
+"""The mixture layer against independent computations of the RoDE paper's formulas."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.experts import LoRAExperts
+from rode_lightning.adapters.inject import inject_adapters
+from rode_lightning.adapters.layer import MixtureOfLoRALinear
+from rode_lightning.adapters.routers import ReLURouter, SoftmaxRouter
+
+D_IN, D_OUT = 12, 10
+
+
+def make_layer(ranks, router_class, alpha=16.0, dropout=0.0):
+    base = nn.Linear(D_IN, D_OUT)
+    layer = MixtureOfLoRALinear(base, LoRAExperts(D_IN, D_OUT, ranks, alpha, dropout),
+                                router_class(D_IN, len(ranks)))
+    return layer
+
+
+def random_weights(ranks):
+    """Independent random A_i, B_i (non-zero B), router W_h and base W0, b0."""
+    generator = torch.Generator().manual_seed(1)
+    a = [torch.randn(r, D_IN, generator=generator) for r in ranks]
+    b = [torch.randn(D_OUT, r, generator=generator) for r in ranks]
+    router = torch.randn(len(ranks), D_IN, generator=generator)
+    w0, b0 = torch.randn(D_OUT, D_IN, generator=generator), torch.randn(D_OUT, generator=generator)
+    return a, b, router, w0, b0
+
+
+def load(layer, a, b, router, w0, b0):
+    with torch.no_grad():
+        layer.experts.lora_A.copy_(torch.cat(a, dim=0))
+        layer.experts.lora_B.copy_(torch.cat(b, dim=1))
+        layer.router.linear.weight.copy_(router)
+        layer.base.weight.copy_(w0)
+        layer.base.bias.copy_(b0)
+
+
+@pytest.mark.parametrize("ranks", [[2, 4, 8, 16], [8, 8, 8, 8], [3], [2, 4, 6, 8]])
+def test_rode_layer_equals_eq2_per_expert(ranks):
+    alpha = 16.0
+    layer = make_layer(ranks, ReLURouter, alpha)
+    a, b, router, w0, b0 = random_weights(ranks)
+    load(layer, a, b, router, w0, b0)
+    x = torch.randn(3, 5, D_IN)
+
+    # Eq. 2: x' = W0 x + sum_i alpha / r_i * max(h_i(x), 0) * B_i A_i x, computed token by token.
+    expected = torch.empty(3, 5, D_OUT)
+    for i in range(3):
+        for t in range(5):
+            token = x[i, t]
+            value = w0 @ token + b0
+            for expert, rank in enumerate(ranks):
+                gate = max(float(router[expert] @ token), 0.0)
+                value = value + alpha / rank * gate * (b[expert] @ (a[expert] @ token))
+            expected[i, t] = value
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_softmax_layer_equals_eq1():
+    ranks, alpha = [8, 8, 8, 8], 16.0
+    layer = make_layer(ranks, SoftmaxRouter, alpha)
+    a, b, router, w0, b0 = random_weights(ranks)
+    load(layer, a, b, router, w0, b0)
+    x = torch.randn(7, D_IN)
+    probabilities = torch.softmax(x @ router.t(), dim=-1)
+    expected = x @ w0.t() + b0
+    for expert, rank in enumerate(ranks):
+        expected = expected + alpha / rank * probabilities[:, expert:expert + 1] * (x @ a[expert].t() @ b[expert].t())
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_relu_gates_are_sparse_and_recorded():
+    layer = make_layer([2, 4, 8, 16], ReLURouter)
+    x = torch.randn(4, 6, D_IN)
+    layer(x)
+    gates = layer.last_gates
+    assert gates.shape == (24, 4)
+    torch.testing.assert_close(gates, torch.relu(x.reshape(24, D_IN) @ layer.router.weight.t()))
+    assert (gates == 0).any() and (gates > 0).any()
+
+
+def test_zero_initialised_b_gives_the_base_output():
+    layer = make_layer([2, 4, 8, 16], ReLURouter)
+    assert torch.count_nonzero(layer.experts.lora_B) == 0
+    assert torch.count_nonzero(layer.experts.lora_A) > 0
+    x = torch.randn(5, D_IN)
+    torch.testing.assert_close(layer(x), layer.base(x), rtol=0, atol=0)
+
+
+def test_fused_equals_reference_forward_and_gradients():
+    layer = make_layer([2, 4, 8, 16], ReLURouter)
+    nn.init.normal_(layer.experts.lora_B)
+    x = torch.randn(9, D_IN)
+    gates = torch.relu(torch.randn(9, 4, requires_grad=True))
+    fused = layer.experts(x, gates)
+    fused_grads = torch.autograd.grad(fused.square().sum(), [layer.experts.lora_A, layer.experts.lora_B])
+    reference = layer.experts.reference_forward(x, gates)
+    reference_grads = torch.autograd.grad(reference.square().sum(), [layer.experts.lora_A, layer.experts.lora_B])
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    for got, want in zip(fused_grads, reference_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_expert_views_have_paper_shapes_and_scaling():
+    experts = LoRAExperts(D_IN, D_OUT, [2, 4, 8, 16], alpha=16)
+    assert [tuple(experts.expert(i)[0].shape) for i in range(4)] == [(r, D_IN) for r in (2, 4, 8, 16)]
+    assert [tuple(experts.expert(i)[1].shape) for i in range(4)] == [(D_OUT, r) for r in (2, 4, 8, 16)]
+    assert experts.scaling == [8.0, 4.0, 2.0, 1.0]
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"q_proj": nn.Linear(8, 8), "k_proj": nn.Linear(8, 8), "v_proj": nn.Linear(8, 8)})
+            for _ in range(2))
+
+
+@pytest.mark.parametrize("targets, expected", [
+    (["q_proj", "k_proj"], {"blocks.0.q_proj", "blocks.0.k_proj", "blocks.1.q_proj", "blocks.1.k_proj"}),
+    (["q_proj", "v_proj"], {"blocks.0.q_proj", "blocks.0.v_proj", "blocks.1.q_proj", "blocks.1.v_proj"}),
+    ([r"blocks\.1\..*_proj"], {"blocks.1.q_proj", "blocks.1.k_proj", "blocks.1.v_proj"}),
+])
+def test_injection_by_name_patterns(targets, expected):
+    model = TwoBlocks()
+    names = inject_adapters(model, AdapterConfig(target_modules=targets))
+    assert set(names) == expected
+    adapted = {name for name, module in model.named_modules() if isinstance(module, MixtureOfLoRALinear)}
+    assert adapted == expected
+
+
+def test_pattern_matching_nothing_names_the_pattern():
+    with pytest.raises(ValueError, match=r"'o_proj' matches no linear layer.*k_proj, q_proj, v_proj"):
+        inject_adapters(TwoBlocks(), AdapterConfig(target_modules=["q_proj", "o_proj"]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ranks": []}, r"adapter.ranks: the list of expert ranks is empty"),
+    ({"ranks": [4, 0]}, r"adapter.ranks: every rank must be a positive integer, got \[0\]"),
+    ({"method": "lora", "ranks": [4, 8]}, r"method 'lora' takes exactly one rank"),
+    ({"dropout": 1.5}, r"adapter.dropout"),
+    ({"target_modules": []}, r"adapter.target_modules: empty"),
+])
+def test_bad_adapter_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AdapterConfig(**kwargs)
+
+
+def test_peft_lora_is_injected_for_method_lora():
+    model = TwoBlocks()
+    inject_adapters(model, AdapterConfig(method="lora", ranks=[4], target_modules=["q_proj"]))
+    names = [name for name, _ in model.named_parameters() if "lora_" in name]
+    assert any("blocks.0.q_proj.lora_A" in name for name in names)
+    assert not any("k_proj" in name for name in names)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rode_lightning.data.demo import generate_demo_unifood
+
+TINY_SPLITS = {"train": 24, "val": 8, "test": 8}
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """A small demo Uni-Food dataset shared by the tests that only read it."""
+    return generate_demo_unifood(tmp_path_factory.mktemp("demo_unifood"), seed=0, splits=TINY_SPLITS, image_size=48)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_cli_args(demo_dir: Path, log_dir: Path, *extra: str) -> list[str]:
+    """Arguments for a CLI run of a few steps on the tiny demo configuration."""
+    return [
+        "--config", str(Path(__file__).parents[1] / "configs" / "demo.yaml"),
+        "--data.demo_dir", str(demo_dir),
+        "--data.demo_train_size", "16", "--data.demo_eval_size", "4",
+        "--data.batch_size", "4", "--data.eval_batch_size", "4",
+        "--trainer.logger.init_args.save_dir", str(log_dir),
+        "--trainer.enable_progress_bar", "false",
+        "--model.max_new_tokens", "4",
+        *extra,
+    ]
