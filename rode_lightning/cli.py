@@ -21,6 +21,14 @@ class RoDECLI(LightningCLI):
                               compute_fn=lambda vision: _vision_config(vision).image_size, apply_on="parse")
         parser.link_arguments("model.vision", "data.num_image_tokens",
                               compute_fn=lambda vision: _vision_config(vision).num_patches, apply_on="parse")
+        parser.link_arguments("model.adapter", "data.num_clusters", compute_fn=_clusters_needed, apply_on="parse")
+
+
+def _clusters_needed(adapter) -> int | None:
+    """The data side clusters instructions only for MoCLE routing."""
+    method = adapter.method if hasattr(adapter, "method") else adapter["method"]
+    number = adapter.num_clusters if hasattr(adapter, "num_clusters") else adapter["num_clusters"]
+    return number if method == "cluster" else None
 
 
 def _vision_config(value) -> VisionConfig:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Method = Literal["rode", "softmax", "lora"]
+Method = Literal["rode", "softmax", "top1", "cluster", "lora"]
 
-METHODS: tuple[str, ...] = ("rode", "softmax", "lora")
+METHODS: tuple[str, ...] = ("rode", "softmax", "top1", "cluster", "lora")
 
 
 @dataclass
@@ -16,13 +16,20 @@ class AdapterConfig:
 
     Args:
         method: ``rode`` (experts mixed by a ReLU-rectified linear router, RoDE Eq. 2), ``softmax`` (dense mixture
-            weighted by a softmax router, RoDE Eq. 1) or ``lora`` (one plain LoRA through ``peft``; uses ``ranks[0]``).
+            weighted by a softmax router, RoDE Eq. 1), ``top1`` (LLaVA-MoLE: one expert per token, load-balancing
+            loss), ``cluster`` (MoCLE: expert chosen by the instruction's cluster, plus a universal expert) or
+            ``lora`` (one plain LoRA through ``peft``; uses ``ranks[0]``).
         ranks: rank of each LoRA expert; experts may differ (RoDE's "diverse" experts), e.g. ``[2, 4, 8, 16]``.
         alpha: LoRA scaling numerator; expert ``i`` is scaled by ``alpha / ranks[i]``.
         dropout: dropout on the experts' input (not on the router's).
         target_modules: names of the ``nn.Linear`` layers to adapt. An entry matches a module whose name ends with
             ``.<entry>`` or equals it; an entry containing regex characters is matched against the full module name
             with ``re.fullmatch``. Every entry must match at least one layer.
+        load_balancing_coefficient: ``top1`` only: weight of the load-balancing loss (averaged over layers) added to
+            the training loss (LLaVA-MoLE: 1e-2).
+        num_clusters: ``cluster`` only: number of instruction clusters (k of the k-means on the data side).
+        cluster_temperature: ``cluster`` only: softmax temperature tau of the gate (MoCLE: 0.05).
+        universal_rank: ``cluster`` only: rank of the universal expert; ``null`` for the largest expert rank.
     """
 
     method: Method = "rode"
@@ -30,6 +37,10 @@ class AdapterConfig:
     alpha: float = 16.0
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj"])
+    load_balancing_coefficient: float = 1e-2
+    num_clusters: int = 8
+    cluster_temperature: float = 0.05
+    universal_rank: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -45,9 +56,22 @@ class AdapterConfig:
             raise ValueError(f"adapter.dropout: {self.dropout} is outside [0, 1)")
         if self.alpha <= 0:
             raise ValueError(f"adapter.alpha: {self.alpha} must be positive")
+        if self.num_clusters < 1:
+            raise ValueError(f"adapter.num_clusters: {self.num_clusters} must be at least 1")
+        if self.cluster_temperature <= 0:
+            raise ValueError(f"adapter.cluster_temperature: {self.cluster_temperature} must be positive")
+        if self.universal_rank is not None and self.universal_rank < 1:
+            raise ValueError(f"adapter.universal_rank: {self.universal_rank} must be a positive integer")
         if not self.target_modules:
             raise ValueError("adapter.target_modules: empty; name at least one layer, e.g. [q_proj, k_proj]")
 
     @property
     def num_experts(self) -> int:
         return len(self.ranks)
+
+    @property
+    def layer_ranks(self) -> list[int]:
+        """Ranks of the experts each adapted layer holds (MoCLE's universal expert appended for ``cluster``)."""
+        if self.method == "cluster":
+            return [*self.ranks, self.universal_rank or max(self.ranks)]
+        return list(self.ranks)

@@ -70,6 +70,29 @@ class LoRAExperts(nn.Module):
         hidden = self.dropout(x) @ self.lora_A.t()
         return (hidden * column_gates.to(hidden.dtype)) @ self.lora_B.t()
 
+    def forward_top1(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """The mixture when each token has one non-zero gate: only that expert is computed for that token.
+
+        Tokens are grouped by their expert, so each expert runs one matmul pair on its own tokens and the total
+        cost stays that of a single LoRA of one expert's rank (LLaVA-MoLE Eq. 6).
+        """
+        flat = self.dropout(x).reshape(-1, x.shape[-1])
+        flat_gates = gates.reshape(-1, gates.shape[-1])
+        chosen = flat_gates.abs().argmax(dim=-1)
+        weight = flat_gates.gather(1, chosen.unsqueeze(1)).to(flat.dtype)
+        out = flat.new_zeros(flat.shape[0], self.lora_B.shape[0])
+        order = torch.argsort(chosen)
+        counts = torch.bincount(chosen, minlength=self.num_experts).tolist()
+        start = 0
+        for index, count in enumerate(counts):
+            if count:
+                rows = order[start:start + count]
+                a, b = self.expert(index)
+                update = ((flat[rows] @ a.t()) @ b.t()) * (weight[rows] * self.scaling[index])
+                out = out.index_add(0, rows, update)
+            start += count
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
     def reference_forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The same mixture computed expert by expert; slow, for tests and benchmarks."""
         x = self.dropout(x)

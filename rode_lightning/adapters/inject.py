@@ -9,7 +9,8 @@ from torch import nn
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.experts import LoRAExperts
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
-from rode_lightning.adapters.routers import ROUTERS
+from rode_lightning.adapters.context import RoutingContext
+from rode_lightning.adapters.routers import TOKEN_ROUTERS, ClusterRouter
 
 _REGEX_CHARACTERS = set(".*+?[](){}|^$\\")
 
@@ -36,11 +37,13 @@ def find_target_modules(model: nn.Module, patterns: list[str]) -> list[str]:
     return matched
 
 
-def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
+def inject_adapters(model: nn.Module, config: AdapterConfig, context: RoutingContext | None = None,
+                    cluster_dim: int | None = None) -> list[str]:
     """Replace every targeted linear layer of ``model`` by its adapted version, in place; return their names.
 
     ``method: lora`` uses ``peft``'s own LoRA layers so that the baseline is the implementation users already trust;
-    the mixtures use :class:`MixtureOfLoRALinear`.
+    the mixtures use :class:`MixtureOfLoRALinear`. All routers share ``context`` (see
+    :mod:`rode_lightning.adapters.context`); ``cluster`` needs ``cluster_dim``, the width of the cluster embedding.
     """
     names = find_target_modules(model, config.target_modules)
     if config.method == "lora":
@@ -50,13 +53,18 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> list[str]:
                           target_modules=names, bias="none")
         inject_adapter_in_model(lora, model)
         return names
-    router_class = ROUTERS[config.method]
+    if config.method == "cluster" and cluster_dim is None:
+        raise ValueError("adapter.method 'cluster' needs the cluster embedding width (cluster_dim)")
+    context = context if context is not None else RoutingContext()
     for name in names:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         base: nn.Linear = getattr(parent, child_name)
-        experts = LoRAExperts(base.in_features, base.out_features, config.ranks, config.alpha, config.dropout)
-        router = router_class(base.in_features, config.num_experts)
+        experts = LoRAExperts(base.in_features, base.out_features, config.layer_ranks, config.alpha, config.dropout)
+        if config.method == "cluster":
+            router = ClusterRouter(cluster_dim, config.num_experts, config.cluster_temperature, context)
+        else:
+            router = TOKEN_ROUTERS[config.method](base.in_features, config.num_experts, context)
         adapted = MixtureOfLoRALinear(base, experts, router).to(device=base.weight.device, dtype=base.weight.dtype)
         setattr(parent, child_name, adapted)
     return names

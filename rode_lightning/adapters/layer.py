@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rode_lightning.adapters.experts import LoRAExperts
-from rode_lightning.adapters.routers import LinearRouter
+from rode_lightning.adapters.routers import ClusterRouter, LinearRouter
 
 
 class MixtureOfLoRALinear(nn.Module):
@@ -16,7 +16,7 @@ class MixtureOfLoRALinear(nn.Module):
     and for the router-sparsity statistics.
     """
 
-    def __init__(self, base: nn.Linear, experts: LoRAExperts, router: LinearRouter):
+    def __init__(self, base: nn.Linear, experts: LoRAExperts, router: LinearRouter | ClusterRouter):
         super().__init__()
         self.base = base
         self.experts = experts
@@ -38,12 +38,19 @@ class MixtureOfLoRALinear(nn.Module):
 
     @property
     def num_experts(self) -> int:
+        """Experts in this layer, MoCLE's universal expert included (it is the last one)."""
         return self.experts.num_experts
+
+    @property
+    def aux_loss(self) -> torch.Tensor | None:
+        """The router's auxiliary loss of the last training forward (top-1's load balancing), if any."""
+        return self.router.last_aux_loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = self.router(x)
         self.last_gates = gates.detach().reshape(-1, gates.shape[-1])
-        return self.base(x) + self.experts(x, gates).to(x.dtype)
+        mixture = self.experts.forward_top1 if self.router.sparse_execution else self.experts
+        return self.base(x) + mixture(x, gates).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"ranks={list(self.experts.ranks)}, alpha={self.experts.alpha}, router={type(self.router).__name__}"

@@ -1,11 +1,18 @@
-"""Routers: from a token's hidden state to one gate per expert.
+"""Routers: from a token (or a sample) to one gate per expert.
 
-Every router here is a bias-free linear map ``h(x) = W x`` (``W``: experts x d_in) followed by a different
-normalisation, which is the only thing the compared methods disagree on:
+The compared methods differ only here:
 
-* ``relu`` (RoDE Eq. 2): ``max(h(x), 0)``. Gates are sparse (an expert with a negative score is off) and
-  unnormalised, so several experts can be fully on at once and the router is as easy to optimise as a linear layer.
-* ``softmax`` (RoDE Eq. 1, FoodLMM+MoE): ``softmax(h(x))``, a dense convex combination.
+* ``rode`` (RoDE Eq. 2): ``max(W x, 0)``. Sparse (an expert with a negative score is off), unnormalised (several
+  experts can be fully on at once), and as easy to optimise as a linear layer.
+* ``softmax`` (RoDE Eq. 1, FoodLMM+MoE): ``softmax(W x)``, a dense convex combination.
+* ``top1`` (LLaVA-MoLE Eq. 3-8): only the expert with the highest score ``W x`` runs. Its output is multiplied by
+  that expert's softmax probability (as Switch Transformer does), which is 1-sparse yet differentiable, so the
+  language-modelling loss reaches the router; the load-balancing loss (Eq. 7-8) pushes towards uniform use.
+* ``cluster`` (MoCLE Eq. 1-3): routing by the sample's instruction cluster, not by token: the cluster's learnable
+  embedding ``C`` goes through this layer's gate, ``G = top1(softmax((W_gate C + eps) / tau))`` with
+  ``eps ~ N(0, 1/E)`` in training only, plus a universal expert weighted ``1 - G_max``.
+
+Every router returns gates with the input's leading shape and one column per expert of its layer.
 """
 
 from __future__ import annotations
@@ -13,13 +20,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rode_lightning.adapters.context import RoutingContext
+
 
 class LinearRouter(nn.Module):
-    """Base class: holds the linear map; subclasses choose the normalisation in :meth:`gates_from_logits`."""
+    """A bias-free linear map ``h(x) = W x`` (``W``: experts x d_in); subclasses choose the normalisation."""
 
-    def __init__(self, in_features: int, num_experts: int):
+    sparse_execution = False  # True: the layer runs only each token's chosen expert
+
+    def __init__(self, in_features: int, num_experts: int, context: RoutingContext | None = None):
         super().__init__()
         self.linear = nn.Linear(in_features, num_experts, bias=False)
+        self.context = context if context is not None else RoutingContext()
+        self.last_aux_loss: torch.Tensor | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -43,4 +56,83 @@ class SoftmaxRouter(LinearRouter):
         return torch.softmax(logits.float(), dim=-1).to(logits.dtype)
 
 
-ROUTERS: dict[str, type[LinearRouter]] = {"rode": ReLURouter, "softmax": SoftmaxRouter}
+def load_balancing_loss(probabilities: torch.Tensor, chosen: torch.Tensor, mask: torch.Tensor | None
+                        ) -> torch.Tensor:
+    """LLaVA-MoLE Eq. 7-8, ``sum_j c_j * p_j``, over real tokens only.
+
+    ``c_j`` (tokens routed to expert j, not differentiable) and ``p_j`` (summed routing probability of expert j) are
+    both divided by the number of tokens N. The paper's raw sums would make the loss grow with N^2, so its
+    coefficient (1e-2) could not mean the same thing for two batch shapes; normalised, a uniform assignment gives
+    ``1 / E`` and a collapsed one gives 1.
+    """
+    probabilities = probabilities.reshape(-1, probabilities.shape[-1]).float()
+    chosen = chosen.reshape(-1)
+    if mask is not None:
+        keep = mask.reshape(-1)
+        probabilities, chosen = probabilities[keep], chosen[keep]
+    tokens = probabilities.shape[0]
+    if tokens == 0:
+        return probabilities.sum() * 0.0
+    counts = torch.bincount(chosen, minlength=probabilities.shape[-1]).to(probabilities.dtype)
+    return (counts / tokens * probabilities.sum(dim=0) / tokens).sum()
+
+
+class Top1Router(LinearRouter):
+    sparse_execution = True
+
+    def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        chosen = probabilities.argmax(dim=-1)
+        if self.training:
+            mask = self.context.token_mask
+            if mask is not None and mask.shape != logits.shape[:-1]:
+                mask = None  # not this forward's tokens (e.g. a decoding step)
+            self.last_aux_loss = load_balancing_loss(probabilities, chosen, mask)
+        one_hot = torch.nn.functional.one_hot(chosen, logits.shape[-1]).to(probabilities.dtype)
+        return (one_hot * probabilities).to(logits.dtype)
+
+
+class ClusterRouter(nn.Module):
+    """MoCLE's gate: per-sample gates from the sample's cluster embedding, plus a universal expert's gate.
+
+    Returns ``E + 1`` columns: the top-1 gate over the ``E`` cluster experts, then ``1 - G_max`` for the universal
+    expert (the layer's last expert).
+    """
+
+    sparse_execution = False
+
+    def __init__(self, cluster_dim: int, num_experts: int, temperature: float = 0.05,
+                 context: RoutingContext | None = None):
+        super().__init__()
+        self.linear = nn.Linear(cluster_dim, num_experts, bias=False)
+        self.temperature = temperature
+        self.context = context if context is not None else RoutingContext()
+        self.last_aux_loss: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    def sample_gates(self, cluster_features: torch.Tensor) -> torch.Tensor:
+        """``(batch, cluster_dim)`` cluster embeddings to ``(batch, E + 1)`` gates (Eq. 1 and 3)."""
+        logits = self.linear(cluster_features.to(self.linear.weight.dtype)).float()
+        if self.training:
+            logits = logits + torch.randn_like(logits) * logits.shape[-1] ** -0.5  # N(0, 1/E)
+        probabilities = torch.softmax(logits / self.temperature, dim=-1)
+        top_value, top_index = probabilities.max(dim=-1, keepdim=True)
+        gates = torch.zeros_like(probabilities).scatter(-1, top_index, top_value)
+        return torch.cat([gates, 1.0 - top_value], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.context.cluster_features
+        if features is None:
+            raise RuntimeError("cluster routing needs each sample's cluster: call the model with cluster_ids")
+        if features.shape[0] != x.shape[0]:
+            raise RuntimeError(f"cluster features for {features.shape[0]} samples, but the layer input has "
+                               f"batch size {x.shape[0]}")
+        gates = self.sample_gates(features).to(x.dtype)
+        # Same gates for every token of a sample.
+        return gates.reshape(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[-1]).expand(*x.shape[:-1], -1)
+
+
+TOKEN_ROUTERS: dict[str, type[LinearRouter]] = {"rode": ReLURouter, "softmax": SoftmaxRouter, "top1": Top1Router}

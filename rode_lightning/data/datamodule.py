@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import open_clip
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from rode_lightning.data.clusters import cluster_instructions
 from rode_lightning.data.demo import generate_demo_unifood
 from rode_lightning.data.instructions import InstructionCollator, InstructionDataset, Sample
 from rode_lightning.data.prompts import TASKS, task_available
@@ -45,6 +48,9 @@ class FoodDataModule(L.LightningDataModule):
         num_workers: data-loading worker processes.
         seed: seed for the question phrasing choice.
         on_error: ``raise`` stops at the first bad record; ``skip`` leaves it out, counts it and reports it.
+        num_clusters: instruction clusters for MoCLE routing; set from ``model.adapter`` by the CLI (``null`` unless
+            the adapter method is ``cluster``).
+        cluster_encoder: sentence encoder for the clustering: ``minilm`` (optional package), ``tfidf``, or ``auto``.
     """
 
     def __init__(
@@ -65,6 +71,8 @@ class FoodDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
+        num_clusters: int | None = None,
+        cluster_encoder: Literal["auto", "minilm", "tfidf"] = "auto",
     ):
         super().__init__()
         for field, tasks in (("train_tasks", train_tasks), ("eval_tasks", eval_tasks)):
@@ -77,6 +85,7 @@ class FoodDataModule(L.LightningDataModule):
         self.datasets: dict[str, InstructionDataset] = {}
         self.records: dict[str, list[FoodRecord]] = {}
         self.ingredient_baseline: dict[str, float] | None = None
+        self.cluster_centroids: torch.Tensor | None = None
 
     @property
     def tokenizer(self):
@@ -114,11 +123,24 @@ class FoodDataModule(L.LightningDataModule):
             self.datasets[split] = InstructionDataset(samples, self.tokenizer, transform,
                                                       self.hparams.num_image_tokens, self.hparams.max_length,
                                                       self.hparams.seed)
+        if self.hparams.num_clusters:
+            self._assign_clusters()
         self.ingredient_baseline = most_frequent_baseline(
             [r.ingredient_names for r in self.records["train"] if r.ingredients],
             [r.ingredient_names for r in self.records["val"] if r.ingredients],
         )
         rank_zero_info(self.summary())
+
+    def _assign_clusters(self) -> None:
+        """k-means once over the instructions of all splits; every sample gets its cluster id (MoCLE)."""
+        order = [(split, index) for split, dataset in self.datasets.items() for index in range(len(dataset))]
+        texts = [self.datasets[split].question(index) for split, index in order]
+        labels, centroids = cluster_instructions(texts, self.hparams.num_clusters, self.hparams.seed,
+                                                 self.hparams.cluster_encoder)
+        for (split, index), label in zip(order, labels.tolist()):
+            dataset = self.datasets[split]
+            dataset.samples[index] = replace(dataset.samples[index], cluster_id=label)
+        self.cluster_centroids = torch.from_numpy(centroids)
 
     def summary(self) -> str:
         lines = [f"food data from {self.data_root}:"]

@@ -24,6 +24,7 @@ IGNORE_INDEX = -100
 class Sample:
     record: FoodRecord
     task: str
+    cluster_id: int = 0  # instruction cluster, used by MoCLE routing
 
 
 class InstructionDataset(Dataset):
@@ -40,6 +41,10 @@ class InstructionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def question(self, index: int) -> str:
+        sample = self.samples[index]
+        return question_for(sample.record, sample.task, self.seed)
+
     def encode_prompt(self, question: str) -> list[int]:
         before, after = build_prompt(question).split(IMAGE_PLACEHOLDER)
         encode = self.tokenizer.encode
@@ -50,7 +55,7 @@ class InstructionDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         record, task = sample.record, sample.task
-        prompt_ids = self.encode_prompt(question_for(record, task, self.seed))
+        prompt_ids = self.encode_prompt(self.question(index))
         answer = answer_for(record, task)
         answer_ids = self.tokenizer.encode(" " + answer, add_special_tokens=False) + [self.tokenizer.eos_token_id]
         if len(prompt_ids) >= self.max_length:
@@ -61,7 +66,7 @@ class InstructionDataset(Dataset):
         with Image.open(record.image) as image:
             pixels = self.image_transform(image.convert("RGB"))
         return {"input_ids": input_ids, "labels": labels, "prompt_ids": prompt_ids, "image": pixels,
-                "task": task, "dataset": record.dataset, "id": record.id, "answer": answer}
+                "task": task, "cluster_id": sample.cluster_id, "dataset": record.dataset, "id": record.id, "answer": answer}
 
 
 class InstructionCollator:
@@ -78,6 +83,7 @@ class InstructionCollator:
             "input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
             "prompt_ids": prompt_ids, "prompt_attention_mask": prompt_mask,
             "images": torch.stack([item["image"] for item in items]),
+            "cluster_ids": torch.tensor([item["cluster_id"] for item in items], dtype=torch.long),
             "tasks": [item["task"] for item in items], "datasets": [item["dataset"] for item in items],
             "ids": [item["id"] for item in items], "answers": [item["answer"] for item in items],
         }

@@ -13,7 +13,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rode_lightning.adapters.config import AdapterConfig
-from rode_lightning.adapters.inject import inject_adapters, is_adapter_parameter
+from rode_lightning.adapters.context import RoutingContext
+from rode_lightning.adapters.inject import adapter_layers, inject_adapters, is_adapter_parameter
 from rode_lightning.data.prompts import IMAGE_PLACEHOLDER
 from rode_lightning.model.language import LanguageConfig, build_language_model
 from rode_lightning.model.projector import MLPProjector
@@ -22,7 +23,10 @@ from rode_lightning.model.vision import VisionConfig, VisionEncoder
 
 class FoodLMM(nn.Module):
     def __init__(self, vision: VisionConfig, language: LanguageConfig, adapter: AdapterConfig,
-                 tokenizer: PreTrainedTokenizerBase, train_projector: bool = True):
+                 tokenizer: PreTrainedTokenizerBase, train_projector: bool = True,
+                 cluster_centroids: torch.Tensor | None = None):
+        """``cluster_centroids`` (``num_clusters x dim``, from the data side's k-means) initialise MoCLE's cluster
+        embedding; without them (e.g. before loading a checkpoint) it starts random with width 64."""
         super().__init__()
         self.vision = VisionEncoder(vision)
         self.language_model = build_language_model(language, vocab_size=len(tokenizer))
@@ -35,7 +39,19 @@ class FoodLMM(nn.Module):
         self.vision.requires_grad_(False)
         self.language_model.requires_grad_(False)
         self.projector.requires_grad_(train_projector)
-        self.adapted_modules = inject_adapters(self.language_model, adapter)
+        self.routing = RoutingContext()
+        self.cluster_embedding: nn.Parameter | None = None
+        cluster_dim = None
+        if adapter.method == "cluster":
+            if cluster_centroids is None:
+                cluster_centroids = torch.randn(adapter.num_clusters, 64)
+            if cluster_centroids.shape[0] != adapter.num_clusters:
+                raise ValueError(f"adapter.num_clusters is {adapter.num_clusters} but {cluster_centroids.shape[0]} "
+                                 "cluster centroids were given")
+            # One embedding per cluster, shared by every layer's gate (MoCLE Eq. 1), starting at the centroids.
+            self.cluster_embedding = nn.Parameter(cluster_centroids.detach().clone().float())
+            cluster_dim = cluster_centroids.shape[1]
+        self.adapted_modules = inject_adapters(self.language_model, adapter, self.routing, cluster_dim)
         for name, parameter in self.language_model.named_parameters():
             if is_adapter_parameter(name):
                 parameter.requires_grad_(True)
@@ -44,6 +60,22 @@ class FoodLMM(nn.Module):
         super().train(mode)
         self.vision.eval()  # frozen: keep any normalisation or dropout in inference behaviour
         return self
+
+    def set_routing(self, attention_mask: torch.Tensor | None, cluster_ids: torch.Tensor | None) -> None:
+        """Fill the routing context every router of this model reads (see ``adapters/context.py``)."""
+        self.routing.token_mask = attention_mask.bool() if attention_mask is not None else None
+        if self.cluster_embedding is not None:
+            if cluster_ids is None:
+                raise ValueError("adapter.method 'cluster' needs cluster_ids for every sample")
+            self.routing.cluster_features = self.cluster_embedding[cluster_ids]
+        else:
+            self.routing.cluster_features = None
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """Mean over adapted layers of their routers' auxiliary losses from the last forward, or None."""
+        losses = [layer.aux_loss for layer in adapter_layers(self.language_model).values()
+                  if layer.aux_loss is not None]
+        return torch.stack(losses).mean() if losses else None
 
     def embed(self, input_ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with projected image patches written over the ``<image>`` positions."""
@@ -62,16 +94,18 @@ class FoodLMM(nn.Module):
         image_embeddings = self.projector(patches).to(embeddings.dtype)
         return embeddings.masked_scatter(image_positions.unsqueeze(-1), image_embeddings)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None
-                ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None,
+                cluster_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits, ``(batch, sequence, vocab)``."""
+        self.set_routing(attention_mask, cluster_ids)
         embeddings = self.embed(input_ids, images)
         return self.language_model(inputs_embeds=embeddings, attention_mask=attention_mask, use_cache=False).logits
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None,
-                 max_new_tokens: int = 64) -> torch.Tensor:
+                 max_new_tokens: int = 64, cluster_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy answers for left-padded prompts, with the KV cache; returns only the new tokens."""
+        self.set_routing(attention_mask, cluster_ids)
         embeddings = self.embed(input_ids, images)
         return self.language_model.generate(
             inputs_embeds=embeddings, attention_mask=attention_mask, max_new_tokens=max_new_tokens,

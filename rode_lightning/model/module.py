@@ -64,11 +64,14 @@ class FoodLMMModule(L.LightningModule):
         """Builds the network once; Lightning calls this before optimizers exist, on the right device."""
         if self.model is not None:
             return
+        centroids = None
+        if self.adapter_config.method == "cluster" and self._trainer is not None:
+            centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
         self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
-                             self.hparams.train_projector)
+                             self.hparams.train_projector, cluster_centroids=centroids)
 
     def answer_loss(self, batch: dict) -> torch.Tensor:
-        logits = self.model(batch["input_ids"], batch["attention_mask"], batch["images"])
+        logits = self.model(batch["input_ids"], batch["attention_mask"], batch["images"], batch.get("cluster_ids"))
         # Position t predicts token t + 1; prompt, image and padding positions carry IGNORE_INDEX labels.
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
                                ignore_index=IGNORE_INDEX)
@@ -76,6 +79,12 @@ class FoodLMMModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.answer_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        # Collected right after the forward: activation checkpointing re-runs layers during backward, and the
+        # losses recorded then are not the ones in this graph.
+        auxiliary = self.model.auxiliary_loss()
+        if auxiliary is not None:
+            self.log("train/load_balancing_loss", auxiliary, batch_size=len(batch["ids"]))
+            loss = loss + self.adapter_config.load_balancing_coefficient * auxiliary
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch["ids"]))
         return loss
 
@@ -84,8 +93,9 @@ class FoodLMMModule(L.LightningModule):
         prompt_ids, prompt_mask = batch["prompt_ids"][rows], batch["prompt_attention_mask"][rows]
         # Rows were left-padded for the whole batch; drop columns that are padding in every selected row.
         keep = prompt_mask.any(dim=0)
+        cluster_ids = batch["cluster_ids"][rows] if "cluster_ids" in batch else None
         new_tokens = self.model.generate(prompt_ids[:, keep], prompt_mask[:, keep], batch["images"][rows],
-                                         max_new_tokens=self.hparams.max_new_tokens)
+                                         max_new_tokens=self.hparams.max_new_tokens, cluster_ids=cluster_ids)
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:

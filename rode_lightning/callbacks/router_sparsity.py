@@ -1,0 +1,413 @@
+"""Router sparsity and expert usage during training, logged to TensorBoard.
+
+RoDE's claim is that a ReLU router is sparse (an expert with a negative score is switched off) without being forced
+to pick one expert, and that different tasks end up using different experts (the paper's Figure 6). This callback
+makes both visible while training: every ``every_n_steps`` optimizer steps it reads the gates that each
+:class:`~rode_lightning.adapters.layer.MixtureOfLoRALinear` kept from the forward pass of the current training batch
+and logs, over the batch's real tokens (``attention_mask == 1``):
+
+* ``router/<layer>/sparsity``: fraction of (token, expert) gates that are exactly zero;
+* ``router/<layer>/mean_gate/expert_<i>``: mean gate of expert ``i``;
+* ``router/<layer>/token_share/expert_<i>``: fraction of tokens whose gate for expert ``i`` is positive;
+* ``router/<layer>/gates``: histogram of the gate values (TensorBoard only);
+* ``router/heatmap/<task>``: image of the mean gate of every (layer, expert) over that task's tokens (TensorBoard
+  only).
+
+``<layer>`` is a short unique module name, ``layers.3.q_proj`` for ``model.language_model.model.layers.3.self_attn
+.q_proj``. Statistics are sums and counts reduced across processes (one sum per statistic, so DDP runs report the
+whole global batch, not rank zero's share); the histogram buckets are reduced too, over a range agreed first with a
+max-reduction. The values describe the one batch that ends on the logged step (under gradient accumulation, the
+last micro-batch of that step).
+
+The pure computations, :func:`gate_statistics` and :func:`gate_histogram`, take tensors only and are tested alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from rode_lightning.adapters.inject import adapter_layers
+from rode_lightning.adapters.layer import MixtureOfLoRALinear
+from rode_lightning.data.prompts import TASKS
+
+HISTOGRAM_BINS = 30
+
+
+@dataclass
+class GateStatistics:
+    """Sums and counts of one layer's gates over real tokens; add them across batches or processes, then divide.
+
+    Attributes:
+        tokens: ``()`` number of real tokens.
+        zero_gates: ``()`` number of (token, expert) gates equal to zero.
+        gate_sum: ``(E,)`` sum of each expert's gates.
+        active_tokens: ``(E,)`` number of tokens whose gate for the expert is positive.
+        task_tokens: ``(K,)`` real tokens of each task.
+        task_gate_sum: ``(K, E)`` sum of each expert's gates over each task's tokens.
+    """
+
+    tokens: torch.Tensor
+    zero_gates: torch.Tensor
+    gate_sum: torch.Tensor
+    active_tokens: torch.Tensor
+    task_tokens: torch.Tensor
+    task_gate_sum: torch.Tensor
+
+    @property
+    def num_experts(self) -> int:
+        return self.gate_sum.shape[0]
+
+    @property
+    def num_tasks(self) -> int:
+        return self.task_tokens.shape[0]
+
+    @staticmethod
+    def vector_size(num_experts: int, num_tasks: int) -> int:
+        return 2 + 2 * num_experts + num_tasks + num_tasks * num_experts
+
+    def to_vector(self) -> torch.Tensor:
+        """All fields as one flat tensor, so that one collective reduces them all."""
+        return torch.cat([self.tokens.reshape(1), self.zero_gates.reshape(1), self.gate_sum, self.active_tokens,
+                          self.task_tokens, self.task_gate_sum.reshape(-1)])
+
+    @classmethod
+    def from_vector(cls, vector: torch.Tensor, num_experts: int, num_tasks: int) -> "GateStatistics":
+        e, k = num_experts, num_tasks
+        if vector.numel() != cls.vector_size(e, k):
+            raise ValueError(f"expected {cls.vector_size(e, k)} values for {e} experts and {k} tasks, "
+                             f"got {vector.numel()}")
+        parts = torch.split(vector, [1, 1, e, e, k, k * e])
+        return cls(parts[0][0], parts[1][0], parts[2], parts[3], parts[4], parts[5].reshape(k, e))
+
+    def __add__(self, other: "GateStatistics") -> "GateStatistics":
+        return GateStatistics.from_vector(self.to_vector() + other.to_vector(), self.num_experts, self.num_tasks)
+
+    # Ratios: NaN where nothing was counted.
+    @property
+    def sparsity(self) -> torch.Tensor:
+        return self.zero_gates / (self.tokens * self.num_experts)
+
+    @property
+    def mean_gate(self) -> torch.Tensor:
+        return self.gate_sum / self.tokens
+
+    @property
+    def token_share(self) -> torch.Tensor:
+        return self.active_tokens / self.tokens
+
+    @property
+    def task_mean_gate(self) -> torch.Tensor:
+        return self.task_gate_sum / self.task_tokens.unsqueeze(-1)
+
+
+def gate_statistics(gates: torch.Tensor, mask: torch.Tensor | None = None, task_ids: torch.Tensor | None = None,
+                    num_tasks: int = 0, dtype: torch.dtype = torch.float64) -> GateStatistics:
+    """Sums and counts of ``gates`` over the tokens where ``mask`` is true.
+
+    Args:
+        gates: ``(..., E)`` gates, one column per expert (e.g. ``(tokens, E)`` as kept by the layer).
+        mask: the leading shape of ``gates`` (or its flattened ``tokens``), true/1 for real tokens; ``None``: all.
+        task_ids: same shape as ``mask``, each token's task index in ``[0, num_tasks)``; other values (e.g. -1) are
+            left out of the per-task sums only.
+        num_tasks: number of tasks ``K``.
+        dtype: dtype of the returned sums and counts.
+    """
+    num_experts = gates.shape[-1]
+    gates = gates.reshape(-1, num_experts)
+    keep = (torch.ones(gates.shape[0], dtype=torch.bool, device=gates.device) if mask is None
+            else mask.reshape(-1).to(device=gates.device, dtype=torch.bool))
+    if keep.shape[0] != gates.shape[0]:
+        raise ValueError(f"mask covers {keep.shape[0]} tokens but the gates {gates.shape[0]}")
+    real = gates[keep].to(dtype)
+    task_tokens = torch.zeros(num_tasks, dtype=dtype, device=gates.device)
+    task_gate_sum = torch.zeros(num_tasks, num_experts, dtype=dtype, device=gates.device)
+    if task_ids is not None and num_tasks:
+        tasks = task_ids.reshape(-1).to(device=gates.device, dtype=torch.long)
+        if tasks.shape[0] != keep.shape[0]:
+            raise ValueError(f"task_ids cover {tasks.shape[0]} tokens but the gates {gates.shape[0]}")
+        tasks = tasks[keep]
+        known = (tasks >= 0) & (tasks < num_tasks)
+        tasks, task_gates = tasks[known], real[known]
+        task_tokens.index_add_(0, tasks, torch.ones_like(tasks, dtype=dtype))
+        task_gate_sum.index_add_(0, tasks, task_gates)
+    return GateStatistics(
+        tokens=torch.tensor(real.shape[0], dtype=dtype, device=gates.device),
+        zero_gates=(real == 0).sum().to(dtype),
+        gate_sum=real.sum(dim=0),
+        active_tokens=(real > 0).sum(dim=0).to(dtype),
+        task_tokens=task_tokens,
+        task_gate_sum=task_gate_sum,
+    )
+
+
+def gate_histogram(values: torch.Tensor, low: float, high: float, bins: int = HISTOGRAM_BINS,
+                   dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket counts of ``values`` in ``bins`` equal buckets spanning ``[low, high]`` (``high`` in the last one).
+
+    Returns ``(bucket_right_edges, counts)``. Values outside the range are not counted. With a fixed range the
+    counts of several processes add up to the histogram of all their values.
+    """
+    if not high > low:
+        high = low + max(abs(low), 1.0) * 1e-6
+    edges = torch.linspace(low, high, bins + 1, dtype=torch.float64)
+    values = values.reshape(-1).to(torch.float64)
+    inside = values[(values >= low) & (values <= high)]
+    index = ((inside - low) / (high - low) * bins).floor().long().clamp_(0, bins - 1)
+    counts = torch.bincount(index, minlength=bins).to(dtype)
+    return edges[1:], counts
+
+
+def short_layer_names(names: list[str]) -> dict[str, str]:
+    """Readable, unique tag names: ``...layers.3.self_attn.q_proj`` -> ``layers.3.q_proj``.
+
+    A name whose short form would collide with another's keeps its full path (without leading ``model.`` and
+    ``language_model.`` parts).
+    """
+    def long_form(name: str) -> str:
+        return re.sub(r"^(?:(?:model|language_model|module)\.)+", "", name) or name
+
+    def short_form(name: str) -> str:
+        match = re.search(r"(?:^|\.)(layers\.\d+)\.(?:.+\.)?([^.]+)$", name)
+        return f"{match.group(1)}.{match.group(2)}" if match else long_form(name)
+
+    shorts = {name: short_form(name) for name in names}
+    counts: dict[str, int] = {}
+    for short in shorts.values():
+        counts[short] = counts.get(short, 0) + 1
+    result = {name: (short if counts[short] == 1 else long_form(name)) for name, short in shorts.items()}
+    if len(set(result.values())) != len(result):  # pathological: fall back to the module paths themselves
+        result = {name: name for name in names}
+    return result
+
+
+class RouterSparsityMonitor(Callback):
+    """Logs how sparse each adapted layer's router is and which experts each task uses.
+
+    Every ``every_n_steps`` optimizer steps, for every mixture-of-LoRA layer and over the real tokens of the
+    training batch that ends on that step: the fraction of zero gates (``router/<layer>/sparsity``), each expert's
+    mean gate (``router/<layer>/mean_gate/expert_<i>``), the fraction of tokens that use each expert
+    (``router/<layer>/token_share/expert_<i>``), a histogram of the gates (``router/<layer>/gates``) and, per task,
+    a layers x experts heatmap of the mean gate (``router/heatmap/<task>``, the RoDE paper's Figure 6). Values are
+    reduced over all processes; only rank zero logs. Histograms and heatmaps need a TensorBoard logger; with
+    other loggers only the scalars are logged. With plain LoRA (no router) the callback does nothing.
+
+    Args:
+        every_n_steps: log every this many optimizer steps (``trainer.global_step``).
+        log_histograms: also log a histogram of each layer's gate values (TensorBoard only).
+        log_heatmap: also log, per task, an image of the mean gate of every (layer, expert) (TensorBoard only).
+    """
+
+    def __init__(self, every_n_steps: int = 50, log_histograms: bool = True, log_heatmap: bool = True):
+        super().__init__()
+        if every_n_steps < 1:
+            raise ValueError(f"RouterSparsityMonitor.every_n_steps: {every_n_steps} must be at least 1")
+        self.every_n_steps = every_n_steps
+        self.log_histograms = log_histograms
+        self.log_heatmap = log_heatmap
+        self.tasks: tuple[str, ...] = TASKS
+        self._layers: dict[str, MixtureOfLoRALinear] = {}  # short name -> layer
+        self._last_logged_step: int | None = None
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        layers = adapter_layers(pl_module)
+        names = short_layer_names(list(layers))
+        self._layers = {names[name]: layer for name, layer in layers.items()}
+        self._last_logged_step = None
+        if not self._layers:
+            self._warn_once("no_layers", "RouterSparsityMonitor: the model has no mixture-of-experts adapter layer "
+                                         "(plain LoRA has no router), so there is nothing to monitor.")
+        elif not trainer.loggers:
+            self._warn_once("no_logger", "RouterSparsityMonitor: the trainer has no logger; nothing is logged.")
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # Forget the gates of earlier forwards (e.g. validation's), so at batch end only this batch's remain.
+        for layer in self._layers.values():
+            layer.last_gates = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if (not self._layers or not trainer.loggers or step % self.every_n_steps
+                or step == self._last_logged_step):
+            return
+        self._last_logged_step = step
+        self.log_batch(trainer, batch, step)
+
+    # ------------------------------------------------------------------ work
+    def log_batch(self, trainer: L.Trainer, batch: dict, step: int) -> None:
+        """Computes, reduces (a collective: every process must call this) and logs the statistics of ``batch``."""
+        tensorboards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if (self.log_histograms or self.log_heatmap) and not tensorboards:
+            self._warn_once("not_tensorboard", "RouterSparsityMonitor: no TensorBoard logger, so only the scalars "
+                                               "are logged (gate histograms and task heatmaps are skipped).")
+        histograms = self.log_histograms and bool(tensorboards)
+        device = trainer.strategy.root_device
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+
+        layer_gates = self._real_gates(batch, device)
+        names = list(self._layers)
+        statistics: list[GateStatistics] = []
+        for name in names:
+            layer = self._layers[name]
+            found = layer_gates.get(name)
+            if found is None:  # no gates from this batch on this process: contribute zeros
+                gates = torch.zeros(0, layer.num_experts, device=device)
+                found = (gates, torch.zeros(0, dtype=torch.bool, device=device),
+                         torch.zeros(0, dtype=torch.long, device=device))
+            gates, mask, task_ids = found
+            statistics.append(gate_statistics(gates.to(device), mask, task_ids, len(self.tasks), dtype))
+
+        vectors = [stats.to_vector() for stats in statistics]
+        ranges = None
+        if histograms:
+            ranges = self._reduced_ranges(trainer, layer_gates, names, device, dtype)
+            for name, (low, high) in zip(names, ranges):
+                values = self._real_values(layer_gates.get(name))
+                _, counts = gate_histogram(values.cpu(), low, high, HISTOGRAM_BINS, dtype) if low <= high else \
+                    (None, torch.zeros(HISTOGRAM_BINS, dtype=dtype))
+                values64 = values.to(torch.float64)
+                vectors.append(torch.cat([torch.stack([values64.sum(), (values64 ** 2).sum()]).to(dtype),
+                                          counts]).to(device))
+
+        total = trainer.strategy.reduce(torch.cat(vectors), reduce_op="sum")
+        if not trainer.is_global_zero:
+            return
+        total = total.detach().to("cpu", torch.float64)
+        offset = 0
+        reduced: dict[str, GateStatistics] = {}
+        for name, stats in zip(names, statistics):
+            size = GateStatistics.vector_size(stats.num_experts, stats.num_tasks)
+            reduced[name] = GateStatistics.from_vector(total[offset:offset + size], stats.num_experts, stats.num_tasks)
+            offset += size
+
+        metrics: dict[str, float] = {}
+        for name, stats in reduced.items():
+            if stats.tokens <= 0:
+                continue
+            metrics[f"router/{name}/sparsity"] = float(stats.sparsity)
+            for expert in range(stats.num_experts):
+                metrics[f"router/{name}/mean_gate/expert_{expert}"] = float(stats.mean_gate[expert])
+                metrics[f"router/{name}/token_share/expert_{expert}"] = float(stats.token_share[expert])
+        if metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+
+        if histograms:
+            for name, (low, high) in zip(names, ranges):
+                size = 2 + HISTOGRAM_BINS
+                sums, counts = total[offset:offset + 2], total[offset + 2:offset + size]
+                offset += size
+                stats = reduced[name]
+                if stats.tokens <= 0 or not low <= high:
+                    continue
+                edges, _ = gate_histogram(torch.zeros(0), low, high, HISTOGRAM_BINS)
+                for logger in tensorboards:
+                    logger.experiment.add_histogram_raw(
+                        f"router/{name}/gates", min=low, max=high, num=int(counts.sum()), sum=float(sums[0]),
+                        sum_squares=float(sums[1]), bucket_limits=edges.tolist(), bucket_counts=counts.tolist(),
+                        global_step=step)
+        if self.log_heatmap and tensorboards:
+            for task_index, task in enumerate(self.tasks):
+                if all(stats.task_tokens[task_index] <= 0 for stats in reduced.values()):
+                    continue
+                figure = self.heatmap_figure(reduced, task_index, task, step)
+                for logger in tensorboards:
+                    logger.experiment.add_figure(f"router/heatmap/{task}", figure, global_step=step, close=False)
+
+    def _real_gates(self, batch: dict, device: torch.device
+                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``{layer: (gates (N, E), real-token mask (N,), task index (N,))}`` for layers whose gates match ``batch``."""
+        input_ids = batch["input_ids"]
+        rows, length = input_ids.shape[:2]
+        mask = batch.get("attention_mask")
+        mask = (torch.ones(rows, length, dtype=torch.bool, device=device) if mask is None
+                else mask.to(device=device, dtype=torch.bool))
+        task_index = {task: index for index, task in enumerate(self.tasks)}
+        batch_tasks = batch.get("tasks") or []
+        unknown = sorted({task for task in batch_tasks if task not in task_index})
+        if unknown:
+            self._warn_once(f"tasks_{unknown}", f"RouterSparsityMonitor: tasks {unknown} are not among "
+                                                f"{list(self.tasks)}; they get no heatmap.")
+        per_row = torch.tensor([task_index.get(task, -1) for task in batch_tasks] or [-1] * rows,
+                               dtype=torch.long, device=device)
+        task_ids = per_row.unsqueeze(1).expand(rows, length).reshape(-1)
+        found = {}
+        for name, layer in self._layers.items():
+            gates = layer.last_gates
+            if gates is None:
+                continue
+            if gates.shape[0] != rows * length:
+                self._warn_once(f"shape_{name}", f"RouterSparsityMonitor: layer {name} routed {gates.shape[0]} "
+                                                 f"tokens but the batch has {rows} x {length}; it is skipped.")
+                continue
+            found[name] = (gates, mask.reshape(-1), task_ids)
+        return found
+
+    @staticmethod
+    def _real_values(found) -> torch.Tensor:
+        if found is None:
+            return torch.zeros(0)
+        gates, mask, _ = found
+        return gates[mask].reshape(-1).detach().float().cpu()
+
+    def _reduced_ranges(self, trainer, layer_gates, names, device, dtype) -> list[tuple[float, float]]:
+        """The global ``(min, max)`` gate of every layer over all processes (``min > max`` where there are none)."""
+        extremes = torch.full((2 * len(names),), float("-inf"), dtype=dtype, device=device)
+        for index, name in enumerate(names):
+            values = self._real_values(layer_gates.get(name))
+            if values.numel():
+                extremes[2 * index] = values.max().item()
+                extremes[2 * index + 1] = -values.min().item()
+        extremes = trainer.strategy.reduce(extremes, reduce_op="max").cpu()
+        return [(-float(extremes[2 * i + 1]), float(extremes[2 * i])) for i in range(len(names))]
+
+    def heatmap_figure(self, statistics: dict[str, GateStatistics], task_index: int, task: str, step: int):
+        """Layers (rows) x experts (columns) mean gate over one task's tokens, as a matplotlib figure (Agg)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        names = list(statistics)
+        width = max(stats.num_experts for stats in statistics.values())
+        values = torch.full((len(names), width), float("nan"), dtype=torch.float64)
+        for row, name in enumerate(names):
+            stats = statistics[name]
+            if stats.task_tokens[task_index] > 0:
+                values[row, :stats.num_experts] = stats.task_mean_gate[task_index]
+        figure = Figure(figsize=(1.6 + 0.7 * width, 1.4 + 0.28 * len(names)), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        image = axes.imshow(values.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+        figure.colorbar(image, ax=axes, label="mean gate")
+        ranks = self._expert_ranks()
+        axes.set_xticks(range(width), [f"{i}\nr={ranks[i]}" if ranks else str(i) for i in range(width)],
+                       fontsize=7)
+        axes.set_yticks(range(len(names)), names, fontsize=7)
+        axes.set_xlabel("expert")
+        axes.set_title(f"{task}: mean gate, step {step}", fontsize=9)
+        if len(names) * width <= 256:
+            for row in range(len(names)):
+                for column in range(width):
+                    value = float(values[row, column])
+                    if value == value:  # not NaN
+                        axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=5, color="w")
+        figure.tight_layout()
+        return figure
+
+    def _expert_ranks(self) -> list[int] | None:
+        """The experts' ranks, when every layer has the same ones (they label the heatmap's columns)."""
+        ranks = {tuple(layer.experts.ranks) for layer in self._layers.values()}
+        return list(ranks.pop()) if len(ranks) == 1 else None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(message)
