@@ -16,6 +16,12 @@ def demo_root(tmp_path_factory) -> Path:
     return generate_demo_unifood(tmp_path_factory.mktemp("demo_unifood"), seed=0, splits=TINY_SPLITS, image_size=48)
 
 
+@pytest.fixture(scope="session")
+def cli_demo_dir(tmp_path_factory) -> Path:
+    """Where CLI tests let the data module generate its demo data: shared, so it is generated once."""
+    return tmp_path_factory.mktemp("cli_demo")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

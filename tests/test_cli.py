@@ -9,8 +9,8 @@ from rode_lightning.cli import main
 from tests.conftest import tiny_cli_args
 
 
-def test_fit_few_steps_then_validate_logs_metrics(tmp_path):
-    cli = main(["fit", *tiny_cli_args(tmp_path / "data", tmp_path / "logs", "--trainer.limit_train_batches", "3",
+def test_fit_few_steps_then_validate_logs_metrics(cli_demo_dir, tmp_path):
+    cli = main(["fit", *tiny_cli_args(cli_demo_dir, tmp_path / "logs", "--trainer.limit_train_batches", "3",
                                       "--trainer.max_epochs", "1")])
     assert cli.trainer.global_step == 3
     metrics = cli.trainer.callback_metrics
@@ -22,17 +22,17 @@ def test_fit_few_steps_then_validate_logs_metrics(tmp_path):
                              for n in trainable)
 
 
-def test_validate_subcommand_runs(tmp_path):
-    cli = main(["validate", *tiny_cli_args(tmp_path / "data", tmp_path / "logs"), "--model.vision.patch_size", "16"])
+def test_validate_subcommand_runs(cli_demo_dir, tmp_path):
+    cli = main(["validate", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--model.vision.patch_size", "16"])
     assert "val/ingredient_iou" in cli.trainer.callback_metrics
     # The data module got its image geometry from model.vision: 64 px / 16 px patches -> 16 image tokens.
     assert cli.datamodule.hparams.num_image_tokens == 16
     assert cli.datamodule.hparams.image_size == 64
 
 
-def test_print_config_shows_every_section(tmp_path, capsys):
+def test_print_config_shows_every_section(cli_demo_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *tiny_cli_args(tmp_path / "data", tmp_path / "logs"), "--print_config"])
+        main(["fit", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["adapter"]["ranks"] == [2, 4, 8, 16]
@@ -47,16 +47,16 @@ def test_print_config_shows_every_section(tmp_path, capsys):
     (["--model.adapter.target_modules", "[q_proj, nonexistent_proj]"], "'nonexistent_proj' matches no linear layer"),
     (["--data.train_tasks", "[cooking]"], "data.train_tasks: ['cooking']"),
 ])
-def test_broken_config_fails_at_start_naming_the_key(tmp_path, capsys, extra, message):
+def test_broken_config_fails_at_start_naming_the_key(cli_demo_dir, tmp_path, capsys, extra, message):
     with pytest.raises((SystemExit, ValueError)) as error:
-        main(["fit", *tiny_cli_args(tmp_path / "data", tmp_path / "logs"), *extra])
+        main(["fit", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), *extra])
     text = str(error.value) + capsys.readouterr().err
     assert message in text
 
 
-def test_unknown_key_in_yaml_is_named(tmp_path, capsys):
+def test_unknown_key_in_yaml_is_named(cli_demo_dir, tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"model": {"adapter": {"rnaks": [2, 4]}}}))
     with pytest.raises(SystemExit):
-        main(["fit", *tiny_cli_args(tmp_path / "data", tmp_path / "logs"), "--config", str(config)])
+        main(["fit", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--config", str(config)])
     assert "rnaks" in capsys.readouterr().err

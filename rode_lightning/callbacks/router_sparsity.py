@@ -25,6 +25,7 @@ The pure computations, :func:`gate_statistics` and :func:`gate_histogram`, take 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lightning as L
@@ -156,8 +157,8 @@ def gate_histogram(values: torch.Tensor, low: float, high: float, bins: int = HI
     """
     if not high > low:
         high = low + max(abs(low), 1.0) * 1e-6
-    edges = torch.linspace(low, high, bins + 1, dtype=torch.float64)
     values = values.reshape(-1).to(torch.float64)
+    edges = torch.linspace(low, high, bins + 1, dtype=torch.float64, device=values.device)
     inside = values[(values >= low) & (values <= high)]
     index = ((inside - low) / (high - low) * bins).floor().long().clamp_(0, bins - 1)
     counts = torch.bincount(index, minlength=bins).to(dtype)
@@ -267,16 +268,15 @@ class RouterSparsityMonitor(Callback):
             statistics.append(gate_statistics(gates.to(device), mask, task_ids, len(self.tasks), dtype))
 
         vectors = [stats.to_vector() for stats in statistics]
-        ranges = None
+        ranges: list[tuple[float, float]] = []
         if histograms:
             ranges = self._reduced_ranges(trainer, layer_gates, names, device, dtype)
             for name, (low, high) in zip(names, ranges):
-                values = self._real_values(layer_gates.get(name))
-                _, counts = gate_histogram(values.cpu(), low, high, HISTOGRAM_BINS, dtype) if low <= high else \
-                    (None, torch.zeros(HISTOGRAM_BINS, dtype=dtype))
-                values64 = values.to(torch.float64)
-                vectors.append(torch.cat([torch.stack([values64.sum(), (values64 ** 2).sum()]).to(dtype),
-                                          counts]).to(device))
+                values = self._real_values(layer_gates.get(name), device).to(torch.float64)
+                counts = (gate_histogram(values, low, high, HISTOGRAM_BINS, dtype)[1] if low <= high
+                          else torch.zeros(HISTOGRAM_BINS, dtype=dtype, device=device))
+                sums = torch.stack([values.sum(), (values ** 2).sum()]).to(dtype)
+                vectors.append(torch.cat([sums, counts.to(device)]))
 
         total = trainer.strategy.reduce(torch.cat(vectors), reduce_op="sum")
         if not trainer.is_global_zero:
@@ -312,9 +312,9 @@ class RouterSparsityMonitor(Callback):
                 edges, _ = gate_histogram(torch.zeros(0), low, high, HISTOGRAM_BINS)
                 for logger in tensorboards:
                     logger.experiment.add_histogram_raw(
-                        f"router/{name}/gates", min=low, max=high, num=int(counts.sum()), sum=float(sums[0]),
-                        sum_squares=float(sums[1]), bucket_limits=edges.tolist(), bucket_counts=counts.tolist(),
-                        global_step=step)
+                        f"router/{name}/gates", min=low, max=float(edges[-1]), num=int(counts.sum()),
+                        sum=float(sums[0]), sum_squares=float(sums[1]), bucket_limits=edges.tolist(),
+                        bucket_counts=counts.tolist(), global_step=step)
         if self.log_heatmap and tensorboards:
             for task_index, task in enumerate(self.tasks):
                 if all(stats.task_tokens[task_index] <= 0 for stats in reduced.values()):
@@ -323,50 +323,71 @@ class RouterSparsityMonitor(Callback):
                 for logger in tensorboards:
                     logger.experiment.add_figure(f"router/heatmap/{task}", figure, global_step=step, close=False)
 
-    def _real_gates(self, batch: dict, device: torch.device
-                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``{layer: (gates (N, E), real-token mask (N,), task index (N,))}`` for layers whose gates match ``batch``."""
-        input_ids = batch["input_ids"]
-        rows, length = input_ids.shape[:2]
-        mask = batch.get("attention_mask")
-        mask = (torch.ones(rows, length, dtype=torch.bool, device=device) if mask is None
-                else mask.to(device=device, dtype=torch.bool))
-        task_index = {task: index for index, task in enumerate(self.tasks)}
-        batch_tasks = batch.get("tasks") or []
-        unknown = sorted({task for task in batch_tasks if task not in task_index})
-        if unknown:
-            self._warn_once(f"tasks_{unknown}", f"RouterSparsityMonitor: tasks {unknown} are not among "
-                                                f"{list(self.tasks)}; they get no heatmap.")
-        per_row = torch.tensor([task_index.get(task, -1) for task in batch_tasks] or [-1] * rows,
-                               dtype=torch.long, device=device)
-        task_ids = per_row.unsqueeze(1).expand(rows, length).reshape(-1)
+    def _real_gates(self, batch, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``{layer: (gates (N, E), real-token mask (N,), task index (N,))}`` for layers with gates from ``batch``.
+
+        Without ``input_ids``/``attention_mask`` in the batch every routed token counts as real; without ``tasks``
+        (one per row) no token has a task.
+        """
+        batch = batch if isinstance(batch, Mapping) else {}
+        input_ids = batch.get("input_ids")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() < 2:
+            self._warn_once("no_input_ids", "RouterSparsityMonitor: the batch has no (batch, sequence) input_ids; "
+                                            "every routed token is counted and no task heatmap is made.")
+            input_ids = None
         found = {}
+        per_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         for name, layer in self._layers.items():
             gates = layer.last_gates
             if gates is None:
                 continue
+            if input_ids is None:
+                tokens = gates.shape[0]
+                found[name] = (gates, torch.ones(tokens, dtype=torch.bool, device=gates.device),
+                               torch.full((tokens,), -1, dtype=torch.long, device=gates.device))
+                continue
+            rows, length = input_ids.shape[:2]
             if gates.shape[0] != rows * length:
                 self._warn_once(f"shape_{name}", f"RouterSparsityMonitor: layer {name} routed {gates.shape[0]} "
                                                  f"tokens but the batch has {rows} x {length}; it is skipped.")
                 continue
-            found[name] = (gates, mask.reshape(-1), task_ids)
+            if gates.device not in per_device:
+                per_device[gates.device] = self._token_mask_and_tasks(batch, rows, length, gates.device)
+            found[name] = (gates, *per_device[gates.device])
         return found
 
+    def _token_mask_and_tasks(self, batch: Mapping, rows: int, length: int, device: torch.device
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = batch.get("attention_mask")
+        mask = (torch.ones(rows * length, dtype=torch.bool, device=device) if mask is None
+                else mask.to(device=device, dtype=torch.bool).reshape(-1))
+        task_index = {task: index for index, task in enumerate(self.tasks)}
+        batch_tasks = list(batch.get("tasks") or [])
+        if len(batch_tasks) != rows:
+            batch_tasks = [None] * rows
+        unknown = sorted({str(task) for task in batch_tasks if task is not None and task not in task_index})
+        if unknown:
+            self._warn_once(f"tasks_{unknown}", f"RouterSparsityMonitor: tasks {unknown} are not among "
+                                                f"{list(self.tasks)}; they get no heatmap.")
+        per_row = torch.tensor([task_index.get(task, -1) for task in batch_tasks], dtype=torch.long, device=device)
+        return mask, per_row.unsqueeze(1).expand(rows, length).reshape(-1)
+
     @staticmethod
-    def _real_values(found) -> torch.Tensor:
+    def _real_values(found, device: torch.device) -> torch.Tensor:
+        """The gate values of real tokens, flat (empty where the layer has no gates from this batch)."""
         if found is None:
-            return torch.zeros(0)
+            return torch.zeros(0, device=device)
         gates, mask, _ = found
-        return gates[mask].reshape(-1).detach().float().cpu()
+        return gates.to(device)[mask].reshape(-1).float()
 
     def _reduced_ranges(self, trainer, layer_gates, names, device, dtype) -> list[tuple[float, float]]:
         """The global ``(min, max)`` gate of every layer over all processes (``min > max`` where there are none)."""
         extremes = torch.full((2 * len(names),), float("-inf"), dtype=dtype, device=device)
         for index, name in enumerate(names):
-            values = self._real_values(layer_gates.get(name))
+            values = self._real_values(layer_gates.get(name), device)
             if values.numel():
-                extremes[2 * index] = values.max().item()
-                extremes[2 * index + 1] = -values.min().item()
+                extremes[2 * index] = values.max()
+                extremes[2 * index + 1] = -values.min()
         extremes = trainer.strategy.reduce(extremes, reduce_op="max").cpu()
         return [(-float(extremes[2 * i + 1]), float(extremes[2 * i])) for i in range(len(names))]
 
@@ -394,11 +415,14 @@ class RouterSparsityMonitor(Callback):
         axes.set_xlabel("expert")
         axes.set_title(f"{task}: mean gate, step {step}", fontsize=9)
         if len(names) * width <= 256:
+            low, high = image.get_clim()
+            middle = (low + high) / 2
             for row in range(len(names)):
                 for column in range(width):
                     value = float(values[row, column])
                     if value == value:  # not NaN
-                        axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=5, color="w")
+                        axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=5,
+                                  color="black" if value > middle else "white")
         figure.tight_layout()
         return figure
 

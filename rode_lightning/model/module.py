@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from transformers import get_cosine_schedule_with_warmup
 
 from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.saving import load_adapter, save_adapter
 from rode_lightning.data.instructions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.category import CategoryAccuracy
@@ -31,6 +34,8 @@ class FoodLMMModule(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: optimizer steps of linear warm-up before cosine decay to zero.
         max_new_tokens: longest generated answer during validation, test and predict.
+        adapter_path: an adapter directory (written at the end of ``fit`` into ``<log dir>/adapter``) to load
+            after building the model, e.g. for ``validate``, ``test`` or ``predict``.
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class FoodLMMModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
         max_new_tokens: int = 64,
+        adapter_path: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -69,6 +75,14 @@ class FoodLMMModule(L.LightningModule):
             centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
         self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
                              self.hparams.train_projector, cluster_centroids=centroids)
+        if self.hparams.adapter_path:
+            load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
+
+    def on_train_end(self) -> None:
+        """Write the adapter-only checkpoint next to the logs, ready for ``--model.adapter_path``."""
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            path = save_adapter(self.model, self.adapter_config, Path(self.trainer.log_dir) / "adapter")
+            rank_zero_info(f"adapter saved to {path}")
 
     def answer_loss(self, batch: dict) -> torch.Tensor:
         logits = self.model(batch["input_ids"], batch["attention_mask"], batch["images"], batch.get("cluster_ids"))

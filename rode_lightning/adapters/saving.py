@@ -1,0 +1,80 @@
+"""Adapter-only checkpoints: the trained tensors as safetensors, with the adapter configuration beside them.
+
+A full 7B checkpoint is ~13 GB while the adapters are a few MB, and the frozen weights are already on the user's
+disk. An adapter directory holds::
+
+    adapter.safetensors   experts, routers, cluster embedding, and the projector when it was trained
+    adapter_config.json   the AdapterConfig (and whether the projector was trained)
+
+Loading checks the configuration and every tensor's name and shape against the freshly built model and names
+whatever differs, instead of failing inside ``load_state_dict`` or, worse, loading into the wrong layers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rode_lightning.adapters.config import AdapterConfig
+
+WEIGHTS_NAME = "adapter.safetensors"
+CONFIG_NAME = "adapter_config.json"
+# Settings that change which tensors exist or what they mean; the others (dropout, coefficients) may differ.
+_STRUCTURAL_KEYS = ("method", "ranks", "alpha", "target_modules", "num_clusters", "universal_rank")
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable tensor of ``model`` (adapters, cluster embedding, projector if trained), by name."""
+    return {name: parameter.detach() for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def save_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.contiguous().cpu() for name, tensor in adapter_state_dict(model).items()}
+    save_file(state, directory / WEIGHTS_NAME)
+    (directory / CONFIG_NAME).write_text(json.dumps({"format_version": 1, "adapter": asdict(config)}, indent=2))
+    return directory
+
+
+def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path) -> None:
+    """Load an adapter directory into ``model`` (built with ``config``); refuse anything that does not fit."""
+    directory = Path(directory)
+    weights, config_file = directory / WEIGHTS_NAME, directory / CONFIG_NAME
+    for path in (weights, config_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"adapter checkpoint: {path} does not exist")
+    saved = json.loads(config_file.read_text())["adapter"]
+    current = asdict(config)
+    differences = [f"{key}: checkpoint {saved.get(key)!r}, model {current[key]!r}"
+                   for key in _STRUCTURAL_KEYS if saved.get(key) != current[key]]
+    if differences:
+        raise ValueError(f"adapter checkpoint {directory} does not fit the configured adapter: "
+                         + "; ".join(differences))
+    state = load_file(weights)
+    expected = adapter_state_dict(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"adapter checkpoint {weights} does not fit the model: "
+                         f"missing tensors {_few(missing)}; unexpected tensors {_few(unexpected)}")
+    mismatched = [f"{name}: checkpoint {tuple(state[name].shape)}, model {tuple(tensor.shape)}"
+                  for name, tensor in expected.items() if state[name].shape != tensor.shape]
+    if mismatched:
+        raise ValueError(f"adapter checkpoint {weights}: shapes differ for " + "; ".join(mismatched[:5]))
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state.items():
+            parameters[name].copy_(tensor.to(parameters[name].dtype))
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
