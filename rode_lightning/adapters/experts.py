@@ -80,17 +80,21 @@ class LoRAExperts(nn.Module):
         flat_gates = gates.reshape(-1, gates.shape[-1])
         chosen = flat_gates.abs().argmax(dim=-1)
         weight = flat_gates.gather(1, chosen.unsqueeze(1)).to(flat.dtype)
-        out = flat.new_zeros(flat.shape[0], self.lora_B.shape[0])
         order = torch.argsort(chosen)
         counts = torch.bincount(chosen, minlength=self.num_experts).tolist()
-        start = 0
+        # index_select / index_add rather than fancy indexing: their backward passes are a plain index_add and
+        # index_select, where fancy indexing's backward is an accumulating index_put (slow on CPU).
+        grouped_x = flat.index_select(0, order)
+        grouped_weight = weight.index_select(0, order)
+        outputs, start = [], 0
         for index, count in enumerate(counts):
             if count:
-                rows = order[start:start + count]
                 a, b = self.expert(index)
-                update = ((flat[rows] @ a.t()) @ b.t()) * (weight[rows] * self.scaling[index])
-                out = out.index_add(0, rows, update)
+                rows = slice(start, start + count)
+                outputs.append(((grouped_x[rows] @ a.t()) @ b.t()) * (grouped_weight[rows] * self.scaling[index]))
             start += count
+        grouped = torch.cat(outputs) if outputs else flat.new_zeros(0, self.lora_B.shape[0])
+        out = flat.new_zeros(flat.shape[0], self.lora_B.shape[0]).index_add(0, order, grouped)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def reference_forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:

@@ -112,5 +112,13 @@ class FoodLMM(nn.Module):
             do_sample=False, use_cache=True, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
         )
 
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each decoder block during backward (non-reentrant, so RNG state and kwargs are preserved)."""
+        model = self.language_model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: parameter for name, parameter in self.named_parameters() if parameter.requires_grad}

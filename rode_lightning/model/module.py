@@ -36,6 +36,8 @@ class FoodLMMModule(L.LightningModule):
         max_new_tokens: longest generated answer during validation, test and predict.
         adapter_path: an adapter directory (written at the end of ``fit`` into ``<log dir>/adapter``) to load
             after building the model, e.g. for ``validate``, ``test`` or ``predict``.
+        gradient_checkpointing: recompute each decoder block's activations during backward (less memory, ~30%
+            more compute). Auxiliary router losses are collected from the first forward, so they are unaffected.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class FoodLMMModule(L.LightningModule):
         warmup_steps: int = 100,
         max_new_tokens: int = 64,
         adapter_path: str | None = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +78,8 @@ class FoodLMMModule(L.LightningModule):
             centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
         self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
                              self.hparams.train_projector, cluster_centroids=centroids)
+        if self.hparams.gradient_checkpointing:
+            self.model.enable_activation_checkpointing()
         if self.hparams.adapter_path:
             load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
 
