@@ -92,26 +92,17 @@ class Top1Router(LinearRouter):
         return (one_hot * probabilities).to(logits.dtype)
 
 
-class ClusterRouter(nn.Module):
+class ClusterRouter(LinearRouter):
     """MoCLE's gate: per-sample gates from the sample's cluster embedding, plus a universal expert's gate.
 
-    Returns ``E + 1`` columns: the top-1 gate over the ``E`` cluster experts, then ``1 - G_max`` for the universal
-    expert (the layer's last expert).
+    The linear map reads the cluster embedding (``cluster_dim`` wide), not the token. Returns ``E + 1`` columns:
+    the top-1 gate over the ``E`` cluster experts, then ``1 - G_max`` for the universal expert (the layer's last).
     """
-
-    sparse_execution = False
 
     def __init__(self, cluster_dim: int, num_experts: int, temperature: float = 0.05,
                  context: RoutingContext | None = None):
-        super().__init__()
-        self.linear = nn.Linear(cluster_dim, num_experts, bias=False)
+        super().__init__(cluster_dim, num_experts, context)
         self.temperature = temperature
-        self.context = context if context is not None else RoutingContext()
-        self.last_aux_loss: torch.Tensor | None = None
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.linear.weight
 
     def sample_gates(self, cluster_features: torch.Tensor) -> torch.Tensor:
         """``(batch, cluster_dim)`` cluster embeddings to ``(batch, E + 1)`` gates (Eq. 1 and 3)."""

@@ -147,3 +147,16 @@ def test_cluster_router_without_cluster_ids_explains():
     router = ClusterRouter(6, 4)
     with pytest.raises(RuntimeError, match="call the model with cluster_ids"):
         router(torch.randn(2, 3, D_IN))
+
+
+def test_idle_top1_expert_still_gets_a_gradient_tensor_so_ddp_needs_no_unused_parameter_search():
+    layer, _ = top1_layer([4, 4])
+    with torch.no_grad():
+        layer.router.linear.weight.zero_()  # equal scores: argmax picks expert 0 for every token
+    layer(torch.randn(3, 5, D_IN)).sum().backward()
+    assert int((layer.last_gates[:, 1] > 0).sum()) == 0  # expert 1 idle
+    for name, parameter in layer.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None, f"{name} would be an unused parameter under DDP"
+    a_grad = layer.experts.lora_A.grad
+    assert a_grad[4:].abs().sum() == 0 and a_grad[:4].abs().sum() > 0

@@ -50,25 +50,24 @@ def test_checkpoint_with_other_ranks_is_refused(tmp_path):
         load_adapter(build(), AdapterConfig(), tmp_path)
 
 
-def test_checkpoint_missing_layers_is_refused(tmp_path):
-    model = build()
-    save_adapter(model, AdapterConfig(), tmp_path)
-    state = load_file(tmp_path / WEIGHTS_NAME)
-    dropped = "language_model.model.layers.1.self_attn.k_proj.experts.lora_A"
-    del state[dropped]
-    save_file(state, tmp_path / WEIGHTS_NAME)
-    with pytest.raises(ValueError, match=rf"missing tensors {dropped}"):
-        load_adapter(build(), AdapterConfig(), tmp_path)
+def _drop(state, name):
+    del state[name]
 
 
-def test_checkpoint_with_wrong_shapes_is_refused(tmp_path):
-    model = build()
-    save_adapter(model, AdapterConfig(), tmp_path)
-    state = load_file(tmp_path / WEIGHTS_NAME)
-    name = "projector.layers.0.weight"
+def _shrink(state, name):
     state[name] = torch.zeros(3, 3)
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("language_model.model.layers.1.self_attn.k_proj.experts.lora_A", _drop, "missing tensors {name}"),
+    ("projector.layers.0.weight", _shrink, r"{name}: checkpoint \(3, 3\)"),
+])
+def test_checkpoint_that_does_not_fit_is_refused(tmp_path, name, damage, message):
+    save_adapter(build(), AdapterConfig(), tmp_path)
+    state = load_file(tmp_path / WEIGHTS_NAME)
+    damage(state, name)
     save_file(state, tmp_path / WEIGHTS_NAME)
-    with pytest.raises(ValueError, match=rf"{name}: checkpoint \(3, 3\)"):
+    with pytest.raises(ValueError, match=message.format(name=name)):
         load_adapter(build(), AdapterConfig(), tmp_path)
 
 
