@@ -17,11 +17,18 @@ from rode_lightning.model.vision import VisionConfig
 class RoDECLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.tokenizer", "data.tokenizer", apply_on="parse")
-        parser.link_arguments("model.vision", "data.image_size",
-                              compute_fn=lambda vision: _vision_config(vision).image_size, apply_on="parse")
-        parser.link_arguments("model.vision", "data.num_image_tokens",
-                              compute_fn=lambda vision: _vision_config(vision).num_patches, apply_on="parse")
+        # Module-level functions, not lambdas: the parser travels with the trainer to spawned DDP processes.
+        parser.link_arguments("model.vision", "data.image_size", compute_fn=_image_size, apply_on="parse")
+        parser.link_arguments("model.vision", "data.num_image_tokens", compute_fn=_num_patches, apply_on="parse")
         parser.link_arguments("model.adapter", "data.num_clusters", compute_fn=_clusters_needed, apply_on="parse")
+
+
+def _image_size(vision) -> int:
+    return _vision_config(vision).image_size
+
+
+def _num_patches(vision) -> int:
+    return _vision_config(vision).num_patches
 
 
 def _clusters_needed(adapter) -> int | None:

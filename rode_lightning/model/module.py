@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import Metric
 from transformers import get_cosine_schedule_with_warmup
 
 from rode_lightning.adapters.config import AdapterConfig
@@ -85,8 +87,9 @@ class FoodLMMModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         """Write the adapter-only checkpoint next to the logs, ready for ``--model.adapter_path``."""
-        if self.trainer.is_global_zero and self.trainer.log_dir:
-            path = save_adapter(self.model, self.adapter_config, Path(self.trainer.log_dir) / "adapter")
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank zero
+        if self.trainer.is_global_zero and log_dir:
+            path = save_adapter(self.model, self.adapter_config, Path(log_dir) / "adapter")
             rank_zero_info(f"adapter saved to {path}")
 
     def answer_loss(self, batch: dict) -> torch.Tensor:
@@ -137,13 +140,13 @@ class FoodLMMModule(L.LightningModule):
     def _evaluation_epoch_end(self, stage: str) -> None:
         values: dict[str, torch.Tensor] = {}
         ingredients = self.metrics[f"{stage}_ingredients"]
-        if ingredients.update_called:
-            result = ingredients.compute()
+        if self._updated_on_any_rank(ingredients):
+            result = self._compute(ingredients)
             values[f"{stage}/ingredient_iou"] = result["dataset_iou"]
             values[f"{stage}/ingredient_sample_iou"] = result["sample_iou"]
         category = self.metrics[f"{stage}_category"]
-        if category.update_called:
-            values[f"{stage}/category_accuracy"] = category.compute()
+        if self._updated_on_any_rank(category):
+            values[f"{stage}/category_accuracy"] = self._compute(category)
         for metric in (ingredients, category):
             metric.reset()
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -151,10 +154,28 @@ class FoodLMMModule(L.LightningModule):
         if baseline and stage == "val":
             values["val/ingredient_iou_most_frequent"] = torch.tensor(baseline["dataset_iou"])
         if values:
-            self.log_dict(values)
+            # Already global (torchmetrics gathered them); the mean over ranks of equal values only quiets Lightning.
+            self.log_dict(values, sync_dist=True)
             if not self.trainer.sanity_checking:
                 summary = ", ".join(f"{key} {float(value):.4f}" for key, value in values.items())
                 rank_zero_info(f"[{stage} epoch {self.current_epoch} step {self.global_step}] {summary}")
+
+    def _updated_on_any_rank(self, metric: Metric) -> bool:
+        """Whether any process fed this metric, agreed by all processes.
+
+        `compute()` gathers the metric state across processes, so every rank must call it or none may: a rank
+        whose shard of the evaluation set held no sample of this task would otherwise skip the gather and leave
+        the others waiting in it forever.
+        """
+        return self.trainer.strategy.reduce_boolean_decision(metric.update_called, all=False)
+
+    @staticmethod
+    def _compute(metric: Metric):
+        # A rank that saw no sample of the task still joins the gather with its empty state; torchmetrics would
+        # warn that compute() came before update() there, which is expected and not worth a warning per epoch.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
+            return metric.compute()
 
     def on_validation_epoch_end(self) -> None:
         self._evaluation_epoch_end("val")

@@ -287,14 +287,14 @@ def test_two_processes_log_the_statistics_of_the_global_batch(tmp_path):
 
 # ------------------------------------------------------------------------------------- the real CLI model
 
-def test_cli_fit_logs_router_statistics_for_every_adapted_layer(tmp_path):
+def test_cli_fit_logs_router_statistics_for_every_adapted_layer(cli_demo_dir, tmp_path):
     from rode_lightning.cli import main
     from tests.conftest import tiny_cli_args
 
     log_dir = tmp_path / "logs"
-    cli = main(["fit", *tiny_cli_args(tmp_path / "data", log_dir,
+    # configs/demo.yaml already has the monitor as its last callback; this sets its interval.
+    cli = main(["fit", *tiny_cli_args(cli_demo_dir, log_dir,
                                       "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
-                                      "--trainer.callbacks+=rode_lightning.callbacks.RouterSparsityMonitor",
                                       "--trainer.callbacks.every_n_steps=1")])
     assert cli.trainer.global_step == 2
     monitors = [callback for callback in cli.trainer.callbacks if isinstance(callback, RouterSparsityMonitor)]
