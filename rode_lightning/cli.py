@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from lightning.pytorch.cli import LightningCLI
 
+from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
 from rode_lightning.data.datamodule import FoodDataModule
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.model.vision import VisionConfig
@@ -21,6 +22,8 @@ class RoDECLI(LightningCLI):
         parser.link_arguments("model.vision", "data.image_size", compute_fn=_image_size, apply_on="parse")
         parser.link_arguments("model.vision", "data.num_image_tokens", compute_fn=_num_patches, apply_on="parse")
         parser.link_arguments("model.adapter", "data.num_clusters", compute_fn=_clusters_needed, apply_on="parse")
+        # Always present, so `predict` writes its answers without extra configuration (`--predictions.output_path`).
+        parser.add_lightning_class_args(JSONLPredictionWriter, "predictions")
 
 
 def _image_size(vision) -> int:

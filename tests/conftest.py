@@ -32,7 +32,7 @@ def tiny_cli_args(demo_dir: Path, log_dir: Path, *extra: str) -> list[str]:
     return [
         "--config", str(Path(__file__).parents[1] / "configs" / "demo.yaml"),
         "--data.demo_dir", str(demo_dir),
-        "--data.demo_train_size", "16", "--data.demo_eval_size", "4",
+        "--data.demo_train_size", "16", "--data.demo_eval_size", "4", "--data.demo_nutrition5k_size", "40",
         "--data.batch_size", "4", "--data.eval_batch_size", "4",
         "--trainer.logger.init_args.save_dir", str(log_dir),
         "--trainer.enable_progress_bar", "false",

@@ -14,7 +14,8 @@ def test_fit_few_steps_then_validate_logs_metrics(cli_demo_dir, tmp_path):
                                       "--trainer.max_epochs", "1")])
     assert cli.trainer.global_step == 3
     metrics = cli.trainer.callback_metrics
-    assert {"train/loss", "val/loss", "val/ingredient_iou", "val/ingredient_iou_most_frequent"} <= set(metrics)
+    assert {"train/loss", "val/loss", "val/unifood/ingredient_iou", "val/unifood/ingredient_iou_most_frequent",
+            "val/nutrition5k/pmae_average", "val/unifood/recipe_rouge_l"} <= set(metrics)
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file written"
     trainable = {name for name, p in cli.model.named_parameters() if p.requires_grad}
@@ -24,7 +25,7 @@ def test_fit_few_steps_then_validate_logs_metrics(cli_demo_dir, tmp_path):
 
 def test_validate_subcommand_runs(cli_demo_dir, tmp_path):
     cli = main(["validate", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--model.vision.patch_size", "16"])
-    assert "val/ingredient_iou" in cli.trainer.callback_metrics
+    assert "val/unifood/ingredient_iou" in cli.trainer.callback_metrics
     # The data module got its image geometry from model.vision: 64 px / 16 px patches -> 16 image tokens.
     assert cli.datamodule.hparams.num_image_tokens == 16
     assert cli.datamodule.hparams.image_size == 64
@@ -60,3 +61,70 @@ def test_unknown_key_in_yaml_is_named(cli_demo_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--config", str(config)])
     assert "rnaks" in capsys.readouterr().err
+
+
+def test_test_subcommand_writes_the_results_table_for_every_task_and_dataset(cli_demo_dir, tmp_path):
+    import json
+
+    cli = main(["test", *tiny_cli_args(cli_demo_dir, tmp_path / "logs")])
+    results_dir = next((tmp_path / "logs").rglob("results"))
+    saved = json.loads((results_dir / "test_results.json").read_text())
+    assert saved["stage"] == "test"
+    assert set(saved["results"]) == {"unifood", "nutrition5k"}
+    assert {"ingredient_iou", "recipe_sacrebleu", "recipe_rouge_l", "pmae_average", "category_accuracy"} <= set(
+        saved["results"]["unifood"])
+    assert {"ingredient_iou", "pmae_mass", "pmae_average"} <= set(saved["results"]["nutrition5k"])
+    assert "recipe_sacrebleu" not in saved["results"]["nutrition5k"]
+    for dataset, values in saved["results"].items():
+        for name, value in values.items():
+            assert cli.trainer.callback_metrics[f"test/{dataset}/{name}"].item() == pytest.approx(value)
+    table = (results_dir / "test_results.md").read_text()
+    assert "| nutrition5k |" in table and "| unifood |" in table and "SacreBLEU" in table
+    examples = [json.loads(line) for line in (results_dir / "test_predictions.jsonl").read_text().splitlines()]
+    pairs = {(example["dataset"], example["task"]) for example in examples}
+    assert pairs == {("unifood", task) for task in ("category", "ingredients", "recipe", "nutrition")} | {
+        ("nutrition5k", "ingredients"), ("nutrition5k", "nutrition")}
+    assert all(example["reference"] for example in examples)
+
+
+def test_predict_answers_a_folder_of_images_into_jsonl_with_parsed_fields(cli_demo_dir, tmp_path):
+    import json
+
+    from PIL import Image
+
+    images = tmp_path / "my_photos"
+    images.mkdir()
+    for name, colour in (("plate.png", (200, 30, 30)), ("bowl.jpg", (30, 200, 30))):
+        Image.new("RGB", (80, 60), colour).save(images / name)
+    (images / "broken.png").write_bytes(b"not an image")
+    output = tmp_path / "answers.jsonl"
+    with pytest.warns(UserWarning, match=r"skipped 2 request\(s\): 2 x predict: unreadable image .*broken.png"):
+        main(["predict", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--data.predict_source", str(images),
+              "--data.predict_tasks", "[ingredients, nutrition]", "--predictions.output_path", str(output)])
+    answers = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted((answer["id"], answer["task"]) for answer in answers) == [
+        ("bowl.jpg#ingredients", "ingredients"), ("bowl.jpg#nutrition", "nutrition"),
+        ("plate.png#ingredients", "ingredients"), ("plate.png#nutrition", "nutrition")]
+    for answer in answers:
+        assert isinstance(answer["answer"], str)
+        if answer["task"] == "ingredients":
+            assert isinstance(answer["ingredients"], list)
+        else:
+            assert set(answer["nutrition"]) == {"mass_g", "energy_kcal", "fat_g", "carbohydrate_g", "protein_g"}
+
+
+def test_predict_with_cluster_routing_places_new_questions_in_the_training_clusters(cli_demo_dir, tmp_path):
+    import json
+
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (10, 10, 200)).save(tmp_path / "dish.png")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"id": "free", "image": "dish.png", "question": "What is on this plate?"}) + "\n")
+    output = tmp_path / "answers.jsonl"
+    cli = main(["predict", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--model.adapter.method", "cluster",
+                "--model.adapter.num_clusters", "4", "--model.adapter.ranks", "[4, 4]",
+                "--data.predict_source", str(requests), "--predictions.output_path", str(output)])
+    [answer] = [json.loads(line) for line in output.read_text().splitlines()]
+    assert answer["id"] == "free" and answer["task"] is None and "ingredients" not in answer
+    assert cli.datamodule.predict_dataset.cluster_ids[0] in range(4)

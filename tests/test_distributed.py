@@ -19,20 +19,28 @@ from tests.conftest import tiny_cli_args
 REPO = Path(__file__).parents[1]
 
 
+# cluster: 3 Uni-Food dishes and 2 Nutrition5k dishes in val, category and ingredient questions, sorted by
+# (dataset, task) and dealt round-robin to 2 ranks in one batch of 3: rank 0 gets n5k/ingredients + 2 x
+# unifood/category, rank 1 also a unifood/ingredients sample, so only rank 1 has updated that metric.
+UNEVEN_VALIDATION = ["--data.demo_eval_size", "3", "--data.eval_tasks", "[category, ingredients]",
+                     "--data.eval_batch_size", "3", "--trainer.limit_val_batches", "1"]
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
-@pytest.mark.parametrize("variant", ["top1", "cluster"])
-def test_ddp_trains_sparse_routers_without_unused_parameter_search(cli_demo_dir, tmp_path, variant):
+@pytest.mark.parametrize("variant, extra", [("top1", []), ("cluster", UNEVEN_VALIDATION)], ids=["top1", "cluster"])
+def test_ddp_trains_sparse_routers_without_unused_parameter_search(cli_demo_dir, tmp_path, variant, extra):
     """Top-1 and cluster routing leave experts idle on a rank; DDP must not fail on them (find_unused_parameters
     stays False because the experts of a layer share their parameters).
 
-    One validation batch per rank also means a rank can hold no sample of a scored task: the metrics must still be
-    gathered by both ranks (a rank skipping the gather used to hang the run) and reported for the whole set."""
+    Evaluation batches are grouped by task, so a rank can hold no sample of some (dataset, task) pair: the metrics
+    must still be gathered by both ranks (a rank skipping the gather used to hang the run) and reported for the
+    whole set."""
     log_dir = tmp_path / "logs"
-    args = tiny_cli_args(cli_demo_dir, log_dir, "--trainer.limit_train_batches", "2",
-                         "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "1",
+    data_dir = tmp_path / "data" if extra else cli_demo_dir  # other sizes: not the shared demo data
+    args = tiny_cli_args(data_dir, log_dir, "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1",
                          "--trainer.strategy", "ddp", "--trainer.devices", "2",
                          "--model.adapter.method", variant, "--model.adapter.num_clusters", "4",
-                         "--model.adapter.ranks", "[4, 4, 4, 4, 4, 4, 4, 4]")
+                         "--model.adapter.ranks", "[4, 4, 4, 4, 4, 4, 4, 4]", *extra)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-m", "rode_lightning", "fit", *args], cwd=tmp_path, env=env,
@@ -40,7 +48,11 @@ def test_ddp_trains_sparse_routers_without_unused_parameter_search(cli_demo_dir,
     assert result.returncode == 0, result.stderr[-4000:]
     assert "MEMBER: 2/2" in result.stderr, result.stderr[-2000:]
     summary = next(line for line in result.stderr.splitlines() if line.startswith("[val epoch 0"))
-    assert "val/ingredient_iou " in summary and "val/category_accuracy " in summary, summary
+    expected = ["val/unifood/ingredient_iou ", "val/unifood/category_accuracy ", "val/nutrition5k/ingredient_iou "]
+    if not extra:
+        expected += ["val/unifood/recipe_sacrebleu ", "val/nutrition5k/pmae_average "]
+    for name in expected:
+        assert name in summary, summary
     adapter_dir = log_dir / "demo" / "version_0" / "adapter"
     saved = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert saved["adapter"]["method"] == variant

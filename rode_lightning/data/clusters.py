@@ -25,10 +25,41 @@ def minilm_available() -> bool:
 
 
 def embed_instructions(texts: list[str], encoder: Encoder = "auto") -> np.ndarray:
-    """One L2-normalised row per text."""
-    if encoder == "minilm" or (encoder == "auto" and minilm_available()):
-        return _embed_minilm(texts)
-    return _embed_tfidf(texts)
+    """One L2-normalised row per text (TF-IDF fitted on these texts)."""
+    return InstructionEncoder(encoder).fit(texts).transform(texts)
+
+
+class InstructionEncoder:
+    """Sentence embeddings of instructions. MiniLM is a fixed encoder; the TF-IDF fallback is fitted on the training
+    instructions and keeps that fit, so that new questions (``predict``) land in the same space as the centroids."""
+
+    def __init__(self, encoder: Encoder = "auto"):
+        self.kind = "minilm" if encoder == "minilm" or (encoder == "auto" and minilm_available()) else "tfidf"
+        self._tfidf = None
+        self._svd = None
+
+    def fit(self, texts: list[str]) -> InstructionEncoder:
+        if self.kind == "tfidf":
+            from sklearn.decomposition import TruncatedSVD
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            self._tfidf = TfidfVectorizer(ngram_range=(1, 2)).fit(texts)
+            width = len(self._tfidf.vocabulary_)
+            components = min(64, width - 1, len(texts) - 1)
+            self._svd = (TruncatedSVD(n_components=components, random_state=0).fit(self._tfidf.transform(texts))
+                         if components >= 2 else None)
+        return self
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        if self.kind == "minilm":
+            return _embed_minilm(texts)
+        from sklearn.preprocessing import normalize
+
+        if self._tfidf is None:
+            raise RuntimeError("InstructionEncoder: call fit() on the training instructions first")
+        features = self._tfidf.transform(texts)
+        features = self._svd.transform(features) if self._svd is not None else features.toarray()
+        return normalize(np.asarray(features, dtype=np.float32))
 
 
 def _embed_minilm(texts: list[str]) -> np.ndarray:
@@ -54,32 +85,43 @@ def _embed_minilm(texts: list[str]) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def _embed_tfidf(texts: list[str]) -> np.ndarray:
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.preprocessing import normalize
+class InstructionClusters:
+    """k-means over the distinct training instructions, able to place new instructions afterwards."""
 
-    features = TfidfVectorizer(ngram_range=(1, 2)).fit_transform(texts)
-    components = min(64, features.shape[1] - 1, len(texts) - 1)
-    if components >= 2:
-        features = TruncatedSVD(n_components=components, random_state=0).fit_transform(features)
-    else:
-        features = features.toarray()
-    return normalize(np.asarray(features, dtype=np.float32))
+    def __init__(self, num_clusters: int, seed: int = 0, encoder: Encoder = "auto"):
+        self.num_clusters, self.seed = num_clusters, seed
+        self.encoder = InstructionEncoder(encoder)
+        self.kmeans = None
+
+    @property
+    def centroids(self) -> np.ndarray:
+        return self.kmeans.cluster_centers_.astype(np.float32)
+
+    def fit(self, texts: list[str]) -> np.ndarray:
+        """Clusters ``texts``; returns the cluster id of each."""
+        from sklearn.cluster import KMeans
+
+        distinct = sorted(set(texts))
+        if self.num_clusters > len(distinct):
+            raise ValueError(f"adapter.num_clusters: {self.num_clusters} clusters requested but the data has only "
+                             f"{len(distinct)} distinct instructions")
+        embeddings = self.encoder.fit(distinct).transform(distinct)
+        self.kmeans = KMeans(n_clusters=self.num_clusters, n_init=10, random_state=self.seed).fit(embeddings)
+        label_of = dict(zip(distinct, self.kmeans.labels_.tolist()))
+        rank_zero_info(f"clustered {len(distinct)} distinct instructions into {self.num_clusters} clusters "
+                       f"({'MiniLM' if self.encoder.kind == 'minilm' else 'TF-IDF'} embeddings)")
+        return np.array([label_of[text] for text in texts])
+
+    def assign(self, texts: list[str]) -> np.ndarray:
+        """The nearest cluster of each (possibly unseen) instruction."""
+        if self.kmeans is None:
+            raise RuntimeError("InstructionClusters: fit() first")
+        return self.kmeans.predict(self.encoder.transform(texts))
 
 
 def cluster_instructions(texts: list[str], num_clusters: int, seed: int = 0, encoder: Encoder = "auto"
                          ) -> tuple[np.ndarray, np.ndarray]:
     """k-means over the distinct instructions: ``(cluster id per text, centroids num_clusters x dim)``."""
-    from sklearn.cluster import KMeans
-
-    distinct = sorted(set(texts))
-    if num_clusters > len(distinct):
-        raise ValueError(f"adapter.num_clusters: {num_clusters} clusters requested but the data has only "
-                         f"{len(distinct)} distinct instructions")
-    embeddings = embed_instructions(distinct, encoder)
-    kmeans = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit(embeddings)
-    label_of = dict(zip(distinct, kmeans.labels_.tolist()))
-    rank_zero_info(f"clustered {len(distinct)} distinct instructions into {num_clusters} clusters "
-                   f"({'MiniLM' if embeddings.shape[1] == 384 else 'TF-IDF'} embeddings)")
-    return np.array([label_of[text] for text in texts]), kmeans.cluster_centers_.astype(np.float32)
+    clusters = InstructionClusters(num_clusters, seed, encoder)
+    labels = clusters.fit(texts)
+    return labels, clusters.centroids

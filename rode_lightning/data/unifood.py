@@ -9,29 +9,21 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from pathlib import Path
-from typing import Literal
 
+# DataFormatError, OnError and SkipCounter live in errors.py (shared with the Nutrition5k reader); they are
+# re-exported here because other modules import them from this one.
+from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, skip_reason
+from rode_lightning.data.images import check_image
 from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
 
-
-class DataFormatError(ValueError):
-    """A data file does not follow its documented format."""
-
-
-OnError = Literal["raise", "skip"]
-
-
-class SkipCounter(Counter):
-    """Counts skipped samples by reason, so the data module can report them."""
-
-    def report(self) -> str:
-        return ", ".join(f"{count} x {reason}" for reason, count in sorted(self.items())) or "none"
+__all__ = ["DataFormatError", "NUTRITION_LIMITS", "OnError", "SkipCounter", "parse_unifood_record",
+           "read_unifood_split"]
 
 
 def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise",
                        skipped: SkipCounter | None = None) -> list[FoodRecord]:
+    check_on_error(on_error)
     root = Path(root)
     path = root / "annotations" / f"{split}.jsonl"
     if not path.is_file():
@@ -49,17 +41,12 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
         except DataFormatError as error:
             if on_error == "raise":
                 raise DataFormatError(f"{path}:{line_number}: {error}") from None
-            skipped[f"unifood/{split}: {type(error).__name__}: {_reason(error)}"] += 1
+            skipped[f"unifood/{split}: {type(error).__name__}: {skip_reason(error)}"] += 1
             continue
         records.append(record)
     if not records:
         raise DataFormatError(f"{path}: no usable records in split {split!r} (skipped: {skipped.report()})")
     return records
-
-
-def _reason(error: Exception) -> str:
-    """The kind of problem without the sample-specific detail, so that skip counts group by cause."""
-    return str(error).split(":")[0]
 
 
 def parse_unifood_record(line: str, root: Path) -> FoodRecord:
@@ -73,8 +60,6 @@ def parse_unifood_record(line: str, root: Path) -> FoodRecord:
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise DataFormatError(f"missing field: {key!r} must be a non-empty string")
     image = root / raw["image"]
-    if not image.is_file():
-        raise DataFormatError(f"missing image: {image} does not exist")
     ingredients = tuple(_parse_ingredient(item) for item in raw.get("ingredients") or [])
     if "ingredients" in raw and not ingredients:
         raise DataFormatError("no ingredients: 'ingredients' is an empty list")
@@ -87,6 +72,9 @@ def parse_unifood_record(line: str, root: Path) -> FoodRecord:
     nutrition = raw.get("nutrition")
     if nutrition is not None:
         nutrition = _parse_nutrition(nutrition)
+    # Decodability, not only existence: a truncated file would otherwise fail later, in a data-loader worker.
+    # Last, because it is the one check that reads the image file.
+    check_image(image)
     return FoodRecord(id=raw["id"], image=str(image), dataset="unifood", category=category,
                       ingredients=ingredients, recipe=tuple(recipe), nutrition=nutrition)
 

@@ -16,8 +16,9 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.saving import load_adapter, save_adapter
 from rode_lightning.data.instructions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
-from rode_lightning.metrics.category import CategoryAccuracy
-from rode_lightning.metrics.ingredients import IngredientIoU
+from rode_lightning.metrics.answers import structured_answer
+from rode_lightning.metrics.results import write_results
+from rode_lightning.metrics.suite import EvaluationSuite, flatten_result
 from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.lmm import FoodLMM
 from rode_lightning.model.vision import VisionConfig
@@ -35,7 +36,9 @@ class FoodLMMModule(L.LightningModule):
         learning_rate: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: optimizer steps of linear warm-up before cosine decay to zero.
-        max_new_tokens: longest generated answer during validation, test and predict.
+        max_new_tokens: longest generated answer during validation, test and predict (recipes are the longest).
+        prediction_examples: predictions per (dataset, task) written next to the results table, beside the
+            ground truth, for a person to read.
         adapter_path: an adapter directory (written at the end of ``fit`` into ``<log dir>/adapter``) to load
             after building the model, e.g. for ``validate``, ``test`` or ``predict``.
         gradient_checkpointing: recompute each decoder block's activations during backward (less memory, ~30%
@@ -53,6 +56,7 @@ class FoodLMMModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
         max_new_tokens: int = 64,
+        prediction_examples: int = 8,
         adapter_path: str | None = None,
         gradient_checkpointing: bool = False,
     ):
@@ -61,11 +65,8 @@ class FoodLMMModule(L.LightningModule):
         # Kept as objects: under LightningCLI ``hparams`` holds the raw config (plain dicts) for logging.
         self.vision_config, self.language_config, self.adapter_config = vision, language, adapter
         self.model: FoodLMM | None = None
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": metric()
-            for stage in ("val", "test")
-            for name, metric in (("ingredients", IngredientIoU), ("category", CategoryAccuracy))
-        })
+        self.evaluation = torch.nn.ModuleDict({stage: EvaluationSuite() for stage in ("val", "test")})
+        self._examples: dict[str, list[dict]] = {"val": [], "test": []}
 
     @property
     def tokenizer(self):
@@ -123,13 +124,14 @@ class FoodLMMModule(L.LightningModule):
     def _evaluation_step(self, batch: dict, stage: str) -> None:
         batch_size = len(batch["ids"])
         self.log(f"{stage}/loss", self.answer_loss(batch), batch_size=batch_size, sync_dist=True)
-        scored = {"ingredients", "category"}
-        rows = [row for row, task in enumerate(batch["tasks"]) if task in scored]
-        if not rows:
-            return
-        for row, prediction in zip(rows, self.generate_answers(batch, rows)):
-            task = batch["tasks"][row]
-            self.metrics[f"{stage}_{task}"].update([prediction], [batch["answers"][row]])
+        suite, examples = self.evaluation[stage], self._examples[stage]
+        for row, prediction in enumerate(self.generate_answers(batch)):
+            dataset, task, reference = batch["datasets"][row], batch["tasks"][row], batch["answers"][row]
+            suite.update(dataset, task, [prediction], [reference])
+            shown = sum(1 for example in examples if example["dataset"] == dataset and example["task"] == task)
+            if shown < self.hparams.prediction_examples:
+                examples.append({"dataset": dataset, "task": task, "id": batch["ids"][row],
+                                 "prediction": prediction, "reference": reference})
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
@@ -137,28 +139,41 @@ class FoodLMMModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluation_step(batch, "test")
 
+    def on_validation_epoch_start(self) -> None:
+        self._examples["val"] = []
+
+    def on_test_epoch_start(self) -> None:
+        self._examples["test"] = []
+
     def _evaluation_epoch_end(self, stage: str) -> None:
+        suite = self.evaluation[stage]
         values: dict[str, torch.Tensor] = {}
-        ingredients = self.metrics[f"{stage}_ingredients"]
-        if self._updated_on_any_rank(ingredients):
-            result = self._compute(ingredients)
-            values[f"{stage}/ingredient_iou"] = result["dataset_iou"]
-            values[f"{stage}/ingredient_sample_iou"] = result["sample_iou"]
-        category = self.metrics[f"{stage}_category"]
-        if self._updated_on_any_rank(category):
-            values[f"{stage}/category_accuracy"] = self._compute(category)
-        for metric in (ingredients, category):
-            metric.reset()
+        results: dict[str, dict[str, float]] = {}
+        for dataset, task in suite.pairs:
+            metric = suite.metric(dataset, task)
+            if not self._updated_on_any_rank(metric):
+                continue
+            for name, value in flatten_result(task, self._compute(metric)).items():
+                values[f"{stage}/{dataset}/{name}"] = value
+                results.setdefault(dataset, {})[name] = float(value)
+        suite.reset()
         datamodule = getattr(self.trainer, "datamodule", None)
-        baseline = getattr(datamodule, "ingredient_baseline", None)
-        if baseline and stage == "val":
-            values["val/ingredient_iou_most_frequent"] = torch.tensor(baseline["dataset_iou"])
-        if values:
-            # Already global (torchmetrics gathered them); the mean over ranks of equal values only quiets Lightning.
-            self.log_dict(values, sync_dist=True)
-            if not self.trainer.sanity_checking:
-                summary = ", ".join(f"{key} {float(value):.4f}" for key, value in values.items())
-                rank_zero_info(f"[{stage} epoch {self.current_epoch} step {self.global_step}] {summary}")
+        for dataset, baseline in (getattr(datamodule, "ingredient_baselines", None) or {}).items():
+            if stage == "val":
+                values[f"val/{dataset}/ingredient_iou_most_frequent"] = torch.tensor(baseline["dataset_iou"])
+        if not values:
+            return
+        # Already global (torchmetrics gathered them); the mean over ranks of equal values only quiets Lightning.
+        self.log_dict(values, sync_dist=True)
+        if self.trainer.sanity_checking:
+            return
+        summary = ", ".join(f"{key} {float(value):.4f}" for key, value in values.items())
+        rank_zero_info(f"[{stage} epoch {self.current_epoch} step {self.global_step}] {summary}")
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks
+        if self.trainer.is_global_zero and log_dir:
+            path = write_results(Path(log_dir) / "results", stage, results, self._examples[stage],
+                                 self.current_epoch, self.global_step)
+            rank_zero_info(f"{stage} results table: {path}")
 
     def _updated_on_any_rank(self, metric: Metric) -> bool:
         """Whether any process fed this metric, agreed by all processes.
@@ -184,9 +199,16 @@ class FoodLMMModule(L.LightningModule):
         self._evaluation_epoch_end("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        """Answers with, where the task has them, the structured values parsed back from the text."""
         answers = self.generate_answers(batch)
-        return [{"id": sample_id, "task": task, "prediction": answer, "reference": reference}
-                for sample_id, task, answer, reference in zip(batch["ids"], batch["tasks"], answers, batch["answers"])]
+        if "answers" in batch:  # an evaluation batch: keep the reference beside the prediction
+            return [{"id": sample_id, "dataset": dataset, "task": task, "prediction": answer, "reference": reference}
+                    for sample_id, dataset, task, answer, reference
+                    in zip(batch["ids"], batch["datasets"], batch["tasks"], answers, batch["answers"])]
+        return [{"id": sample_id, "image": image, "question": question, "task": task, "answer": answer,
+                 **structured_answer(task, answer)}
+                for sample_id, image, question, task, answer
+                in zip(batch["ids"], batch["image_paths"], batch["questions"], batch["tasks"], answers)]
 
     def configure_optimizers(self):
         parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from rode_lightning.data.errors import DataFormatError, SkipCounter
+from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, drop_unreadable_images,
+                                         read_prediction_requests)
+from rode_lightning.data.prompts import QUESTIONS
+from rode_lightning.data.tokenizer import load_tokenizer
+
+
+def write_image(path, size=32):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (200, 40, 40)).save(path)
+    return path
+
+
+def test_a_folder_asks_every_task_about_every_image(tmp_path):
+    write_image(tmp_path / "b.png")
+    write_image(tmp_path / "sub" / "a.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    requests = read_prediction_requests(tmp_path, ["ingredients", "nutrition"])
+    assert [(r.id, r.task) for r in requests] == [("b.png#ingredients", "ingredients"), ("b.png#nutrition", "nutrition"),
+                                                  ("sub/a.jpg#ingredients", "ingredients"),
+                                                  ("sub/a.jpg#nutrition", "nutrition")]
+    assert requests[0].question == QUESTIONS["ingredients"][0]
+
+
+def test_jsonl_requests_with_task_or_free_question_and_relative_paths(tmp_path):
+    write_image(tmp_path / "images" / "soup.png")
+    source = tmp_path / "requests.jsonl"
+    source.write_text(json.dumps({"id": "q1", "image": "images/soup.png", "task": "category"}) + "\n\n"
+                      + json.dumps({"image": str(tmp_path / "images" / "soup.png"), "question": "Is it spicy?"}) + "\n")
+    first, second = read_prediction_requests(source, ["category"])
+    assert (first.id, first.task, first.image) == ("q1", "category", str(tmp_path / "images" / "soup.png"))
+    assert (second.id, second.task, second.question) == ("3", None, "Is it spicy?")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"image": "a.png"', "requests.jsonl:1: malformed JSON"),
+    ('{"image": "a.png", "task": "cooking"}', "requests.jsonl:1: unknown task 'cooking'"),
+    ('{"image": "a.png"}', "requests.jsonl:1: give a 'task'"),
+    ('{"task": "category"}', "requests.jsonl:1: expected an object with an 'image'"),
+])
+def test_malformed_requests_name_file_and_line(tmp_path, content, message):
+    source = tmp_path / "requests.jsonl"
+    source.write_text(content + "\n")
+    with pytest.raises(DataFormatError, match=message):
+        read_prediction_requests(source, ["category"])
+
+
+def test_missing_source_and_empty_folder_are_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a folder of images nor a JSON/JSONL file"):
+        read_prediction_requests(tmp_path / "nowhere", ["category"])
+    with pytest.raises(DataFormatError, match="holds no image"):
+        read_prediction_requests(tmp_path, ["category"])
+
+
+def test_unreadable_and_truncated_images_are_skipped_and_counted(tmp_path):
+    good = write_image(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    requests = read_prediction_requests(tmp_path, ["category", "ingredients"])
+    skipped = SkipCounter()
+    kept = drop_unreadable_images(requests, skipped)
+    assert {request.image for request in kept} == {str(good)}
+    assert sum(skipped.values()) == 4  # two bad images x two tasks
+    assert any("truncated.png" in reason for reason in skipped)
+
+
+def test_prediction_batches_are_left_padded_with_image_tokens(tmp_path):
+    write_image(tmp_path / "a.png")
+    requests = read_prediction_requests(tmp_path, ["category", "recipe"])
+    tokenizer = load_tokenizer("demo")
+    import open_clip
+
+    dataset = PredictionDataset(requests, tokenizer, open_clip.image_transform(32, is_train=False), num_image_tokens=4)
+    batch = PredictionCollator(tokenizer.pad_token_id)([dataset[0], dataset[1]])
+    assert batch["images"].shape == (2, 3, 32, 32)
+    lengths = [len(dataset[i]["prompt_ids"]) for i in range(2)]
+    width = batch["prompt_ids"].shape[1]
+    for row, length in enumerate(lengths):
+        assert batch["prompt_attention_mask"][row].tolist() == [0] * (width - length) + [1] * length
+        assert (batch["prompt_ids"][row] == dataset.image_token_id).sum() == 4
+    assert "cluster_ids" not in batch
+    dataset.cluster_ids = [3, 1]
+    assert PredictionCollator(tokenizer.pad_token_id)([dataset[0], dataset[1]])["cluster_ids"].tolist() == [3, 1]

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from rode_lightning.data.prompts import format_nutrition
+from rode_lightning.data.records import NUTRITION_FIELDS
+from rode_lightning.metrics.nutrition import NutritionPMAE
+from rode_lightning.metrics.parsing import parse_nutrition
+
+TRUE = [
+    {"mass_g": 300.0, "energy_kcal": 450.0, "fat_g": 12.0, "carbohydrate_g": 55.0, "protein_g": 20.0},
+    {"mass_g": 150.0, "energy_kcal": 200.0, "fat_g": 8.0, "carbohydrate_g": 15.0, "protein_g": 10.0},
+    {"mass_g": 450.0, "energy_kcal": 700.0, "fat_g": 30.0, "carbohydrate_g": 70.0, "protein_g": 35.0},
+]
+PREDICTED = [
+    {"mass_g": 330.0, "energy_kcal": 400.0, "fat_g": 15.0, "carbohydrate_g": 50.0, "protein_g": 25.0},
+    {"mass_g": 100.0, "energy_kcal": 260.0, "fat_g": 8.0, "carbohydrate_g": 20.0, "protein_g": 5.0},
+    {"mass_g": 500.0, "energy_kcal": 650.0, "fat_g": 20.0, "carbohydrate_g": 90.0, "protein_g": 30.0},
+]
+
+
+def reference_pmae(predicted: list[dict], true: list[dict]) -> dict[str, float]:
+    """Nutrition5k's definition written literally: 100 * mean |error| / mean truth, a missing value counting as 0."""
+    result = {}
+    for field in NUTRITION_FIELDS:
+        errors = [abs((p.get(field) or 0.0) - t[field]) for p, t in zip(predicted, true)]
+        result[field] = 100 * (sum(errors) / len(errors)) / (sum(t[field] for t in true) / len(true))
+    result["average"] = sum(result[field] for field in NUTRITION_FIELDS) / len(NUTRITION_FIELDS)
+    return result
+
+
+def test_pmae_hand_computed():
+    metric = NutritionPMAE()
+    metric.update(PREDICTED, TRUE)
+    result = metric.compute()
+    # Mass by hand: errors 30, 50, 50 over truths 300, 150, 450 -> 100 * (130 / 3) / (900 / 3).
+    assert result["mass_g"].item() == pytest.approx(100 * 130 / 900)
+    for key, value in reference_pmae(PREDICTED, TRUE).items():
+        assert result[key].item() == pytest.approx(value, rel=1e-6), key
+    assert result["missing_rate"].item() == 0.0
+    assert set(result) == {*NUTRITION_FIELDS, "average", "missing_rate"}
+
+
+def test_pmae_reads_text_and_accumulates_across_updates():
+    metric = NutritionPMAE()
+    # Text answers for the first two samples (the second in a model's own wording), mappings for the third.
+    metric.update(["mass: 330 g, energy: 400 kcal, fat: 15.0 g, carbohydrate: 50.0 g, protein: 25.0 g",
+                   "It weighs about 100 grams, 260 calories, 8 g fat, 20 g carbs and 5 g protein."],
+                  [format_nutrition(TRUE[0]), format_nutrition(TRUE[1])])
+    metric.update(PREDICTED[2:], TRUE[2:])
+    result = metric.compute()
+    for key, value in reference_pmae(PREDICTED, TRUE).items():
+        assert result[key].item() == pytest.approx(value, rel=1e-6), key
+
+
+def test_missing_predicted_fields_count_as_zero_and_are_reported():
+    predicted = [
+        "mass: 320 g, fat: 10 g",  # energy, carbohydrate, protein missing
+        {"mass_g": 140.0, "energy_kcal": None, "fat_g": float("nan"), "carbohydrate_g": "n/a"},  # 4 missing
+        "I can't tell.",  # all 5 missing
+    ]
+    metric = NutritionPMAE()
+    metric.update(predicted, TRUE)
+    result = metric.compute()
+    as_dicts = [{"mass_g": 320.0, "fat_g": 10.0}, {"mass_g": 140.0}, {}]
+    for key, value in reference_pmae(as_dicts, TRUE).items():
+        assert result[key].item() == pytest.approx(value, rel=1e-6), key
+    assert result["energy_kcal"].item() == pytest.approx(100.0)  # nothing predicted: the whole truth is the error
+    assert result["missing_rate"].item() == pytest.approx((3 + 4 + 5) / 15)
+
+
+def test_format_nutrition_round_trip():
+    values = {"mass_g": 347.6, "energy_kcal": 1234.4, "fat_g": 11.14, "carbohydrate_g": 0.04, "protein_g": 18.45}
+    parsed = parse_nutrition(format_nutrition(values))
+    # format_nutrition writes whole grams and kcal and one decimal for the macronutrients.
+    assert parsed == pytest.approx({"mass_g": 348, "energy_kcal": 1234, "fat_g": 11.1, "carbohydrate_g": 0.0,
+                                    "protein_g": 18.4})
+    metric = NutritionPMAE()
+    metric.update([format_nutrition(t) for t in TRUE], [format_nutrition(t) for t in TRUE])
+    assert all(value.item() == 0.0 for value in metric.compute().values())
+
+
+def test_empty_metric_is_zero():
+    metric = NutritionPMAE()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchmetrics warns about compute() before update()
+        result = metric.compute()
+    assert set(result) == {*NUTRITION_FIELDS, "average", "missing_rate"}
+    assert all(value.item() == 0.0 for value in result.values())
+    metric.update([], [])
+    assert all(value.item() == 0.0 for value in metric.compute().values())
+
+
+def test_incomplete_target_is_an_error():
+    metric = NutritionPMAE()
+    with pytest.raises(ValueError, match="protein_g"):
+        metric.update([PREDICTED[0]], ["mass: 300 g, energy: 450 kcal, fat: 12 g, carbohydrate: 55 g"])
+
+
+def test_reset():
+    metric = NutritionPMAE()
+    metric.update(PREDICTED, TRUE)
+    metric.reset()
+    metric.update(PREDICTED[:1], TRUE[:1])
+    assert metric.compute()["mass_g"].item() == pytest.approx(100 * 30 / 300)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import json
+
+from rode_lightning.metrics.results import results_table, write_results
+
+
+def test_table_has_the_paper_columns_in_order_and_blank_cells_for_missing_tasks():
+    table = results_table({
+        "unifood": {"ingredient_iou": 0.5, "recipe_sacrebleu": 12.345, "recipe_rouge_l": 40.0, "pmae_mass": 20.0,
+                    "pmae_energy": 21.0, "pmae_fat": 30.0, "pmae_protein": 25.0, "pmae_carbohydrate": 22.0,
+                    "pmae_average": 23.6, "category_accuracy": 0.75},
+        "nutrition5k": {"ingredient_iou": 0.25, "pmae_mass": 10.0, "pmae_average": 11.0},
+    })
+    header, rule, *rows = table.splitlines()
+    titles = [cell.strip() for cell in header.strip("|").split("|")]
+    assert titles == ["dataset", "IoU ↑", "SacreBLEU ↑", "ROUGE-L ↑", "Mass ↓", "Energy ↓", "Fat ↓", "Protein ↓",
+                      "Carb ↓", "pMAE avg. ↓", "category acc. ↑"]  # no sample-IoU column: no dataset has it
+    assert rule.count("---") == len(titles)
+    cells = {row.split("|")[1].strip(): [cell.strip() for cell in row.strip("|").split("|")[1:]] for row in rows}
+    assert cells["unifood"][:3] == ["0.5000", "12.35", "40.00"]
+    assert cells["nutrition5k"][0] == "0.2500" and cells["nutrition5k"][1] == "" and cells["nutrition5k"][3] == "10.00"
+    assert list(cells) == ["nutrition5k", "unifood"]
+
+
+def test_write_results_leaves_markdown_json_and_predictions(tmp_path):
+    results = {"unifood": {"ingredient_iou": 0.5}}
+    examples = [{"dataset": "unifood", "task": "ingredients", "id": "x", "prediction": "rice", "reference": "rice, egg"}]
+    path = write_results(tmp_path / "results", "test", results, examples, epoch=2, step=40)
+    assert path == tmp_path / "results" / "test_results.md"
+    assert "epoch 2, step 40" in path.read_text() and "| unifood | 0.5000 |" in path.read_text()
+    saved = json.loads((tmp_path / "results" / "test_results.json").read_text())
+    assert saved == {"stage": "test", "epoch": 2, "step": 40, "results": results}
+    lines = (tmp_path / "results" / "test_predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == examples
