@@ -15,7 +15,8 @@ def test_fit_few_steps_then_validate_logs_metrics(cli_demo_dir, tmp_path):
     assert cli.trainer.global_step == 3
     metrics = cli.trainer.callback_metrics
     assert {"train/loss", "val/loss", "val/unifood/ingredient_iou", "val/unifood/ingredient_iou_most_frequent",
-            "val/nutrition5k/pmae_average", "val/unifood/recipe_rouge_l"} <= set(metrics)
+            "val/nutrition5k/pmae_average", "val/unifood/recipe_rouge_l",
+            "val/nutrition5k/pmae_average_train_mean"} <= set(metrics)
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file written"
     trainable = {name for name, p in cli.model.named_parameters() if p.requires_grad}

@@ -26,6 +26,7 @@ from rode_lightning.data.records import FoodRecord
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.data.unifood import read_unifood_split
 from rode_lightning.metrics.ingredients import most_frequent_baseline
+from rode_lightning.metrics.nutrition import train_mean_baseline
 
 DATASETS: tuple[str, ...] = ("unifood", "nutrition5k")
 
@@ -129,6 +130,7 @@ class FoodDataModule(L.LightningDataModule):
         self.datasets: dict[str, InstructionDataset] = {}
         self.records: dict[str, list[FoodRecord]] = {}
         self.ingredient_baselines: dict[str, dict[str, float]] = {}
+        self.nutrition_baselines: dict[str, dict[str, float]] = {}
         self.cluster_centroids: torch.Tensor | None = None
         self.predict_dataset: PredictionDataset | None = None
 
@@ -199,6 +201,10 @@ class FoodDataModule(L.LightningDataModule):
             val = [r.ingredient_names for r in self.records["val"] if r.dataset == dataset and r.ingredients]
             if train and val:
                 self.ingredient_baselines[dataset] = most_frequent_baseline(train, val)
+            train = [r.nutrition for r in self.records["train"] if r.dataset == dataset and r.nutrition]
+            val = [r.nutrition for r in self.records["val"] if r.dataset == dataset and r.nutrition]
+            if train and val:
+                self.nutrition_baselines[dataset] = train_mean_baseline(train, val)
         rank_zero_info(self.summary())
 
     @property
@@ -255,6 +261,8 @@ class FoodDataModule(L.LightningDataModule):
         for dataset, baseline in self.ingredient_baselines.items():
             lines.append(f"  most-frequent-ingredients baseline on {dataset} val: dataset IoU "
                          f"{baseline['dataset_iou']:.3f}, sample IoU {baseline['sample_iou']:.3f}")
+        for dataset, baseline in self.nutrition_baselines.items():
+            lines.append(f"  training-mean nutrition baseline on {dataset} val: pMAE average {baseline['average']:.1f}")
         return "\n".join(lines)
 
     def sample_weights(self) -> torch.Tensor:

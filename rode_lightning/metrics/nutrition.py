@@ -105,3 +105,12 @@ def _finite(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def train_mean_baseline(train: list[Mapping[str, float]], evaluation: list[Mapping[str, float]]) -> dict[str, float]:
+    """pMAE of answering every dish with the training mean of each field: the floor a nutrition estimate from the
+    image has to beat (the Nutrition5k paper reports the same baseline)."""
+    mean = {field: sum(values[field] for values in train) / len(train) for field in NUTRITION_FIELDS}
+    metric = NutritionPMAE()
+    metric.update([mean] * len(evaluation), evaluation)
+    return {key: float(value) for key, value in metric.compute().items()}

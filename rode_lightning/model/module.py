@@ -158,9 +158,11 @@ class FoodLMMModule(L.LightningModule):
                 results.setdefault(dataset, {})[name] = float(value)
         suite.reset()
         datamodule = getattr(self.trainer, "datamodule", None)
-        for dataset, baseline in (getattr(datamodule, "ingredient_baselines", None) or {}).items():
-            if stage == "val":
+        if stage == "val":  # the floors a model must beat, computed by the data module from the labels alone
+            for dataset, baseline in (getattr(datamodule, "ingredient_baselines", None) or {}).items():
                 values[f"val/{dataset}/ingredient_iou_most_frequent"] = torch.tensor(baseline["dataset_iou"])
+            for dataset, baseline in (getattr(datamodule, "nutrition_baselines", None) or {}).items():
+                values[f"val/{dataset}/pmae_average_train_mean"] = torch.tensor(baseline["average"])
         if not values:
             return
         # Already global (torchmetrics gathered them); the mean over ranks of equal values only quiets Lightning.

@@ -105,3 +105,15 @@ def test_reset():
     metric.reset()
     metric.update(PREDICTED[:1], TRUE[:1])
     assert metric.compute()["mass_g"].item() == pytest.approx(100 * 30 / 300)
+
+
+def test_train_mean_baseline_answers_every_dish_with_the_training_mean():
+    from rode_lightning.metrics.nutrition import train_mean_baseline
+
+    fields = ("mass_g", "energy_kcal", "fat_g", "carbohydrate_g", "protein_g")
+    train = [dict.fromkeys(fields, 100.0), dict.fromkeys(fields, 300.0)]  # mean 200 everywhere
+    evaluation = [dict.fromkeys(fields, 100.0), dict.fromkeys(fields, 400.0)]
+    # |200 - 100| + |200 - 400| = 300 over a truth sum of 500 -> 60 %
+    result = train_mean_baseline(train, evaluation)
+    assert all(result[field] == pytest.approx(60.0) for field in fields)
+    assert result["average"] == pytest.approx(60.0) and result["missing_rate"] == 0.0

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+from rode_lightning.data.datamodule import FoodDataModule
+
+
+def tiny_datamodule(demo_dir, **overrides) -> FoodDataModule:
+    settings = dict(demo_dir=str(demo_dir), demo_train_size=16, demo_eval_size=4, demo_nutrition5k_size=40,
+                    image_size=32, num_image_tokens=4, batch_size=4, eval_batch_size=4)
+    settings.update(overrides)
+    module = FoodDataModule(**settings)
+    module.setup("fit")
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("datamodule_demo")
+
+
+def test_both_datasets_serve_their_tasks_and_evaluation_is_grouped_by_task(demo_dir):
+    module = tiny_datamodule(demo_dir)
+    train_pairs = {(s.record.dataset, s.task) for s in module.datasets["train"].samples}
+    assert train_pairs == {("unifood", t) for t in ("category", "ingredients", "recipe", "nutrition")} | {
+        ("nutrition5k", "ingredients"), ("nutrition5k", "nutrition")}
+    val = [(s.record.dataset, s.task) for s in module.datasets["val"].samples]
+    assert val == sorted(val)
+    batch = next(iter(module.train_dataloader()))
+    assert len(batch["tasks"]) == len(batch["datasets"]) == 4
+    summary = module.summary()
+    # The demo Nutrition5k copy lists a dish without an overhead image in each split: counted, not silent.
+    assert "nutrition5k" in summary and "skipped: none" not in summary
+    assert set(module.ingredient_baselines) == set(module.nutrition_baselines) == {"unifood", "nutrition5k"}
+
+
+def test_sampling_weights_per_dataset_and_task_with_the_specific_key_winning(demo_dir):
+    weights = {"unifood": 1.0, "nutrition5k": 3.0, "unifood/recipe": 0.0}
+    module = tiny_datamodule(demo_dir, sampling_weights=weights)
+    samples = module.datasets["train"].samples
+    expected = [0.0 if (s.record.dataset, s.task) == ("unifood", "recipe") else weights[s.record.dataset]
+                for s in samples]
+    assert module.sample_weights().tolist() == expected
+    sampler = module.train_dataloader().sampler
+    drawn = [samples[index] for _ in range(20) for index in sampler]
+    assert not any(s.record.dataset == "unifood" and s.task == "recipe" for s in drawn)
+    share = sum(s.record.dataset == "nutrition5k" for s in drawn) / len(drawn)
+    expected_share = sum(w for w, s in zip(expected, samples) if s.record.dataset == "nutrition5k") / sum(expected)
+    assert share == pytest.approx(expected_share, abs=0.04)
+    assert len(list(sampler)) == len(samples)
+
+
+def test_only_one_dataset_can_be_served(demo_dir):
+    module = tiny_datamodule(demo_dir, datasets=["nutrition5k"], eval_tasks=["nutrition"])
+    assert {s.record.dataset for split in ("train", "val", "test") for s in module.datasets[split].samples} == {
+        "nutrition5k"}
+    assert {s.task for s in module.datasets["val"].samples} == {"nutrition"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sampling_weights": {"food101": 1.0}}, "data.sampling_weights: unknown key 'food101'"),
+    ({"sampling_weights": {"unifood/cooking": 1.0}}, "data.sampling_weights: unknown key 'unifood/cooking'"),
+    ({"sampling_weights": {"unifood": -1.0}}, "'unifood' has weight -1.0; expected a number >= 0"),
+    ({"datasets": ["food101"]}, "data.datasets: ['food101']"),
+    ({"datasets": []}, "data.datasets: empty list"),
+    ({"predict_tasks": ["taste"]}, "data.predict_tasks: ['taste']"),
+    ({"nutrition5k_val_fraction": 1.5}, "data.nutrition5k_val_fraction: 1.5 is not in (0, 1)"),
+])
+def test_bad_settings_fail_at_construction_naming_the_key(overrides, message):
+    with pytest.raises(ValueError) as error:
+        FoodDataModule(**overrides)
+    assert message in str(error.value)
+
+
+def test_all_zero_weights_are_refused(demo_dir):
+    module = tiny_datamodule(demo_dir, sampling_weights={"unifood": 0.0, "nutrition5k": 0.0})
+    with pytest.raises(ValueError, match="every training sample has weight 0"):
+        module.train_dataloader()
+
+
+def test_predict_without_a_source_says_what_to_set(demo_dir):
+    module = tiny_datamodule(demo_dir)
+    with pytest.raises(ValueError, match="data.predict_source"):
+        module.predict_dataloader()
