@@ -22,11 +22,12 @@ from rode_lightning.data.nutrition5k import read_nutrition5k_split
 from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, drop_unreadable_images,
                                          read_prediction_requests)
 from rode_lightning.data.prompts import TASKS, task_available
-from rode_lightning.data.records import FoodRecord
+from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.data.unifood import read_unifood_split
 from rode_lightning.metrics.ingredients import most_frequent_baseline
 from rode_lightning.metrics.nutrition import train_mean_baseline
+from rode_lightning.metrics.vocabulary import IngredientVocabulary
 
 DATASETS: tuple[str, ...] = ("unifood", "nutrition5k")
 
@@ -34,6 +35,17 @@ DATASETS: tuple[str, ...] = ("unifood", "nutrition5k")
 def default_demo_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "rode_lightning" / "demo"
+
+
+def with_vocabulary(record: FoodRecord, vocabulary: IngredientVocabulary) -> FoodRecord:
+    """The record with its ingredients renamed to their clusters; names that meet in one cluster are merged (grams
+    summed), heaviest first as before."""
+    grams: dict[str, float] = {}
+    for ingredient in record.ingredients:
+        name = vocabulary.canonical(ingredient.name)
+        grams[name] = grams.get(name, 0.0) + ingredient.grams
+    merged = sorted(grams.items(), key=lambda item: -item[1])  # stable: equal weights keep their order
+    return replace(record, ingredients=tuple(Ingredient(name, weight) for name, weight in merged))
 
 
 class FoodDataModule(L.LightningDataModule):
@@ -75,6 +87,9 @@ class FoodDataModule(L.LightningDataModule):
         predict_source: for ``predict``: a folder of images or a JSON/JSONL file of ``{"image", "task" or
             "question"}`` requests (README.md).
         predict_tasks: for a folder of images, the tasks asked about every image.
+        ingredient_vocabulary: optional JSON file of ingredient clusters (``{"cheese": ["cheddar cheese", ...]}``,
+            README.md): ingredient names of every dataset are mapped to their cluster's name, for training targets
+            and for scoring alike.
     """
 
     def __init__(
@@ -104,6 +119,7 @@ class FoodDataModule(L.LightningDataModule):
         cluster_encoder: Literal["auto", "minilm", "tfidf"] = "auto",
         predict_source: str | None = None,
         predict_tasks: list[str] = list(TASKS),
+        ingredient_vocabulary: str | None = None,
     ):
         super().__init__()
         for field, tasks in (("train_tasks", train_tasks), ("eval_tasks", eval_tasks),
@@ -133,6 +149,9 @@ class FoodDataModule(L.LightningDataModule):
         self.nutrition_baselines: dict[str, dict[str, float]] = {}
         self.cluster_centroids: torch.Tensor | None = None
         self.predict_dataset: PredictionDataset | None = None
+        # Read now: a bad vocabulary file should stop the run before anything is built.
+        self.ingredient_vocabulary = (IngredientVocabulary.from_file(ingredient_vocabulary)
+                                      if ingredient_vocabulary else None)
 
     @property
     def tokenizer(self):
@@ -163,9 +182,13 @@ class FoodDataModule(L.LightningDataModule):
 
     def _read(self, dataset: str, split: str) -> list[FoodRecord]:
         if dataset == "unifood":
-            return read_unifood_split(self.root(dataset), split, self.hparams.on_error, self.skipped)
-        return read_nutrition5k_split(self.root(dataset), split, self.hparams.on_error, self.skipped,
-                                      val_fraction=self.hparams.nutrition5k_val_fraction)
+            records = read_unifood_split(self.root(dataset), split, self.hparams.on_error, self.skipped)
+        else:
+            records = read_nutrition5k_split(self.root(dataset), split, self.hparams.on_error, self.skipped,
+                                             val_fraction=self.hparams.nutrition5k_val_fraction)
+        if self.ingredient_vocabulary is not None:
+            records = [with_vocabulary(record, self.ingredient_vocabulary) for record in records]
+        return records
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.hparams.predict_source is not None:

@@ -9,6 +9,7 @@ import torch
 from torchmetrics import Metric
 
 from rode_lightning.metrics.parsing import normalize_ingredient, parse_ingredients
+from rode_lightning.metrics.vocabulary import IngredientVocabulary
 
 
 class IngredientIoU(Metric):
@@ -19,19 +20,24 @@ class IngredientIoU(Metric):
     * ``sample_iou`` = the mean over samples of ``|P & T| / |P | T|`` (a sample with both sets empty scores 1).
 
     ``update`` takes predictions as free text (parsed with :func:`parse_ingredients`) or as ready sets; targets
-    likewise. States are sums, reduced across processes by summation.
+    likewise. With a ``vocabulary`` of clusters, both sides are mapped to cluster names before comparing. States are
+    sums, reduced across processes by summation.
     """
 
     full_state_update = False
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, vocabulary: IngredientVocabulary | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.vocabulary = vocabulary
         for name in ("true_positives", "false_positives", "false_negatives", "sample_iou_sum", "samples"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, predictions: Iterable[str | Iterable[str]], targets: Iterable[str | Iterable[str]]) -> None:
         for prediction, target in zip(predictions, targets, strict=True):
             predicted, true = _as_set(prediction), _as_set(target)
+            if self.vocabulary is not None:
+                predicted = {self.vocabulary.canonical(name) for name in predicted}
+                true = {self.vocabulary.canonical(name) for name in true}
             overlap = len(predicted & true)
             union = len(predicted | true)
             self.true_positives += overlap

@@ -86,6 +86,14 @@ class FoodLMMModule(L.LightningModule):
         if self.hparams.adapter_path:
             load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
 
+    def setup(self, stage: str) -> None:
+        # Scoring uses the same ingredient clusters as the training targets (data.ingredient_vocabulary).
+        vocabulary = getattr(getattr(self._trainer, "datamodule", None), "ingredient_vocabulary", None)
+        for suite in self.evaluation.values():
+            for dataset, task in suite.pairs:
+                if task == "ingredients":
+                    suite.metric(dataset, task).vocabulary = vocabulary
+
     def on_train_end(self) -> None:
         """Write the adapter-only checkpoint next to the logs, ready for ``--model.adapter_path``."""
         log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank zero
