@@ -29,8 +29,23 @@ _STRUCTURAL_KEYS = ("method", "ranks", "alpha", "target_modules", "num_clusters"
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every trainable tensor of ``model`` (adapters, cluster embedding, projector if trained), by name."""
-    return {name: parameter.detach() for name, parameter in model.named_parameters() if parameter.requires_grad}
+    """Every trainable tensor of ``model`` (adapters, cluster embedding, projector if trained), by name, whole.
+
+    Under FSDP2 parameters are DTensors. ``rode_lightning.model.sharding`` replicates every trainable one, so each
+    rank reads its local copy, with no communication (the end of ``fit`` saves on rank 0 alone). A tensor sharded
+    across ranks is gathered instead: a collective, which every rank must then join.
+    """
+    return {name: _whole(parameter.detach()) for name, parameter in model.named_parameters()
+            if parameter.requires_grad}
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    if not (hasattr(tensor, "placements") and hasattr(tensor, "device_mesh")):  # a plain tensor
+        return tensor
+    mesh = tensor.device_mesh
+    if all(placement.is_replicate() or mesh.size(dim) == 1 for dim, placement in enumerate(tensor.placements)):
+        return tensor.to_local()
+    return tensor.full_tensor()
 
 
 def save_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path) -> Path:

@@ -11,7 +11,7 @@ import lightning as L
 import open_clip
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from rode_lightning.data.clusters import InstructionClusters
 from rode_lightning.data.demo import generate_demo_unifood
@@ -23,6 +23,7 @@ from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, 
                                          read_prediction_requests)
 from rode_lightning.data.prompts import TASKS, task_available
 from rode_lightning.data.records import FoodRecord, Ingredient
+from rode_lightning.data.resumable import ResumableDataLoader
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.data.unifood import read_unifood_split
 from rode_lightning.metrics.ingredients import most_frequent_baseline
@@ -299,16 +300,17 @@ class FoodDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch_size = self.hparams.batch_size if split == "train" else self.hparams.eval_batch_size
-        sampler = None
-        if split == "train" and self.hparams.sampling_weights:
-            # Lightning wraps this sampler in a distributed one under DDP, so each process draws its own share.
-            generator = torch.Generator().manual_seed(self.hparams.seed)
-            sampler = WeightedRandomSampler(self.sample_weights(), num_samples=len(self.datasets["train"]),
-                                            replacement=True, generator=generator)
-            shuffle = False
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
-                          collate_fn=InstructionCollator(self.tokenizer.pad_token_id))
+        collate_fn = InstructionCollator(self.tokenizer.pad_token_id)
+        workers = {"num_workers": self.hparams.num_workers, "persistent_workers": self.hparams.num_workers > 0}
+        if split == "train":
+            # Each epoch's order follows from data.seed (drawn by sampling_weights, if given), and checkpoints record
+            # how far the epoch got, so a resumed run trains on the rest of it (data/resumable.py). The sampler is a
+            # DistributedSampler: under DDP Lightning keeps it, and each process draws its own share.
+            weights = self.sample_weights() if self.hparams.sampling_weights else None
+            return ResumableDataLoader(self.datasets[split], batch_size=batch_size, seed=self.hparams.seed,
+                                       weights=weights, collate_fn=collate_fn, **workers)
+        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn,
+                          **workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

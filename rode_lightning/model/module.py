@@ -8,7 +8,8 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics import Metric
 from transformers import get_cosine_schedule_with_warmup
 
@@ -19,6 +20,9 @@ from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.answers import structured_answer
 from rode_lightning.metrics.results import write_results
 from rode_lightning.metrics.suite import EvaluationSuite, flatten_result
+from rode_lightning.model.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_checkpoint_keys,
+                                                collect_rng_states, frozen_fingerprint, frozen_weights_match,
+                                                restore_rng_states, trainable_names)
 from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.lmm import FoodLMM
 from rode_lightning.model.vision import VisionConfig
@@ -73,18 +77,26 @@ class FoodLMMModule(L.LightningModule):
         return load_tokenizer(self.hparams.tokenizer)
 
     def configure_model(self) -> None:
-        """Builds the network once; Lightning calls this before optimizers exist, on the right device."""
-        if self.model is not None:
-            return
-        centroids = None
-        if self.adapter_config.method == "cluster" and self._trainer is not None:
-            centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
-        self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
-                             self.hparams.train_projector, cluster_centroids=centroids)
-        if self.hparams.gradient_checkpointing:
-            self.model.enable_activation_checkpointing()
-        if self.hparams.adapter_path:
-            load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
+        """Builds the network once; Lightning calls this before optimizers exist, on the right device.
+
+        Under ``ModelParallelStrategy`` (the only strategy that gives the module a device mesh) the network is then
+        sharded with FSDP2 (``model/sharding.py``), also once: Lightning may call this hook again (``validate``
+        after ``fit``), and a second call neither rebuilds nor reshards.
+        """
+        if self.model is None:
+            centroids = None
+            if self.adapter_config.method == "cluster" and self._trainer is not None:
+                centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
+            self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
+                                 self.hparams.train_projector, cluster_centroids=centroids)
+            if self.hparams.gradient_checkpointing:
+                self.model.enable_activation_checkpointing()
+            if self.hparams.adapter_path:  # before sharding: loads whole tensors into the whole model
+                load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
+        if self._device_mesh is not None:
+            from rode_lightning.model.sharding import shard_model
+
+            shard_model(self.model, self._device_mesh)
 
     def setup(self, stage: str) -> None:
         # Scoring uses the same ingredient clusters as the training targets (data.ingredient_vocabulary).
@@ -100,6 +112,54 @@ class FoodLMMModule(L.LightningModule):
         if self.trainer.is_global_zero and log_dir:
             path = save_adapter(self.model, self.adapter_config, Path(log_dir) / "adapter")
             rank_zero_info(f"adapter saved to {path}")
+
+    # Training checkpoints (``--ckpt_path``) hold the trainable state only; see ``model/checkpointing.py``.
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only the trainable tensors (the frozen weights come from the model as built) and add the RNG states,
+        which Lightning does not save and dropout draws from."""
+        trainable = trainable_names(self)
+        checkpoint["state_dict"] = {name: tensor for name, tensor in checkpoint["state_dict"].items()
+                                    if name in trainable}
+        checkpoint[RNG_KEY] = collect_rng_states(self.device)
+        checkpoint[FINGERPRINT_KEY] = frozen_fingerprint(self)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        fingerprint = checkpoint.get(FINGERPRINT_KEY)
+        if fingerprint is not None and self.model is not None and not frozen_weights_match(self, fingerprint):
+            rank_zero_warn("the frozen weights of this model differ from those the checkpoint was trained with "
+                           "(another model.language.path or model.vision.checkpoint, or the demo's random language "
+                           "model built from another seed_everything): its adapters will not fit them")
+        # Set when training starts (`on_train_start`), after the network was built and everything else was restored.
+        self._rng_states_to_restore = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        # Where the training data of the checkpoint's epoch got to (data/resumable.py). Lightning stashes it and loads
+        # it when it builds the loader, but `estimated_stepping_batches` (configure_optimizers) built it before the
+        # checkpoint was read (Lightning issue #20550), so it would be dropped; the loader has not started yet. A no-op
+        # where Lightning has already loaded it.
+        load_pending_loader_states = getattr(self.trainer.fit_loop, "_load_combined_loader_states", None)
+        if load_pending_loader_states is not None:
+            load_pending_loader_states()
+        states = getattr(self, "_rng_states_to_restore", None)
+        if states is not None:
+            restore_rng_states(states, self.device)
+            self._rng_states_to_restore = None
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a checkpoint's trainable tensors into the network as built; frozen tensors in it are loaded too.
+
+        With ``strict`` (Lightning's default) every trainable parameter must be in ``state_dict`` and every key must
+        name a tensor of this module, else a ``ValueError`` names the keys that do not fit. Builds the network first
+        if ``configure_model`` has not run. Returns the missing trainable keys and the unexpected keys.
+        """
+        if self.model is None:
+            self.configure_model()
+        if strict:
+            check_checkpoint_keys(self, state_dict)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        trainable = trainable_names(self)
+        return _IncompatibleKeys([name for name in result.missing_keys if name in trainable], result.unexpected_keys)
 
     def answer_loss(self, batch: dict) -> torch.Tensor:
         logits = self.model(batch["input_ids"], batch["attention_mask"], batch["images"], batch.get("cluster_ids"))

@@ -1,0 +1,204 @@
+"""Trainable parameters and an estimate of training memory for a config, before renting a GPU.
+
+    python -m rode_lightning.estimate --config configs/rode.yaml [--config overlay.yaml] [--batch-size 4]
+
+The model is built on PyTorch's meta device (shapes only, no memory, no weights read), with the real adapter
+injection code, so parameter counts are exact. Memory is an estimate per GPU for one process without sharding:
+
+* frozen weights in their dtype (``model.language.dtype``; the vision tower likewise);
+* trainable parameters in fp32 with their fp32 gradients and AdamW's two fp32 moments: 16 bytes each;
+* activations kept for backward, in bf16, per decoder block and token. A frozen ``nn.Linear`` saves nothing for
+  its own weight, so a block keeps about ``7 h + 3 I`` values per token (RMSNorm inputs, attention q, k, v and
+  output, the inputs of the SiLU-gated MLP products) plus, per adapted layer, the expert hidden ``sum(r)`` and the
+  gates. With activation checkpointing only each block's input is kept, plus one block being recomputed;
+* logits: the vocabulary-sized output in bf16, its fp32 copy for the loss and its gradient.
+
+Allocator overhead, CUDA context (~0.5-1 GB) and the vision tower's transient activations are not included; treat
+the total as a lower bound within about 20 %. The comparison table puts the config's adapter beside the RoDE
+paper's alternatives on the same base model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.context import RoutingContext
+from rode_lightning.adapters.inject import inject_adapters, is_adapter_parameter
+from rode_lightning.model.vision import VisionConfig, VisionEncoder
+
+LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 32, "vocab_size": 32000}
+"""LLaMA-7B (and Vicuna-7B, the language model of LLaVA-7B)."""
+
+COMPARED: dict[str, AdapterConfig] = {
+    "lora r32": AdapterConfig(method="lora", ranks=[32]),
+    "softmax [8,8,8,8]": AdapterConfig(method="softmax", ranks=[8, 8, 8, 8]),
+    "top1 [8,8,8,8]": AdapterConfig(method="top1", ranks=[8, 8, 8, 8]),
+    "rode [8,8,8,8]": AdapterConfig(method="rode", ranks=[8, 8, 8, 8]),
+    "rode [2,4,8,16]": AdapterConfig(method="rode", ranks=[2, 4, 8, 16]),
+}
+
+BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+GIB = 1024 ** 3
+
+
+@dataclass
+class ParameterCounts:
+    frozen_language: int
+    frozen_vision: int
+    adapter: int
+    projector: int
+    projector_trained: bool
+
+    @property
+    def trainable(self) -> int:
+        return self.adapter + (self.projector if self.projector_trained else 0)
+
+
+def language_shape(language: dict, warnings: list[str]) -> LlamaConfig:
+    """The LLaMA shape: from ``config.json`` of ``model.language.path`` when readable, else from the config's sizes
+    (no path), else LLaMA-7B (a path that is not on this machine, e.g. the placeholder of configs/rode.yaml)."""
+    path = language.get("path")
+    if path:
+        config_file = Path(path) / "config.json"
+        if config_file.is_file():
+            raw = json.loads(config_file.read_text())
+            raw = raw.get("text_config", raw)  # llava-hf nests the LLaMA config
+            keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+            values = {key: raw[key] for key in keys if key in raw}
+            values["num_key_value_heads"] = raw.get("num_key_value_heads", values.get("num_attention_heads"))
+            return LlamaConfig(**{**LLAMA_7B, **values})
+        warnings.append(f"{config_file} not found: assuming the LLaMA-7B shape")
+        return LlamaConfig(**LLAMA_7B)
+    return LlamaConfig(hidden_size=language.get("hidden_size", 128),
+                       intermediate_size=language.get("intermediate_size", 256),
+                       num_hidden_layers=language.get("layers", 2), num_attention_heads=language.get("heads", 4),
+                       num_key_value_heads=language.get("heads", 4), vocab_size=language.get("vocab_size", 32000))
+
+
+def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterConfig,
+                     train_projector: bool) -> ParameterCounts:
+    """Builds vision tower and adapted LLaMA on the meta device and counts their parameters."""
+    with torch.device("meta"):
+        language_model = LlamaForCausalLM(llama)
+        cluster_dim = 64 if adapter.method == "cluster" else None
+        inject_adapters(language_model, adapter, RoutingContext(), cluster_dim)
+        vision_encoder = VisionEncoder(vision)
+    adapter_count = sum(p.numel() for name, p in language_model.named_parameters() if is_adapter_parameter(name))
+    if adapter.method == "cluster":
+        adapter_count += adapter.num_clusters * cluster_dim  # the shared cluster embedding
+    frozen_language = sum(p.numel() for name, p in language_model.named_parameters()
+                          if not is_adapter_parameter(name))
+    width, hidden = vision.width, llama.hidden_size
+    projector = width * hidden + hidden + hidden * hidden + hidden  # Linear(width, h), GELU, Linear(h, h)
+    return ParameterCounts(frozen_language, sum(p.numel() for p in vision_encoder.parameters()), adapter_count,
+                           projector, train_projector)
+
+
+def adapted_layers_per_block(llama: LlamaConfig, adapter: AdapterConfig) -> list[tuple[int, int]]:
+    """``(d_in, d_out)`` of each adapted projection in one decoder block."""
+    with torch.device("meta"):
+        block = LlamaForCausalLM(replace_layers(llama, 1)).model.layers[0]
+    names = [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
+    matched = [name for name in names if any(name == target or name.endswith("." + target)
+                                             for target in adapter.target_modules)]
+    return [(block.get_submodule(name).in_features, block.get_submodule(name).out_features) for name in matched]
+
+
+def replace_layers(llama: LlamaConfig, layers: int) -> LlamaConfig:
+    config = LlamaConfig(**{**llama.to_dict(), "num_hidden_layers": layers})
+    return config
+
+
+def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: AdapterConfig, batch_size: int,
+                    sequence_length: int, weight_dtype: str, checkpointing: bool) -> dict[str, float]:
+    """Bytes per component (see the module docstring for the model behind each term)."""
+    tokens = batch_size * sequence_length
+    h, inter, layers, vocab = (llama.hidden_size, llama.intermediate_size, llama.num_hidden_layers,
+                               llama.vocab_size)
+    adapter_values = sum(sum(adapter.layer_ranks) * 2 + len(adapter.layer_ranks)
+                         for _ in adapted_layers_per_block(llama, adapter))
+    per_block = tokens * (7 * h + 3 * inter + adapter_values) * 2
+    activations = (tokens * h * 2 * layers + per_block) if checkpointing else per_block * layers
+    return {
+        "frozen_weights": (counts.frozen_language + counts.frozen_vision
+                           + (0 if counts.projector_trained else counts.projector)) * BYTES[weight_dtype],
+        "trainable_states": counts.trainable * 16,  # fp32 weights, gradients, AdamW moments
+        "activations": activations,
+        "logits": tokens * vocab * (2 + 4 + 4),
+    }
+
+
+def merged_config(paths: list[str]) -> dict:
+    merged: dict = {}
+    for path in paths:
+        _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return merged
+
+
+def _merge(target: dict, source: dict) -> None:
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", required=True, help="config file(s), later ones override")
+    parser.add_argument("--batch-size", type=int, help="per-GPU batch size (default: data.batch_size)")
+    parser.add_argument("--sequence-length", type=int, help="tokens per sample (default: data.max_length)")
+    args = parser.parse_args(argv)
+    config = merged_config(args.config)
+    model, data = config.get("model", {}), config.get("data", {})
+    warnings: list[str] = []
+    vision = VisionConfig(**{k: v for k, v in (model.get("vision") or {}).items() if k != "checkpoint"})
+    llama = language_shape(model.get("language") or {}, warnings)
+    adapter = AdapterConfig(**(model.get("adapter") or {}))
+    train_projector = model.get("train_projector", True)
+    weight_dtype = (model.get("language") or {}).get("dtype", "fp32")
+    checkpointing = bool(model.get("gradient_checkpointing", False))
+    batch_size = args.batch_size or data.get("batch_size", 8)
+    sequence_length = args.sequence_length or data.get("max_length", 512)
+
+    rows = {"this config": adapter, **COMPARED}
+    report = {}
+    for name, variant in rows.items():
+        variant = replace(variant, target_modules=adapter.target_modules)
+        counts = count_parameters(vision, llama, variant, train_projector)
+        memory = memory_estimate(counts, llama, variant, batch_size, sequence_length, weight_dtype, checkpointing)
+        report[name] = {"method": variant.method, "ranks": variant.ranks, "trainable_parameters": counts.trainable,
+                        "adapter_parameters": counts.adapter, "memory_gib": {k: v / GIB for k, v in memory.items()},
+                        "total_gib": sum(memory.values()) / GIB}
+
+    for warning in warnings:
+        print(f"note: {warning}")
+    print(f"LLaMA {llama.num_hidden_layers} blocks x {llama.hidden_size} wide, vocabulary {llama.vocab_size}; "
+          f"vision {vision.preset or 'custom'} ({vision.num_patches} patch tokens); adapters on "
+          f"{', '.join(adapter.target_modules)}; batch {batch_size} x {sequence_length} tokens; frozen weights in "
+          f"{weight_dtype}; activation checkpointing {'on' if checkpointing else 'off'}; projector "
+          f"{'trained' if train_projector else 'frozen'}")
+    components = list(next(iter(report.values()))["memory_gib"])
+    print("GiB per GPU: frozen_weights; trainable_states = fp32 trainable weights + gradients + AdamW moments; "
+          "activations kept for backward; logits with the loss's fp32 copy and gradient")
+    print(f"{'adapter':30s} {'trainable':>12s} " + " ".join(f"{c:>16s}" for c in components) + f" {'total':>8s}")
+    for name, row in report.items():
+        label = f"{name}: {row['method']} {row['ranks']}" if name == "this config" else name
+        print(f"{label[:30]:30s} {row['trainable_parameters']:12,d} "
+              + " ".join(f"{row['memory_gib'][c]:16.3f}" for c in components) + f" {row['total_gib']:8.2f}")
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What a training checkpoint of :class:`~rode_lightning.model.module.FoodLMMModule` holds beyond Lightning's own state.
+
+* Only the trainable tensors (adapters, the projector when trained, MoCLE's cluster embedding): the frozen vision
+  encoder and language model come from the model as built (``model.language.path``, ``model.vision.checkpoint``),
+  so a checkpoint of a 7B model weighs megabytes, not 13 GB. Loading checks the names against the built model.
+* The random number generators (torch, CUDA, numpy, Python) of every process, which Lightning does not save: LoRA
+  dropout and MoCLE's gate noise draw from them, so without them a resumed run would train on different dropout
+  masks than the run it continues.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+RNG_KEY = "rng_states"
+FINGERPRINT_KEY = "frozen_fingerprint"
+
+
+def trainable_names(module: nn.Module) -> set[str]:
+    return {name for name, parameter in module.named_parameters() if parameter.requires_grad}
+
+
+def check_checkpoint_keys(module: nn.Module, keys: Iterable[str]) -> None:
+    """Refuse a checkpoint ``state_dict`` that lacks a trainable parameter of ``module`` or names a tensor it does not
+    have. Frozen tensors may be present (a full checkpoint) or absent (the usual, trainable-only one)."""
+    keys = set(keys)
+    missing = sorted(trainable_names(module) - keys)
+    unexpected = sorted(keys - set(module.state_dict()))
+    if missing or unexpected:
+        raise ValueError(
+            "checkpoint does not fit the model: "
+            f"missing trainable tensors: {_few(missing)}; tensors the model does not have: {_few(unexpected)}. "
+            "A checkpoint holds the trainable tensors of the model that wrote it; build the model with the same "
+            "model.adapter (method, ranks, target_modules, num_clusters) and model.train_projector.")
+
+
+def frozen_fingerprint(module: nn.Module) -> torch.Tensor:
+    """A few numbers per frozen parameter (the sum of its first 8 values): enough to tell whether a checkpoint meets
+    the frozen weights it was trained with, e.g. the demo's random language model built from another seed."""
+    sums = [parameter.detach().flatten()[:8].double().sum().cpu()
+            for _, parameter in sorted(module.named_parameters()) if not parameter.requires_grad
+            and not hasattr(parameter, "device_mesh")]  # FSDP2 shards: left out, reading them is a collective
+    return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.double)
+
+
+def frozen_weights_match(module: nn.Module, fingerprint: torch.Tensor) -> bool:
+    current = frozen_fingerprint(module)
+    return current.shape == fingerprint.shape and torch.allclose(current, fingerprint.cpu(), rtol=1e-2, atol=1e-3)
+
+
+def collect_rng_states(device: torch.device | None = None) -> list[dict[str, Any]]:
+    """The RNG states of every process, by global rank: under DDP each process draws different dropout masks (its
+    batches differ in length), so each gets its own back. A collective under DDP, as checkpoint saving is.
+
+    Tensors and plain values only, so ``torch.load(weights_only=True)`` (the default) reads them."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss)}
+    if device is not None and device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [states]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, states)
+    return gathered
+
+
+def restore_rng_states(saved: list[dict[str, Any]], device: torch.device | None = None) -> None:
+    """Set this process's RNG states from ``collect_rng_states``'s list (rank 0's when the run had fewer processes)."""
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    states = saved[rank] if rank < len(saved) else saved[0]
+    torch.set_rng_state(states["torch"].cpu())
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

@@ -1,0 +1,206 @@
+"""Scaling out: DDP and FSDP2 (ModelParallelStrategy) train the same adapters as one process on the same samples.
+
+Each run is the real CLI with the overlay users take (configs/ddp.yaml, configs/fsdp.yaml), in a subprocess with a hard
+timeout (a distributed hang must fail, not stall the suite), with 2 CPU processes talking over gloo.
+
+How the runs see the same samples in the same optimizer steps. Under any distributed strategy Lightning replaces the
+training sampler by a ``DistributedSampler(shuffle=True, seed=PL_GLOBAL_SEED)``: one permutation of the training set,
+rank r taking its positions r, r + 2, ... The reference is one process that gets the same permutation (strategy ddp
+with a single device: Lightning's sampler, world size one) and takes it in order. With one sample per rank, step k
+of the 2-process runs sees samples 2k and 2k + 1, one per rank, and averages the two gradients; the reference sees
+the same two samples as two micro-batches of one optimizer step (``accumulate_grad_batches 2``), which also averages
+them. Larger per-rank batches would not do: the loss is a mean over answer tokens, and the mean of two ranks' means
+equals one batch's mean only when both ranks hold as many answer tokens. Adapter dropout is off, and the learning
+rate starts at its peak (no warm-up), so every step moves the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from rode_lightning.adapters.saving import WEIGHTS_NAME, adapter_state_dict
+from tests.conftest import tiny_cli_args
+
+REPO = Path(__file__).parents[1]
+CONFIGS = REPO / "configs"
+STEPS = 3
+# Same seed, same order, same arithmetic: the runs agree to the last bit on this machine; the tolerance leaves room
+# for another summation order (other BLAS, thread counts) without hiding a wrong gradient (the weights move ~1e-3).
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
+
+SAME_STEPS = ["--data.batch_size", "1", "--trainer.max_epochs", "1", "--model.adapter.dropout", "0",
+              "--model.warmup_steps", "0", "--trainer.gradient_clip_val", "1.0"]
+ONE_PROCESS = ["--trainer.strategy", "ddp", "--trainer.devices", "1", "--trainer.accumulate_grad_batches", "2",
+               "--trainer.limit_train_batches", str(2 * STEPS), "--trainer.limit_val_batches", "0"]
+# The overlays target GPUs: the same files, run on the CPU in full precision.
+DDP = ["--config", str(CONFIGS / "ddp.yaml"), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+       "--trainer.precision", "32-true", "--trainer.limit_train_batches", str(STEPS), "--trainer.limit_val_batches", "1"]
+FSDP = ["--config", str(CONFIGS / "fsdp.yaml"), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.precision", "32-true", "--trainer.strategy.init_args.data_parallel_size", "2",
+        "--trainer.limit_train_batches", str(STEPS), "--trainer.limit_val_batches", "1"]
+
+
+def fit(demo_dir: Path, log_dir: Path, *args: str) -> tuple[Path, str]:
+    """Run ``fit`` through the CLI; return the run's log directory and its output (stderr, then stdout)."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    log_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "rode_lightning", "fit", *tiny_cli_args(demo_dir, log_dir, *SAME_STEPS, *args)]
+    result = subprocess.run(command, cwd=log_dir.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return log_dir / "demo" / "version_0", result.stderr + result.stdout
+
+
+def adapter(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "adapter" / WEIGHTS_NAME)
+
+
+def validation_summary(stderr: str) -> dict[str, float]:
+    line = next(line for line in stderr.splitlines() if line.startswith("[val epoch 0"))
+    pairs = (item.rsplit(" ", 1) for item in line.split("] ", 1)[1].split(", "))
+    return {name: float(value) for name, value in pairs}
+
+
+def logged_scalar(run: Path, tag: str) -> float:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return events.Scalars(tag)[-1].value
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cli_demo_dir) -> dict[str, tuple[Path, str]]:
+    root = tmp_path_factory.mktemp("scale")
+    top1 = ["--model.adapter.method", "top1"]  # experts run through LoRAExperts.forward_top1, not forward
+    return {name: fit(cli_demo_dir, root / name / "logs", *args)
+            for name, args in (("one_process", ONE_PROCESS), ("ddp", DDP), ("fsdp", FSDP),
+                               ("one_process_top1", [*ONE_PROCESS, *top1]), ("fsdp_top1", [*FSDP, *top1]))}
+
+
+@pytest.mark.parametrize("strategy, method", [("ddp", "rode"), ("fsdp", "rode"), ("fsdp", "top1")])
+def test_two_processes_train_the_adapter_one_process_trains(runs, strategy, method):
+    suffix = "" if method == "rode" else f"_{method}"
+    run, output = runs[strategy + suffix]
+    assert "MEMBER: 2/2" in output, output[-2000:]
+    if strategy == "fsdp":
+        assert "FSDPFoodLMM" in output  # the model summary names the sharded root
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["model"]["gradient_checkpointing"] is True  # from configs/fsdp.yaml, recomputed per block
+        assert saved["trainer"]["strategy"]["class_path"].endswith("ModelParallelStrategy")
+    expected, trained = adapter(runs["one_process" + suffix][0]), adapter(run)
+    assert set(trained) == set(expected)
+    assert any(name.endswith("lora_B") for name in expected)
+    # B starts at zero: it is non-zero only if the optimizer stepped, and equal only if the steps were the same.
+    assert all(expected[name].abs().max() > 0 for name in expected if name.endswith("lora_B"))
+    for name, tensor in expected.items():
+        torch.testing.assert_close(trained[name], tensor, **TOLERANCE, msg=lambda message: f"{name}: {message}")
+
+
+def test_fsdp_validation_is_reduced_across_ranks_as_under_ddp(runs):
+    """Both runs validate the same samples with the same per-rank batches and (per the test above) the same weights,
+    so FSDP's metrics, gathered from both ranks, must be DDP's, which tests/test_distributed.py checks in depth."""
+    ddp_run, ddp_output = runs["ddp"]
+    fsdp_run, fsdp_output = runs["fsdp"]
+    ddp, fsdp = validation_summary(ddp_output), validation_summary(fsdp_output)
+    assert {"val/unifood/category_accuracy", "val/nutrition5k/ingredient_iou", "val/nutrition5k/pmae_average"} <= set(fsdp)
+    assert fsdp.keys() == ddp.keys()
+    for name, value in ddp.items():
+        assert fsdp[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    # The loss is the mean over ranks of each rank's mean (sync_dist): on one rank alone it would differ.
+    assert logged_scalar(fsdp_run, "val/loss") == pytest.approx(logged_scalar(ddp_run, "val/loss"), rel=1e-5)
+    assert (fsdp_run / "results" / "val_results.md").is_file()
+
+
+def test_the_fsdp_adapter_loads_into_a_one_process_model(runs, cli_demo_dir):
+    """``--model.adapter_path`` with an adapter written by rank 0 under FSDP: plain tensor names (no FSDP prefixes),
+    whole shapes, and the same outputs as the one-process adapter on the same frozen model."""
+    from rode_lightning.adapters.config import AdapterConfig
+    from rode_lightning.data.datamodule import FoodDataModule
+    from rode_lightning.model.language import LanguageConfig
+    from rode_lightning.model.module import FoodLMMModule
+    from rode_lightning.model.vision import VisionConfig
+
+    model_config = yaml.safe_load((CONFIGS / "demo.yaml").read_text())["model"]
+
+    def build(adapter_dir: Path) -> FoodLMMModule:
+        torch.manual_seed(0)  # the same frozen model for both adapters
+        module = FoodLMMModule(vision=VisionConfig(**model_config["vision"]),
+                               language=LanguageConfig(**model_config["language"]),
+                               adapter=AdapterConfig(**{**model_config["adapter"], "dropout": 0.0}),
+                               max_new_tokens=4, adapter_path=str(adapter_dir))
+        module.configure_model()
+        module.configure_model()  # idempotent
+        return module.eval()
+
+    from_fsdp, from_one_process = build(runs["fsdp"][0] / "adapter"), build(runs["one_process"][0] / "adapter")
+    loaded = adapter_state_dict(from_fsdp.model)
+    assert set(loaded) == set(adapter(runs["fsdp"][0]))
+    for name, tensor in adapter(runs["fsdp"][0]).items():
+        assert torch.equal(loaded[name], tensor), name
+
+    data = FoodDataModule(demo_dir=str(cli_demo_dir), demo_train_size=16, demo_eval_size=4,
+                          demo_nutrition5k_size=40, eval_batch_size=4, max_length=256)
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        logits = [module.model(batch["input_ids"], batch["attention_mask"], batch["images"])
+                  for module in (from_fsdp, from_one_process)]
+    torch.testing.assert_close(logits[0], logits[1], **TOLERANCE)
+    assert from_fsdp.generate_answers(batch) == from_one_process.generate_answers(batch)
+
+
+def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path):
+    """FSDP2 in-process on a one-process gloo group: sharding happens in configure_model, a second call changes
+    nothing, frozen tensors are sharded (on one rank, trivially), trainable ones replicated, and the model trains and
+    generates through its FSDP units."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule
+
+    from rode_lightning.adapters.config import AdapterConfig
+    from rode_lightning.model.module import FoodLMMModule
+    from rode_lightning.model.sharding import _is_replicated
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1, 1), mesh_dim_names=("data_parallel", "tensor_parallel"))
+        module = FoodLMMModule(adapter=AdapterConfig(method="top1", ranks=[2, 4], dropout=0.0),
+                               gradient_checkpointing=True)
+        module._device_mesh = mesh
+        module.configure_model()
+        parameters = dict(module.model.named_parameters())
+        module.configure_model()
+        assert {name: id(p) for name, p in module.model.named_parameters()} == {n: id(p) for n, p in parameters.items()}
+
+        model = module.model
+        assert isinstance(model, FSDPModule)
+        assert all(isinstance(layer, FSDPModule) for layer in model.language_model.model.layers)
+        assert isinstance(model.projector, FSDPModule) and isinstance(model.vision, FSDPModule)
+        trainable = {name for name, p in parameters.items() if p.requires_grad}
+        assert trainable and all(_is_replicated(parameters[name]) for name in trainable)
+        frozen_block = model.language_model.model.layers[0].input_layernorm.weight
+        assert [placement.is_shard() for placement in frozen_block.placements] == [True]  # 1-D mesh: sharded
+
+        image_tokens = [model.image_token_id] * model.num_image_tokens
+        input_ids = torch.tensor([image_tokens + [5, 6, 7, 8]] * 2)
+        images = torch.randn(2, 3, 64, 64)
+        model.train()
+        logits = model(input_ids, torch.ones_like(input_ids), images)
+        (logits.float().mean() + model.auxiliary_loss()).backward()
+        assert all(parameters[name].grad is not None for name in trainable)
+        model.eval()
+        new_tokens = model.generate(input_ids, torch.ones_like(input_ids), images, max_new_tokens=2)
+        assert new_tokens.shape[0] == 2
+        assert all(not hasattr(tensor, "placements") for tensor in adapter_state_dict(model).values())
+    finally:
+        torch.distributed.destroy_process_group()
