@@ -5,7 +5,7 @@
 The model is built on PyTorch's meta device (shapes only, no memory, no weights read), with the real adapter
 injection code, so parameter counts are exact. Memory is an estimate per GPU for one process without sharding:
 
-* frozen weights in their dtype (``model.language.dtype``; the vision tower likewise);
+* frozen weights: the LLaMA in ``model.language.dtype``, the vision tower and the projector in fp32;
 * trainable parameters in fp32 with their fp32 gradients and AdamW's two fp32 moments: 16 bytes each;
 * activations kept for backward, in bf16, per decoder block and token. A frozen ``nn.Linear`` saves nothing for
   its own weight, so a block keeps about ``7 h + 3 I`` values per token (RMSNorm inputs, attention q, k, v and
@@ -130,8 +130,9 @@ def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: Adapte
     per_block = tokens * (7 * h + 3 * inter + adapter_values) * 2
     activations = (tokens * h * 2 * layers + per_block) if checkpointing else per_block * layers
     return {
-        "frozen_weights": (counts.frozen_language + counts.frozen_vision
-                           + (0 if counts.projector_trained else counts.projector)) * BYTES[weight_dtype],
+        # The LLaMA in model.language.dtype; the vision tower and the projector are kept in fp32.
+        "frozen_weights": (counts.frozen_language * BYTES[weight_dtype]
+                           + (counts.frozen_vision + (0 if counts.projector_trained else counts.projector)) * 4),
         "trainable_states": counts.trainable * 16,  # fp32 weights, gradients, AdamW moments
         "activations": activations,
         "logits": tokens * vocab * (2 + 4 + 4),

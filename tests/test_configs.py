@@ -39,3 +39,75 @@ def test_variant_trains_a_few_steps(cli_demo_dir, tmp_path, variant):
         assert all(layer.num_experts == len(config.ranks) + extra for layer in layers.values())
     # fit leaves an adapter-only checkpoint that loads back into a fresh model.
     assert (Path(cli.trainer.log_dir) / "adapter" / "adapter.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------- every config file, and the 7B count
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+BASES = [CONFIGS / "demo.yaml", CONFIGS / "rode.yaml"]
+OVERLAYS = sorted(path for path in CONFIGS.rglob("*.yaml") if path not in BASES)
+
+
+@pytest.mark.parametrize("config", BASES + OVERLAYS, ids=lambda path: str(path.relative_to(CONFIGS)))
+def test_every_config_file_is_valid_for_the_cli(config, capsys):
+    """As litgpt checks its config hub: each base config alone, each overlay on top of the demo, through the real
+    parser (unknown keys, wrong types and bad values fail here, not after a GPU was rented)."""
+    files = [config] if config in BASES else [CONFIGS / "demo.yaml", config]
+    args = [item for path in files for item in ("--config", str(path))]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["adapter"]["ranks"]
+
+
+def closed_form_trainable(layers: int, hidden: int, targets: int, ranks: list[int], router_inputs: int,
+                          extra: int = 0) -> int:
+    """Adapters on square h x h projections: each expert r x h (A) and h x r (B), a bias-free router E x inputs."""
+    per_layer = sum(rank * (hidden + hidden) for rank in ranks) + len(ranks) * router_inputs
+    return layers * targets * per_layer + extra
+
+
+def test_the_paper_model_on_the_meta_device_has_the_closed_form_trainable_parameters():
+    from rode_lightning.adapters.config import AdapterConfig
+    from rode_lightning.estimate import LLAMA_7B, count_parameters, merged_config
+    from rode_lightning.model.vision import VisionConfig
+    from transformers import LlamaConfig
+
+    paper = merged_config([str(CONFIGS / "rode.yaml")])["model"]
+    adapter = AdapterConfig(**paper["adapter"])
+    vision = VisionConfig(preset=paper["vision"]["preset"])
+    llama = LlamaConfig(**LLAMA_7B)
+    counts = count_parameters(vision, llama, adapter, train_projector=paper["train_projector"])
+    assert adapter.ranks == [2, 4, 8, 16] and adapter.target_modules == ["q_proj", "k_proj"]
+    assert counts.trainable == closed_form_trainable(32, 4096, 2, [2, 4, 8, 16], 4096) == 16_777_216
+    assert counts.frozen_language == 6_738_415_616  # LLaMA-7B as published
+    assert vision.num_patches == 576 and counts.frozen_vision > 300_000_000  # ViT-L/14
+    lora = count_parameters(vision, llama, AdapterConfig(method="lora", ranks=[32], target_modules=["q_proj",
+                                                                                                    "k_proj"]), False)
+    assert lora.trainable == 32 * 2 * 32 * (4096 + 4096)
+    mocle = AdapterConfig(method="cluster", ranks=[8, 8, 8, 8], num_clusters=8, target_modules=["q_proj", "k_proj"])
+    counts = count_parameters(vision, llama, mocle, train_projector=True)
+    projector = 1024 * 4096 + 4096 + 4096 * 4096 + 4096
+    # four experts plus the universal expert (rank 8), a gate over the 64-wide cluster embedding, the embedding
+    expected = 32 * 2 * (5 * 8 * (4096 + 4096) + 4 * 64) + 8 * 64 + projector
+    assert counts.trainable == expected
+
+
+def test_memory_estimate_prints_every_compared_adapter_and_checkpointing_saves_activations(tmp_path, capsys):
+    import json
+
+    from rode_lightning.estimate import COMPARED, main as estimate
+
+    report = estimate(["--config", str(CONFIGS / "rode.yaml")])
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last_line) == json.loads(json.dumps(report))
+    assert set(report) == {"this config", *COMPARED}
+    assert report["rode [2,4,8,16]"]["trainable_parameters"] < report["rode [8,8,8,8]"]["trainable_parameters"]
+    no_checkpointing = tmp_path / "off.yaml"
+    no_checkpointing.write_text("model:\n  gradient_checkpointing: false\n")
+    without = estimate(["--config", str(CONFIGS / "rode.yaml"), "--config", str(no_checkpointing)])
+    assert without["this config"]["memory_gib"]["activations"] > 5 * report["this config"]["memory_gib"][
+        "activations"]
+    # 6.74e9 language weights in bf16 (12.55 GiB) + ~0.30e9 vision and 0.02e9 projector weights in fp32 (~1.2 GiB)
+    assert 13.5 < report["this config"]["memory_gib"]["frozen_weights"] < 14.0

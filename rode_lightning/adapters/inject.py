@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import torch
 from torch import nn
 
 from rode_lightning.adapters.config import AdapterConfig
@@ -52,6 +53,10 @@ def inject_adapters(model: nn.Module, config: AdapterConfig, context: RoutingCon
         lora = LoraConfig(r=config.ranks[0], lora_alpha=config.alpha, lora_dropout=config.dropout,
                           target_modules=names, bias="none")
         inject_adapter_in_model(lora, model)
+        # As peft's get_peft_model does: fp32 LoRA matrices over a bf16/fp16 base (see the mixtures below).
+        from peft.tuners.tuners_utils import cast_adapter_dtype
+
+        cast_adapter_dtype(model, "default", autocast_adapter_dtype=True)
         return names
     if config.method == "cluster" and cluster_dim is None:
         raise ValueError("adapter.method 'cluster' needs the cluster embedding width (cluster_dim)")
@@ -65,7 +70,12 @@ def inject_adapters(model: nn.Module, config: AdapterConfig, context: RoutingCon
             router = ClusterRouter(cluster_dim, config.num_experts, config.cluster_temperature, context)
         else:
             router = TOKEN_ROUTERS[config.method](base.in_features, config.num_experts, context)
-        adapted = MixtureOfLoRALinear(base, experts, router).to(device=base.weight.device, dtype=base.weight.dtype)
+        # Trainable tensors in fp32 even over a bf16/fp16 base: optimizer updates of 1e-4 relative size vanish in
+        # bf16's 8-bit mantissa. The layer casts inputs to them and its output back to the base's dtype.
+        dtype = base.weight.dtype if base.weight.dtype in (torch.float32, torch.float64) else torch.float32
+        experts.to(device=base.weight.device, dtype=dtype)
+        router.to(device=base.weight.device, dtype=dtype)
+        adapted = MixtureOfLoRALinear(base, experts, router)
         setattr(parent, child_name, adapted)
     return names
 

@@ -40,7 +40,7 @@ class LinearRouter(nn.Module):
         return self.linear.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gates_from_logits(self.linear(x))
+        return self.gates_from_logits(self.linear(x.to(self.linear.weight.dtype)))
 
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

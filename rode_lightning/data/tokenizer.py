@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from tokenizers import AddedToken
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, NUTRITION_UNITS, QUESTIONS, SYSTEM_PROMPT
@@ -20,23 +21,51 @@ SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(spec: str = DEMO_TOKENIZER) -> PreTrainedTokenizerBase:
-    """``"demo"`` builds the demo tokenizer; anything else is a local directory holding a Hugging Face tokenizer.
+    """``"demo"`` builds the demo tokenizer; anything else is a local directory holding a Hugging Face tokenizer
+    (``tokenizer.json``, or LLaMA's sentencepiece ``tokenizer.model``, which needs the ``sentencepiece`` package to
+    be converted), usually the LLaVA directory of ``model.language.path``. Nothing is downloaded.
 
-    The image placeholder is added as a special token when missing, as LLaVA does, and a pad token is set (LLaMA has
-    none). Cached: the model and the data module ask for the same tokenizer.
+    The data side needs ``<image>`` as one special token (it splices one per image patch) and a pad token:
+
+    * ``<image>`` is added as a special token when the vocabulary lacks it (LLaVA v1.5's tokenizer; llava-hf's has it,
+      id 32000), so it gets the next id (32000 for LLaMA's 32000 tokens);
+    * a missing pad token becomes ``<unk>`` (LLaVA v1.5 pads with it; padding is masked out), else ``</s>``, else a
+      new ``<pad>`` token (llava-hf has its own ``<pad>``, id 32001).
+
+    The language model's embedding is resized to ``len(tokenizer)`` when it is built (``model/language.py``: new rows
+    at the mean embedding, frozen). Cached: the model and the data module ask for the same tokenizer.
     """
     if spec == DEMO_TOKENIZER:
         tokenizer = _build_demo_tokenizer()
     else:
-        path = Path(spec)
-        if not path.is_dir():
-            raise FileNotFoundError(f"tokenizer: {spec!r} is neither 'demo' nor an existing directory")
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+        tokenizer = _load_local_tokenizer(Path(spec).expanduser(), spec)
     if IMAGE_PLACEHOLDER not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_PLACEHOLDER]})
+        tokenizer.add_tokens([AddedToken(IMAGE_PLACEHOLDER, special=True, normalized=False, lstrip=False,
+                                         rstrip=False)], special_tokens=True)
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+        if tokenizer.unk_token is not None or tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
     return tokenizer
+
+
+def _load_local_tokenizer(path: Path, spec: str) -> PreTrainedTokenizerBase:
+    if not path.is_dir():
+        raise FileNotFoundError(f"model.tokenizer: {spec!r} is neither 'demo' nor an existing directory")
+    has_json, has_sentencepiece = (path / "tokenizer.json").is_file(), (path / "tokenizer.model").is_file()
+    if not has_json and not has_sentencepiece and not (path / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"model.tokenizer: {path} holds no tokenizer (tokenizer.json, tokenizer.model or "
+                                "tokenizer_config.json)")
+    if not has_json and has_sentencepiece:
+        try:
+            import sentencepiece  # noqa: F401
+        except ImportError:
+            raise ImportError(f"model.tokenizer: {path} has LLaMA's sentencepiece tokenizer.model and no "
+                              "tokenizer.json; converting it needs `pip install sentencepiece` (once: "
+                              "`AutoTokenizer.from_pretrained(path).save_pretrained(path)` writes tokenizer.json)"
+                              ) from None
+    return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
 
 
 def _demo_corpus() -> list[str]:

@@ -16,7 +16,7 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import adapter_layers, inject_adapters, is_adapter_parameter
 from rode_lightning.data.prompts import IMAGE_PLACEHOLDER
-from rode_lightning.model.language import LanguageConfig, build_language_model
+from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
 
@@ -29,8 +29,12 @@ class FoodLMM(nn.Module):
         embedding; without them (e.g. before loading a checkpoint) it starts random with width 64."""
         super().__init__()
         self.vision = VisionEncoder(vision)
-        self.language_model = build_language_model(language, vocab_size=len(tokenizer))
+        # With ``language.path``: LLaMA and projector weights from the checkpoint, the LLaMA's own hidden size, and
+        # the embedding resized to the tokenizer (model/language.py); the vision width must be mm_hidden_size.
+        self.language_model, projector_weights = load_language_model(language, len(tokenizer), self.vision.output_dim)
         self.projector = MLPProjector(self.vision.output_dim, self.language_model.config.hidden_size)
+        if projector_weights is not None:  # the checkpoint's projector: trained further only with train_projector
+            projector_weights.load_into(self.projector, vision_width=self.vision.output_dim)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
         self.pad_token_id = tokenizer.pad_token_id
         self.eos_token_id = tokenizer.eos_token_id

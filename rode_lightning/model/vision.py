@@ -2,8 +2,9 @@
 
 LLaVA feeds the language model the patch tokens (no CLS token) of the second-to-last transformer block of CLIP,
 because the last block is shaped by the contrastive objective and carries less local detail. We build the tower
-through open_clip's own ``CLIPVisionCfg`` and ``VisionTransformer``, so that a real ``ViT-L-14-336`` checkpoint
-loads into exactly the module open_clip would build, and a tiny configuration builds the same code at demo size.
+through open_clip's own ``CLIPVisionCfg`` and ``_build_vision_tower``, so that a real ``ViT-L-14-336`` checkpoint
+loads into exactly the module open_clip would build (``model.vision.checkpoint``, read by ``model/weights.py``), and
+a tiny configuration builds the same code at demo size.
 """
 
 from __future__ import annotations
@@ -25,8 +26,15 @@ class VisionConfig:
         width: token width.
         layers: transformer blocks (at least 2: the penultimate block's output is used).
         head_width: width per attention head.
-        checkpoint: local open_clip checkpoint (``.pt``/``.bin``/``.safetensors``) to load, or ``null`` for random
-            weights (demo and tests).
+        checkpoint: local open_clip checkpoint to load, or ``null`` for random weights (demo and tests): open_clip's
+            ``open_clip_pytorch_model.bin`` / ``open_clip_model.safetensors`` (or any ``torch.save`` state dict with
+            ``visual.*`` tensors) or OpenAI's TorchScript ``ViT-L-14-336px.pt``. Only the ``visual.*`` tensors are
+            read; each must fit the tower built from ``preset`` or the sizes (shape errors name the tensor).
+        quick_gelu: use QuickGELU (``x * sigmoid(1.702 x)``) in the MLPs, as OpenAI's CLIP was trained, and LLaVA's
+            tower is OpenAI's ViT-L/14-336 (open_clip applies it for the ``openai`` weights of ``ViT-L-14-336``
+            although the model config does not say so). ``false`` for towers trained with ``nn.GELU`` (most
+            LAION/DataComp checkpoints). The activation has no weights: a wrong value loads fine but gives other
+            features.
     """
 
     preset: str | None = None
@@ -36,6 +44,7 @@ class VisionConfig:
     layers: int = 3
     head_width: int = 32
     checkpoint: str | None = None
+    quick_gelu: bool = True
 
     def __post_init__(self) -> None:
         if self.preset is not None:
@@ -68,8 +77,18 @@ class VisionEncoder(nn.Module):
         self.config = config
         vision_cfg = CLIPVisionCfg(layers=config.layers, width=config.width, head_width=config.head_width,
                                    image_size=config.image_size, patch_size=config.patch_size)
-        # embed_dim is the size of CLIP's pooled projection, which LLaVA does not use.
-        self.tower = _build_vision_tower(embed_dim=config.width, vision_cfg=vision_cfg, quick_gelu=True)
+        # embed_dim is the size of CLIP's pooled projection (``visual.proj``), which LLaVA does not use; a preset's
+        # own value lets its checkpoint load whole (ViT-L-14-336: 768).
+        embed_dim = config.width
+        if config.preset is not None:
+            import open_clip
+
+            embed_dim = int(open_clip.get_model_config(config.preset)["embed_dim"])
+        self.tower = _build_vision_tower(embed_dim=embed_dim, vision_cfg=vision_cfg, quick_gelu=config.quick_gelu)
+        if config.checkpoint is not None:
+            from rode_lightning.model.weights import load_open_clip_visual
+
+            load_open_clip_visual(self.tower, config.checkpoint)
 
     @property
     def output_dim(self) -> int:

@@ -64,3 +64,31 @@ def test_bf16_forward_and_backward(adapter):
     logits.float().square().mean().backward()
     grads = [p.grad for p in model.trainable_parameters().values()]
     assert all(g is not None and g.dtype == torch.bfloat16 and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("adapter", METHODS, ids=lambda config: config.method)
+def test_a_bf16_base_model_gets_fp32_adapters(adapter):
+    """`model.language.dtype: bf16` (the 7B setup): the frozen LLaMA is bf16, the trainable adapters stay fp32 so
+    that small optimizer updates are not rounded away; forward and backward work without autocast."""
+    from rode_lightning.data.tokenizer import load_tokenizer
+    from rode_lightning.model.language import LanguageConfig
+    from rode_lightning.model.lmm import FoodLMM
+    from rode_lightning.model.vision import VisionConfig
+
+    model = FoodLMM(VisionConfig(image_size=32, patch_size=16, width=32, layers=2, head_width=16),
+                    LanguageConfig(hidden_size=32, intermediate_size=64, layers=2, heads=2, dtype="bf16"),
+                    adapter, load_tokenizer("demo"), cluster_centroids=torch.randn(2, 8)
+                    if adapter.method == "cluster" else None)
+    model.train()
+    base = model.language_model.model.layers[0].self_attn.q_proj
+    assert model.language_model.model.embed_tokens.weight.dtype == torch.bfloat16
+    adapter_parameters = {name: p for name, p in model.language_model.named_parameters() if p.requires_grad}
+    assert adapter_parameters and all(p.dtype == torch.float32 for p in adapter_parameters.values())
+    input_ids, mask, images = batch(model)
+    clusters = torch.tensor([1, 0]) if adapter.method == "cluster" else None
+    logits = model(input_ids, mask, images, clusters)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    logits.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in adapter_parameters.values())
+    assert getattr(base, "base_layer", getattr(base, "base", None)).weight.dtype == torch.bfloat16
