@@ -20,6 +20,15 @@ from rode_lightning.data.records import FoodRecord
 IGNORE_INDEX = -100
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str, num_image_tokens: int) -> list[int]:
+    """Token ids of the conversation up to ``ASSISTANT:``, with one ``<image>`` token per image patch."""
+    before, after = build_prompt(question).split(IMAGE_PLACEHOLDER)
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return (bos + tokenizer.encode(before, add_special_tokens=False)
+            + [tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)] * num_image_tokens
+            + tokenizer.encode(after, add_special_tokens=False))
+
+
 @dataclass(frozen=True)
 class Sample:
     record: FoodRecord
@@ -46,11 +55,7 @@ class InstructionDataset(Dataset):
         return question_for(sample.record, sample.task, self.seed)
 
     def encode_prompt(self, question: str) -> list[int]:
-        before, after = build_prompt(question).split(IMAGE_PLACEHOLDER)
-        encode = self.tokenizer.encode
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        return (bos + encode(before, add_special_tokens=False) + [self.image_token_id] * self.num_image_tokens
-                + encode(after, add_special_tokens=False))
+        return encode_prompt(self.tokenizer, question, self.num_image_tokens)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]

@@ -17,7 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from rode_lightning.data.errors import DataFormatError, SkipCounter
-from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, QUESTIONS, TASKS, build_prompt
+from rode_lightning.data.instructions import encode_prompt
+from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, QUESTIONS, TASKS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -113,11 +114,7 @@ class PredictionDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         request = self.requests[index]
-        before, after = build_prompt(request.question).split(IMAGE_PLACEHOLDER)
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        prompt_ids = (bos + self.tokenizer.encode(before, add_special_tokens=False)
-                      + [self.image_token_id] * self.num_image_tokens
-                      + self.tokenizer.encode(after, add_special_tokens=False))
+        prompt_ids = encode_prompt(self.tokenizer, request.question, self.num_image_tokens)
         with Image.open(request.image) as image:
             pixels = self.image_transform(image.convert("RGB"))
         item = {"prompt_ids": prompt_ids, "image": pixels, "id": request.id, "image_path": request.image,
