@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,25 @@ def logged_scalar(run: Path, tag: str) -> float:
     return events.Scalars(tag)[-1].value
 
 
+# A training checkpoint after every optimizer step, for the resume tests.
+EVERY_STEP = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+              "--trainer.callbacks.every_n_train_steps", "1", "--trainer.callbacks.save_top_k", "-1"]
+# Lightning's other checkpoint format under FSDP: one file instead of a folder of per-rank shards.
+SINGLE_FILE = ["--trainer.strategy.init_args.save_distributed_checkpoint", "false"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cli_demo_dir) -> dict[str, tuple[Path, str]]:
     root = tmp_path_factory.mktemp("scale")
     top1 = ["--model.adapter.method", "top1"]  # experts run through LoRAExperts.forward_top1, not forward
     return {name: fit(cli_demo_dir, root / name / "logs", *args)
-            for name, args in (("one_process", ONE_PROCESS), ("ddp", DDP), ("fsdp", FSDP),
-                               ("one_process_top1", [*ONE_PROCESS, *top1]), ("fsdp_top1", [*FSDP, *top1]))}
+            for name, args in (("one_process", ONE_PROCESS), ("ddp", [*DDP, *EVERY_STEP]),
+                               ("fsdp", [*FSDP, *EVERY_STEP]), ("one_process_top1", [*ONE_PROCESS, *top1]),
+                               ("fsdp_top1", [*FSDP, *top1, *SINGLE_FILE, *EVERY_STEP]))}
+
+
+def checkpoint_at(run: Path, step: int) -> Path:
+    return next(run.glob(f"checkpoints/*-step={step}.ckpt"))
 
 
 @pytest.mark.parametrize("strategy, method", [("ddp", "rode"), ("fsdp", "rode"), ("fsdp", "top1")])
@@ -97,7 +110,7 @@ def test_two_processes_train_the_adapter_one_process_trains(runs, strategy, meth
         assert "FSDPFoodLMM" in output  # the model summary names the sharded root
         saved = yaml.safe_load((run / "config.yaml").read_text())
         assert saved["model"]["gradient_checkpointing"] is True  # from configs/fsdp.yaml, recomputed per block
-        assert saved["trainer"]["strategy"]["class_path"].endswith("ModelParallelStrategy")
+        assert saved["trainer"]["strategy"]["class_path"] == "rode_lightning.model.strategy.AdapterFSDPStrategy"
     expected, trained = adapter(runs["one_process" + suffix][0]), adapter(run)
     assert set(trained) == set(expected)
     assert any(name.endswith("lora_B") for name in expected)
@@ -160,6 +173,53 @@ def test_the_fsdp_adapter_loads_into_a_one_process_model(runs, cli_demo_dir):
     assert from_fsdp.generate_answers(batch) == from_one_process.generate_answers(batch)
 
 
+@pytest.mark.parametrize("name, extra", [("ddp", []), ("fsdp", []), ("fsdp_top1", ["--model.adapter.method", "top1",
+                                                                                  *SINGLE_FILE])],
+                         ids=["ddp", "fsdp-sharded-checkpoint", "fsdp-single-file-checkpoint"])
+def test_two_processes_resume_mid_epoch_exactly(runs, cli_demo_dir, tmp_path, name, extra):
+    """Resumed with ``--ckpt_path`` from the checkpoint of step 1 (of 3, one epoch), the run trains steps 2 and 3 on
+    the samples the uninterrupted run took there and ends with its weights, bit for bit."""
+    full_run, _ = runs[name]
+    overlay = DDP if name == "ddp" else FSDP
+    resumed, _ = fit(cli_demo_dir, tmp_path / "logs", *overlay, *extra, *EVERY_STEP, "--ckpt_path",
+                          str(checkpoint_at(full_run, 1)))
+    expected, trained = adapter(full_run), adapter(resumed)
+    assert set(trained) == set(expected)
+    for tensor_name, tensor in expected.items():
+        assert torch.equal(trained[tensor_name], tensor), tensor_name
+    # It went on from step 1 (it did not start over, which would also save step 1).
+    assert sorted(path.name for path in (resumed / "checkpoints").iterdir()) == ["epoch=0-step=2.ckpt",
+                                                                               "epoch=0-step=3.ckpt"]
+
+
+def test_fsdp_checkpoints_hold_only_the_trainable_state(runs):
+    """Both FSDP formats: the sharded folder's index and the single file name the trainable tensors and nothing
+    frozen; the single file loads into a one-process module as it was at that step."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    from rode_lightning.model.module import FoodLMMModule
+
+    adapter_names = set(adapter(runs["fsdp"][0]))
+    sharded = FileSystemReader(str(checkpoint_at(runs["fsdp"][0], 3))).read_metadata()
+    tensors = {key.removeprefix("state_dict.") for key in sharded.state_dict_metadata if key.startswith("state_dict.")}
+    assert tensors and {f"model.{name}" for name in adapter_names} <= tensors
+    assert all(".experts." in name or ".router." in name or ".projector." in name for name in tensors), tensors
+
+    path = checkpoint_at(runs["fsdp_top1"][0], 3)
+    assert path.is_file()
+    saved = torch.load(path, weights_only=True)
+    torch.manual_seed(0)  # the demo's frozen weights, as every rank built them
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*frozen weights.*")  # sharded ones have no fingerprint
+        module = FoodLMMModule.load_from_checkpoint(path)
+    trainable = {name for name, parameter in module.named_parameters() if parameter.requires_grad}
+    assert set(saved["state_dict"]) == trainable
+    final = adapter(runs["fsdp_top1"][0])  # written after step 3, the checkpoint's step
+    loaded = adapter_state_dict(module.model)
+    for name, tensor in final.items():
+        assert torch.equal(loaded[name], tensor), name
+
+
 def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path):
     """FSDP2 in-process on a one-process gloo group: sharding happens in configure_model, a second call changes
     nothing, frozen tensors are sharded (on one rank, trivially), trainable ones replicated, and the model trains and
@@ -204,3 +264,22 @@ def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path)
         assert all(not hasattr(tensor, "placements") for tensor in adapter_state_dict(model).values())
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_plain_model_parallel_strategy_is_pointed_to_the_resumable_one():
+    """Lightning's own ModelParallelStrategy would write checkpoints this module cannot resume from: say so."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    from rode_lightning.model.module import FoodLMMModule
+    from rode_lightning.model.strategy import AdapterFSDPStrategy
+
+    module = FoodLMMModule()
+    module._trainer = SimpleNamespace(strategy=ModelParallelStrategy())
+    with pytest.warns(UserWarning, match="ModelParallelStrategy: its checkpoints cannot be resumed.*AdapterFSDPStrategy"):
+        module._warn_if_checkpoints_cannot_resume()
+    module._trainer = SimpleNamespace(strategy=AdapterFSDPStrategy())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*cannot be resumed.*")
+        module._warn_if_checkpoints_cannot_resume()

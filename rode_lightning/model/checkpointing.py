@@ -41,18 +41,25 @@ def check_checkpoint_keys(module: nn.Module, keys: Iterable[str]) -> None:
             "model.adapter (method, ranks, target_modules, num_clusters) and model.train_projector.")
 
 
-def frozen_fingerprint(module: nn.Module) -> torch.Tensor:
-    """A few numbers per frozen parameter (the sum of its first 8 values): enough to tell whether a checkpoint meets
-    the frozen weights it was trained with, e.g. the demo's random language model built from another seed."""
-    sums = [parameter.detach().flatten()[:8].double().sum().cpu()
-            for _, parameter in sorted(module.named_parameters()) if not parameter.requires_grad
-            and not hasattr(parameter, "device_mesh")]  # FSDP2 shards: left out, reading them is a collective
-    return torch.stack(sums) if sums else torch.zeros(0, dtype=torch.double)
+def frozen_fingerprint(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A number per frozen parameter (the sum of its first 8 values), by name: enough to tell whether a checkpoint
+    meets the frozen weights it was trained with, e.g. the demo's random language model built from another seed.
+
+    Parameters sharded by FSDP2 are left out (reading them whole is a collective), so a checkpoint written under FSDP
+    holds the fingerprints of the few frozen tensors left whole, if any."""
+    return {name: parameter.detach().flatten()[:8].double().sum().cpu()
+            for name, parameter in module.named_parameters()
+            if not parameter.requires_grad and not hasattr(parameter, "device_mesh")}
 
 
-def frozen_weights_match(module: nn.Module, fingerprint: torch.Tensor) -> bool:
+def frozen_weights_match(module: nn.Module, fingerprint: dict[str, torch.Tensor]) -> bool:
+    """False when a frozen parameter fingerprinted in both differs; True when they agree or share none."""
     current = frozen_fingerprint(module)
-    return current.shape == fingerprint.shape and torch.allclose(current, fingerprint.cpu(), rtol=1e-2, atol=1e-3)
+    common = sorted(current.keys() & fingerprint.keys())
+    if not common:
+        return True
+    return torch.allclose(torch.stack([current[name] for name in common]),
+                          torch.stack([fingerprint[name].cpu() for name in common]), rtol=1e-2, atol=1e-3)
 
 
 def collect_rng_states(device: torch.device | None = None) -> list[dict[str, Any]]:

@@ -97,6 +97,7 @@ class FoodLMMModule(L.LightningModule):
             from rode_lightning.model.sharding import shard_model
 
             shard_model(self.model, self._device_mesh)
+            self._warn_if_checkpoints_cannot_resume()
 
     def setup(self, stage: str) -> None:
         # Scoring uses the same ingredient clusters as the training targets (data.ingredient_vocabulary).
@@ -115,6 +116,16 @@ class FoodLMMModule(L.LightningModule):
 
     # Training checkpoints (``--ckpt_path``) hold the trainable state only; see ``model/checkpointing.py``.
 
+    def _warn_if_checkpoints_cannot_resume(self) -> None:
+        from rode_lightning.model.strategy import AdapterFSDPStrategy
+
+        strategy = getattr(self._trainer, "strategy", None)
+        if strategy is not None and not isinstance(strategy, AdapterFSDPStrategy):
+            rank_zero_warn(
+                f"trainer.strategy is {type(strategy).__name__}: its checkpoints cannot be resumed with --ckpt_path, "
+                "as it expects the frozen weights in them, which this module leaves out. Use "
+                "rode_lightning.model.strategy.AdapterFSDPStrategy (same arguments), as configs/fsdp.yaml does.")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep only the trainable tensors (the frozen weights come from the model as built) and add the RNG states,
         which Lightning does not save and dropout draws from."""
@@ -126,7 +137,7 @@ class FoodLMMModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         fingerprint = checkpoint.get(FINGERPRINT_KEY)
-        if fingerprint is not None and self.model is not None and not frozen_weights_match(self, fingerprint):
+        if isinstance(fingerprint, dict) and self.model is not None and not frozen_weights_match(self, fingerprint):
             rank_zero_warn("the frozen weights of this model differ from those the checkpoint was trained with "
                            "(another model.language.path or model.vision.checkpoint, or the demo's random language "
                            "model built from another seed_everything): its adapters will not fit them")

@@ -1,0 +1,102 @@
+"""FSDP2 training whose checkpoints hold the trainable state only, and resume from it.
+
+Lightning's ``ModelParallelStrategy`` saves and restores the whole model: it collects every tensor of the module
+(under ``save_distributed_checkpoint: false`` it even gathers the frozen 7B onto rank 0 to do so) and on resume asks
+the checkpoint for every tensor back, so a checkpoint of the trainable state only (``model/checkpointing.py``) fails
+to load with ``Missing key in checkpoint state_dict: ...vision...``. :class:`AdapterFSDPStrategy` is the same strategy
+with both ends narrowed to the trainable tensors: the frozen weights are never gathered, never written, and come back
+on resume from the model as built (``model.language.path``, ``model.vision.checkpoint``).
+
+This relies on what :func:`~rode_lightning.model.sharding.shard_model` guarantees: every trainable tensor is whole on
+every rank (a DTensor replicated over the data-parallel ranks), so rank-local values are the full values.
+
+Both of Lightning's checkpoint formats work: a folder with one shard file per rank (``save_distributed_checkpoint:
+true``, the default; torch.distributed.checkpoint writes each replicated tensor once) or one ``.ckpt`` file
+(``false``), which also loads into a single process (``FoodLMMModule.load_from_checkpoint``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.strategies.model_parallel import _METADATA_FILENAME, _is_sharded_checkpoint
+from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch import nn
+
+
+class AdapterFSDPStrategy(ModelParallelStrategy):
+    """``ModelParallelStrategy`` (FSDP2 through ``fully_shard`` in ``configure_model``) with trainable-only
+    checkpoints. Takes ``ModelParallelStrategy``'s arguments; configs/fsdp.yaml shows them."""
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The trainable tensors, by the module's own names: DTensors for a sharded checkpoint (each rank offers its
+        replica, written once), their local (= whole) values on the CPU for a single-file one."""
+        if self._save_distributed_checkpoint:
+            return {name: parameter.detach() for name, parameter in _trainable(self.lightning_module).items()}
+        return {name: _local(parameter).cpu() for name, parameter in _trainable(self.lightning_module).items()}
+
+    def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
+        """Restore the trainable tensors and optimizer states from either format; return the rest of the checkpoint
+        (loops, schedulers, callbacks, RNG states) for Lightning to restore."""
+        from torch.distributed.checkpoint import load as distributed_load
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                             set_optimizer_state_dict)
+
+        path = Path(self.broadcast(str(checkpoint_path)))
+        module = self.lightning_module
+        strict = module.strict_loading
+        if _is_sharded_checkpoint(path):
+            tensors = {name: torch.empty_like(parameter.detach())
+                       for name, parameter in _trainable(module).items()}
+            distributed_load({"state_dict": tensors}, checkpoint_id=path)
+            module.load_state_dict(tensors, strict=strict)
+            options = StateDictOptions(cpu_offload=True)
+            for index, optimizer in enumerate(self.optimizers):
+                key = f"optimizer_{index}"
+                state = {key: get_optimizer_state_dict(module, optimizer)}
+                distributed_load(state, checkpoint_id=path)
+                set_optimizer_state_dict(module, optimizer, optim_state_dict=state[key], options=options)
+            return torch.load(path / _METADATA_FILENAME, weights_only=weights_only)
+        if not path.is_file():
+            raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file or sharded checkpoint folder")
+
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+        parameters = _trainable(module)
+        module.load_state_dict({name: _like(parameters[name], tensor) if name in parameters else tensor
+                                for name, tensor in checkpoint.pop("state_dict").items()}, strict=strict)
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        for optimizer, state in zip(self.optimizers, checkpoint.pop("optimizer_states", [])):
+            set_optimizer_state_dict(module, optimizer, optim_state_dict=_by_name(state, module), options=options)
+        rank_zero_info(f"restored the trainable state from {path}")
+        return checkpoint
+
+
+def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: parameter for name, parameter in module.named_parameters() if parameter.requires_grad}
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to_local() if hasattr(tensor, "to_local") else tensor.detach()
+
+
+def _like(parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (a whole tensor from the file) in the form of ``parameter``: a DTensor with the same mesh and
+    placements, whose local part is the whole value because the parameter is replicated."""
+    if not hasattr(parameter, "device_mesh"):
+        return value
+    from torch.distributed.tensor import DTensor
+
+    local = value.to(device=parameter.device, dtype=parameter.dtype)
+    return DTensor.from_local(local, parameter.device_mesh, parameter.placements, run_check=False)
+
+
+def _by_name(optimizer_state: dict[str, Any], module: nn.Module) -> dict[str, Any]:
+    """Lightning saves a single-file optimizer state keyed by parameter name already; an older one by index."""
+    from torch.distributed.fsdp import FullyShardedDataParallel, OptimStateKeyType
+
+    if optimizer_state["state"] and isinstance(next(iter(optimizer_state["state"])), int):
+        return FullyShardedDataParallel.rekey_optim_state_dict(optimizer_state, OptimStateKeyType.PARAM_NAME, module)
+    return optimizer_state
