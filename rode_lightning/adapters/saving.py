@@ -57,6 +57,20 @@ def save_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     return directory
 
 
+def saved_cluster_embedding_shape(directory: str | Path) -> tuple[int, ...] | None:
+    """The shape of MoCLE's cluster embedding in an adapter directory (its width is the instruction encoder's), read
+    from the safetensors header; None when the file has none or does not exist (``load_adapter`` says so)."""
+    from safetensors import safe_open
+
+    weights = Path(directory) / WEIGHTS_NAME
+    if not weights.is_file():
+        return None
+    with safe_open(str(weights), framework="pt") as file:
+        if "cluster_embedding" not in file.keys():
+            return None
+        return tuple(file.get_slice("cluster_embedding").get_shape())
+
+
 def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path) -> None:
     """Load an adapter directory into ``model`` (built with ``config``); refuse anything that does not fit."""
     directory = Path(directory)

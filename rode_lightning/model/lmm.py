@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import adapter_layers, inject_adapters, is_adapter_parameter
+from rode_lightning.adapters.routers import ClusterRouter
 from rode_lightning.data.prompts import IMAGE_PLACEHOLDER
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
@@ -59,6 +60,24 @@ class FoodLMM(nn.Module):
         for name, parameter in self.language_model.named_parameters():
             if is_adapter_parameter(name):
                 parameter.requires_grad_(True)
+
+    def set_cluster_width(self, width: int) -> None:
+        """Rebuild MoCLE's cluster embedding and every layer's cluster gate for ``width``-wide cluster features.
+
+        The width is the instruction encoder's (``data/clusters.py``: 384 for MiniLM, up to 64 for TF-IDF), known
+        only once the data module has clustered. A model built without its centroids (``load_from_checkpoint``, an
+        adapter loaded outside the CLI) starts at 64 and takes the width of the tensors it is about to load. The
+        new tensors are placeholders for those; call it before the optimizer exists.
+        """
+        if self.cluster_embedding is None:
+            raise ValueError("set_cluster_width: this model has no cluster routing (adapter.method is not 'cluster')")
+        old = self.cluster_embedding
+        self.cluster_embedding = nn.Parameter(old.new_zeros(old.shape[0], width), requires_grad=old.requires_grad)
+        for router in self.modules():
+            if isinstance(router, ClusterRouter):
+                gate = router.linear
+                router.linear = nn.Linear(width, gate.out_features, bias=False, device=gate.weight.device,
+                                          dtype=gate.weight.dtype).requires_grad_(gate.weight.requires_grad)
 
     def train(self, mode: bool = True) -> "FoodLMM":
         super().train(mode)

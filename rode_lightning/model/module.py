@@ -14,7 +14,7 @@ from torchmetrics import Metric
 from transformers import get_cosine_schedule_with_warmup
 
 from rode_lightning.adapters.config import AdapterConfig
-from rode_lightning.adapters.saving import load_adapter, save_adapter
+from rode_lightning.adapters.saving import load_adapter, save_adapter, saved_cluster_embedding_shape
 from rode_lightning.data.instructions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.answers import structured_answer
@@ -89,6 +89,8 @@ class FoodLMMModule(L.LightningModule):
                 centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
             self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
                                  self.hparams.train_projector, cluster_centroids=centroids)
+            if self.adapter_config.method == "cluster" and centroids is None and self.hparams.adapter_path:
+                self._fit_cluster_width(saved_cluster_embedding_shape(self.hparams.adapter_path))
             if self.hparams.gradient_checkpointing:
                 self.model.enable_activation_checkpointing()
             if self.hparams.adapter_path:  # before sharding: loads whole tensors into the whole model
@@ -116,6 +118,12 @@ class FoodLMMModule(L.LightningModule):
 
     # Training checkpoints (``--ckpt_path``) hold the trainable state only; see ``model/checkpointing.py``.
 
+    def _fit_cluster_width(self, saved_shape: tuple[int, ...] | None) -> None:
+        """Give MoCLE's cluster tensors the width of those about to be loaded (``FoodLMM.set_cluster_width``)."""
+        embedding = None if self.model is None else self.model.cluster_embedding
+        if saved_shape is not None and embedding is not None and tuple(embedding.shape) != saved_shape:
+            self.model.set_cluster_width(saved_shape[-1])
+
     def _warn_if_checkpoints_cannot_resume(self) -> None:
         from rode_lightning.model.strategy import AdapterFSDPStrategy
 
@@ -136,6 +144,9 @@ class FoodLMMModule(L.LightningModule):
         checkpoint[FINGERPRINT_KEY] = frozen_fingerprint(self)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None:  # load_from_checkpoint: the model was built without the data's cluster centroids
+            saved = checkpoint.get("state_dict", {}).get("model.cluster_embedding")
+            self._fit_cluster_width(None if saved is None else tuple(saved.shape))
         fingerprint = checkpoint.get(FINGERPRINT_KEY)
         if isinstance(fingerprint, dict) and self.model is not None and not frozen_weights_match(self, fingerprint):
             rank_zero_warn("the frozen weights of this model differ from those the checkpoint was trained with "

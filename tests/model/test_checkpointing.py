@@ -178,3 +178,27 @@ def test_sampler_order_follows_seed_and_epoch_and_shares_an_epoch_between_proces
     assert set(sum(shares, [])) == set(dataset)
     weighted = ResumableSampler(dataset, seed=3, weights=[0.0] * 9 + [1.0])
     assert list(weighted) == [9] * 10
+
+
+def test_mocle_checkpoint_and_adapter_load_without_the_data_module(cli_demo_dir, tmp_path):
+    """MoCLE's cluster embedding is as wide as the instruction encoder (here TF-IDF + SVD, narrower than the 64 a
+    model built without the data's centroids starts with): load_from_checkpoint and a module given the adapter
+    directory take the saved width and the saved values."""
+    cli = fit(cli_demo_dir, tmp_path, "--model.adapter.method", "cluster", "--model.adapter.num_clusters", "2",
+              "--trainer.max_steps", "2")
+    trained = trainable(cli.model)
+    width = trained["model.cluster_embedding"].shape[1]
+    assert width != 64
+
+    L.seed_everything(0)  # the demo's frozen weights
+    from_checkpoint = FoodLMMModule.load_from_checkpoint(checkpoints(tmp_path)[2])
+    L.seed_everything(0)
+    from_adapter = FoodLMMModule(vision=cli.model.vision_config, language=cli.model.language_config,
+                                 adapter=cli.model.adapter_config,
+                                 adapter_path=str(Path(cli.trainer.log_dir) / "adapter"))
+    from_adapter.configure_model()
+    for module in (from_checkpoint, from_adapter):
+        loaded = trainable(module)
+        assert loaded.keys() == trained.keys()
+        for name, tensor in trained.items():
+            assert torch.equal(loaded[name], tensor), name
