@@ -82,8 +82,8 @@ class LoRAExperts(nn.Module):
         weight = flat_gates.gather(1, chosen.unsqueeze(1)).to(flat.dtype)
         order = torch.argsort(chosen)
         counts = torch.bincount(chosen, minlength=self.num_experts).tolist()
-        # index_select / index_add rather than fancy indexing: their backward passes are a plain index_add and
-        # index_select, where fancy indexing's backward is an accumulating index_put (slow on CPU).
+        # index_select rather than fancy indexing or index_add, both ways: its backward is an index_add of the
+        # gradient, and it saves only the indices for backward (index_add keeps a token-by-output-wide tensor).
         grouped_x = flat.index_select(0, order)
         grouped_weight = weight.index_select(0, order)
         outputs, start = [], 0
@@ -91,10 +91,15 @@ class LoRAExperts(nn.Module):
             if count:
                 a, b = self.expert(index)
                 rows = slice(start, start + count)
-                outputs.append(((grouped_x[rows] @ a.t()) @ b.t()) * (grouped_weight[rows] * self.scaling[index]))
+                # The gate scales the rank-wide activation, not the output: the same product, but backward then
+                # keeps `rank` numbers per token for the gate's gradient instead of `out_features`.
+                outputs.append(((grouped_x[rows] @ a.t()) * (grouped_weight[rows] * self.scaling[index])) @ b.t())
             start += count
-        grouped = torch.cat(outputs) if outputs else flat.new_zeros(0, self.lora_B.shape[0])
-        out = flat.new_zeros(flat.shape[0], self.lora_B.shape[0]).index_add(0, order, grouped)
+        if not outputs:
+            return flat.new_zeros(*x.shape[:-1], self.lora_B.shape[0])
+        restore = torch.empty_like(order)
+        restore[order] = torch.arange(order.numel(), device=order.device)
+        out = torch.cat(outputs).index_select(0, restore)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def reference_forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:

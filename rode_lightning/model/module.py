@@ -209,7 +209,8 @@ class FoodLMMModule(L.LightningModule):
         cluster_ids = batch["cluster_ids"][rows] if "cluster_ids" in batch else None
         new_tokens = self.model.generate(prompt_ids[:, keep], prompt_mask[:, keep], batch["images"][rows],
                                          max_new_tokens=self.hparams.max_new_tokens, cluster_ids=cluster_ids)
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        # The answer follows "ASSISTANT:" after a space, which the first token carries (LLaMA's "▁word").
+        return [answer.strip() for answer in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:
         batch_size = len(batch["ids"])
