@@ -21,7 +21,7 @@ import json
 import torch
 from torch import nn
 
-from adapter_speed import OneLayer, ReferenceLoop, mixture, peft_lora
+from adapter_speed import build_variants
 
 
 def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
@@ -50,18 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    rode = mixture(args.dim, "rode", [2, 4, 8, 16], args.batch)
-    variants: dict[str, nn.Module] = {
-        "base_only": OneLayer(args.dim),
-        "peft_lora_r8": peft_lora(args.dim, 8),
-        "peft_lora_r30": peft_lora(args.dim, 30),
-        "peft_lora_r32": peft_lora(args.dim, 32),
-        "rode_2_4_8_16": rode,
-        "rode_2_4_8_16_reference_loop": ReferenceLoop(rode.proj),
-        "softmax_8x4": mixture(args.dim, "softmax", [8, 8, 8, 8], args.batch),
-        "top1_8x4": mixture(args.dim, "top1", [8, 8, 8, 8], args.batch),
-        "cluster_8x4": mixture(args.dim, "cluster", [8, 8, 8, 8], args.batch),
-    }
+    variants = build_variants(args.dim, args.batch)
     x = torch.randn(args.batch, args.tokens // args.batch, args.dim, requires_grad=True)
     saved = {}
     for name, model in variants.items():

@@ -69,6 +69,22 @@ def mixture(dim: int, method: str, ranks: list[int], batch: int) -> nn.Module:
     return model
 
 
+def build_variants(dim: int, batch: int) -> dict[str, nn.Module]:
+    """Every compared layer, by name; the reference loop runs the fused RoDE layer's own weights."""
+    rode = mixture(dim, "rode", [2, 4, 8, 16], batch)
+    return {
+        "base_only": OneLayer(dim),
+        "peft_lora_r8": peft_lora(dim, 8),
+        "peft_lora_r30": peft_lora(dim, 30),
+        "peft_lora_r32": peft_lora(dim, 32),
+        "rode_2_4_8_16": rode,
+        "rode_2_4_8_16_reference_loop": ReferenceLoop(rode.proj),
+        "softmax_8x4": mixture(dim, "softmax", [8, 8, 8, 8], batch),
+        "top1_8x4": mixture(dim, "top1", [8, 8, 8, 8], batch),
+        "cluster_8x4": mixture(dim, "cluster", [8, 8, 8, 8], batch),
+    }
+
+
 def trainable(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
@@ -91,18 +107,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    rode = mixture(args.dim, "rode", [2, 4, 8, 16], args.batch)
-    variants: dict[str, nn.Module] = {
-        "base_only": OneLayer(args.dim),
-        "peft_lora_r8": peft_lora(args.dim, 8),
-        "peft_lora_r30": peft_lora(args.dim, 30),
-        "peft_lora_r32": peft_lora(args.dim, 32),
-        "rode_2_4_8_16": rode,
-        "rode_2_4_8_16_reference_loop": ReferenceLoop(rode.proj),
-        "softmax_8x4": mixture(args.dim, "softmax", [8, 8, 8, 8], args.batch),
-        "top1_8x4": mixture(args.dim, "top1", [8, 8, 8, 8], args.batch),
-        "cluster_8x4": mixture(args.dim, "cluster", [8, 8, 8, 8], args.batch),
-    }
+    variants = build_variants(args.dim, args.batch)
+    rode = variants["rode_2_4_8_16"]
     x = torch.randn(args.batch, args.tokens // args.batch, args.dim, requires_grad=True)
     for model in variants.values():  # warm-up
         model.train()

@@ -1,0 +1,55 @@
+"""The benchmark scripts run, and the memory benchmark counts what it says it counts (exact, on known layers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from adapter_memory import saved_activation_bytes  # noqa: E402
+from adapter_speed import peft_lora  # noqa: E402
+
+
+def test_a_frozen_linear_saves_nothing_and_lora_saves_its_input_and_rank_wide_activation():
+    tokens, dim, rank = 40, 16, 4
+    x = torch.randn(tokens, dim, requires_grad=True)
+    frozen = nn.Linear(dim, dim).requires_grad_(False)
+    assert saved_activation_bytes(frozen, x) == 0  # the input's gradient needs only the weight
+    # LoRA: A's gradient needs the input, B's needs A x (tokens x rank); fp32.
+    assert saved_activation_bytes(peft_lora(dim, rank), x) == tokens * (dim + rank) * 4
+
+
+def test_views_of_one_storage_count_once():
+    x = torch.randn(10, 8, requires_grad=True)
+
+    class TwoViews(nn.Module):
+        def forward(self, inputs):
+            doubled = inputs * 2  # saves nothing from `inputs` (a constant factor)
+            return (doubled[:5] * doubled[:5]).sum() + (doubled[5:] * doubled[5:]).sum()
+
+    assert saved_activation_bytes(TwoViews(), x) == x.numel() * 4
+
+
+@pytest.mark.parametrize("script", ["adapter_memory.py", "adapter_speed.py"])
+def test_benchmark_scripts_run_and_end_with_their_json(script):
+    arguments = ["--tokens", "64", "--dim", "32"] + (["--rounds", "1"] if script == "adapter_speed.py" else [])
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments], capture_output=True, text=True,
+                            timeout=300, cwd=BENCHMARKS.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["tokens"] == 64 and summary["dim"] == 32
+    assert "rode_2_4_8_16_vs_peft_lora_r30" in summary["ratios"]
+    if script == "adapter_memory.py":
+        saved, input_bytes = summary["saved_bytes"], 64 * 32 * 4
+        # A loop over 4 experts keeps an output-wide tensor per expert (square layer: input-sized); every variant
+        # keeps the input at least.
+        assert saved["rode_2_4_8_16_reference_loop"] >= 4 * input_bytes
+        assert min(value for name, value in saved.items() if name != "base_only") >= input_bytes
