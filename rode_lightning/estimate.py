@@ -5,7 +5,8 @@
 The model is built on PyTorch's meta device (shapes only, no memory, no weights read), with the real adapter
 injection code, so parameter counts are exact. Memory is an estimate per GPU for one process without sharding:
 
-* frozen weights: the LLaMA in ``model.language.dtype``, the vision tower and the projector in fp32;
+* frozen weights: the LLaMA in ``model.language.dtype``, the vision tower in ``model.vision.dtype``, the
+  projector in fp32;
 * trainable parameters in fp32 with their fp32 gradients and AdamW's two fp32 moments: 16 bytes each;
 * activations kept for backward, in bf16, per decoder block and token. A frozen ``nn.Linear`` saves nothing for
   its own weight, so a block keeps about ``7 h + 3 I`` values per token (RMSNorm inputs, attention q, k, v and
@@ -120,7 +121,8 @@ def replace_layers(llama: LlamaConfig, layers: int) -> LlamaConfig:
 
 
 def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: AdapterConfig, batch_size: int,
-                    sequence_length: int, weight_dtype: str, checkpointing: bool) -> dict[str, float]:
+                    sequence_length: int, weight_dtype: str, checkpointing: bool,
+                    vision_dtype: str = "fp32") -> dict[str, float]:
     """Bytes per component (see the module docstring for the model behind each term)."""
     tokens = batch_size * sequence_length
     h, inter, layers, vocab = (llama.hidden_size, llama.intermediate_size, llama.num_hidden_layers,
@@ -130,9 +132,9 @@ def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: Adapte
     per_block = tokens * (7 * h + 3 * inter + adapter_values) * 2
     activations = (tokens * h * 2 * layers + per_block) if checkpointing else per_block * layers
     return {
-        # The LLaMA in model.language.dtype; the vision tower and the projector are kept in fp32.
-        "frozen_weights": (counts.frozen_language * BYTES[weight_dtype]
-                           + (counts.frozen_vision + (0 if counts.projector_trained else counts.projector)) * 4),
+        # The LLaMA in model.language.dtype, the tower in model.vision.dtype; the projector is kept in fp32.
+        "frozen_weights": (counts.frozen_language * BYTES[weight_dtype] + counts.frozen_vision * BYTES[vision_dtype]
+                           + (0 if counts.projector_trained else counts.projector) * 4),
         "trainable_states": counts.trainable * 16,  # fp32 weights, gradients, AdamW moments
         "activations": activations,
         "logits": tokens * vocab * (2 + 4 + 4),
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, variant in rows.items():
         variant = replace(variant, target_modules=adapter.target_modules)
         counts = count_parameters(vision, llama, variant, train_projector)
-        memory = memory_estimate(counts, llama, variant, batch_size, sequence_length, weight_dtype, checkpointing)
+        memory = memory_estimate(counts, llama, variant, batch_size, sequence_length, weight_dtype, checkpointing,
+                                 vision.dtype)
         report[name] = {"method": variant.method, "ranks": variant.ranks, "trainable_parameters": counts.trainable,
                         "adapter_parameters": counts.adapter, "memory_gib": {k: v / GIB for k, v in memory.items()},
                         "total_gib": sum(memory.values()) / GIB}
@@ -186,16 +189,18 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"note: {warning}")
     print(f"LLaMA {llama.num_hidden_layers} blocks x {llama.hidden_size} wide, vocabulary {llama.vocab_size}; "
           f"vision {vision.preset or 'custom'} ({vision.num_patches} patch tokens); adapters on "
-          f"{', '.join(adapter.target_modules)}; batch {batch_size} x {sequence_length} tokens; frozen weights in "
-          f"{weight_dtype}; activation checkpointing {'on' if checkpointing else 'off'}; projector "
+          f"{', '.join(adapter.target_modules)}; batch {batch_size} x {sequence_length} tokens; frozen LLaMA in "
+          f"{weight_dtype}, vision tower in {vision.dtype}; activation checkpointing {'on' if checkpointing else 'off'}; projector "
           f"{'trained' if train_projector else 'frozen'}")
     components = list(next(iter(report.values()))["memory_gib"])
     print("GiB per GPU: frozen_weights; trainable_states = fp32 trainable weights + gradients + AdamW moments; "
           "activations kept for backward; logits with the loss's fp32 copy and gradient")
-    print(f"{'adapter':30s} {'trainable':>12s} " + " ".join(f"{c:>16s}" for c in components) + f" {'total':>8s}")
+    labels = {name: f"{name}: {row['method']} {row['ranks']}" if name == "this config" else name
+              for name, row in report.items()}
+    width = max(len("adapter"), *map(len, labels.values()))
+    print(f"{'adapter':{width}s} {'trainable':>12s} " + " ".join(f"{c:>16s}" for c in components) + f" {'total':>8s}")
     for name, row in report.items():
-        label = f"{name}: {row['method']} {row['ranks']}" if name == "this config" else name
-        print(f"{label[:30]:30s} {row['trainable_parameters']:12,d} "
+        print(f"{labels[name]:{width}s} {row['trainable_parameters']:12,d} "
               + " ".join(f"{row['memory_gib'][c]:16.3f}" for c in components) + f" {row['total_gib']:8.2f}")
     print(json.dumps(report))
     return report

@@ -6,15 +6,14 @@ Building lives here; reading checkpoints (layouts, tensor names, shards) lives i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
 from rode_lightning.model.weights import ProjectorWeights, inspect_llava_directory, load_llava_weights
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 MAX_VOCABULARY_CHANGE = 64
 """How many embedding rows may be added or dropped to match the tokenizer. LLaVA v1.5 adds one (``<image>``);
@@ -32,7 +31,7 @@ class LanguageConfig:
             projector are loaded from it, and the shape keys below are ignored (``config.json`` decides).
             ``null`` builds a random model of the sizes below.
         dtype: ``fp32``, ``bf16`` or ``fp16``: the dtype of the frozen language model, loaded or random. A 7B LLaMA
-            takes 27 GB in fp32 and 13.5 GB in bf16; the vision tower and the projector stay in fp32.
+            takes 27 GB in fp32 and 13.5 GB in bf16; the projector stays in fp32 (``model.vision.dtype``: the tower).
         hidden_size: model width.
         intermediate_size: MLP width.
         layers: decoder blocks.
@@ -45,7 +44,7 @@ class LanguageConfig:
     """
 
     path: str | None = None
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    dtype: DtypeName = "fp32"
     hidden_size: int = 128
     intermediate_size: int = 256
     layers: int = 2
@@ -56,8 +55,7 @@ class LanguageConfig:
     def __post_init__(self) -> None:
         if self.hidden_size % self.heads:
             raise ValueError(f"model.language: hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"model.language.dtype: {self.dtype!r}; expected one of {sorted(DTYPES)}")
+        check_dtype("model.language.dtype", self.dtype)
 
     @property
     def torch_dtype(self) -> torch.dtype:

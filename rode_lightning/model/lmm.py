@@ -113,7 +113,7 @@ class FoodLMM(nn.Module):
             raise ValueError(f"every sample needs exactly {self.num_image_tokens} <image> tokens (one per patch); "
                              f"got {per_sample.tolist()}")
         with torch.no_grad():
-            patches = self.vision(images.to(self.projector.layers[0].weight.dtype))
+            patches = self.vision(images).to(self.projector.layers[0].weight.dtype)
         image_embeddings = self.projector(patches).to(embeddings.dtype)
         return embeddings.masked_scatter(image_positions.unsqueeze(-1), image_embeddings)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
+
 
 @dataclass
 class VisionConfig:
@@ -35,6 +37,9 @@ class VisionConfig:
             although the model config does not say so). ``false`` for towers trained with ``nn.GELU`` (most
             LAION/DataComp checkpoints). The activation has no weights: a wrong value loads fine but gives other
             features.
+        dtype: ``fp32``, ``bf16`` or ``fp16``: the dtype the frozen tower is stored and run in. ViT-L/14-336 takes
+            1.2 GB in fp32 and 0.6 GB in bf16; LLaVA runs it in half precision. Its patch tokens are handed to the
+            projector in the projector's dtype.
     """
 
     preset: str | None = None
@@ -45,8 +50,10 @@ class VisionConfig:
     head_width: int = 32
     checkpoint: str | None = None
     quick_gelu: bool = True
+    dtype: DtypeName = "fp32"
 
     def __post_init__(self) -> None:
+        check_dtype("model.vision.dtype", self.dtype)
         if self.preset is not None:
             import open_clip
 
@@ -89,14 +96,18 @@ class VisionEncoder(nn.Module):
             from rode_lightning.model.weights import load_open_clip_visual
 
             load_open_clip_visual(self.tower, config.checkpoint)
+        # Every tensor in one dtype (one FSDP unit needs that); the LayerNorms then run in it too, or in fp32 under
+        # autocast, which computes layer_norm in fp32.
+        self.tower.to(DTYPES[config.dtype])
 
     @property
     def output_dim(self) -> int:
         return self.config.width
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(batch, 3, H, W)`` images to ``(batch, num_patches, width)`` penultimate-block patch tokens."""
+        """``(batch, 3, H, W)`` images to ``(batch, num_patches, width)`` penultimate-block patch tokens, in the
+        tower's dtype (``config.dtype``, or whatever a later ``.to()`` made it, e.g. Lightning's ``bf16-true``)."""
         output = self.tower.forward_intermediates(
-            images, indices=[self.config.layers - 2], stop_early=True, intermediates_only=True, output_fmt="NLC"
+            images.to(self.tower.conv1.weight.dtype), indices=[self.config.layers - 2], stop_early=True, intermediates_only=True, output_fmt="NLC"
         )
         return output["image_intermediates"][0]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rode_lightning.adapters.config import AdapterConfig
@@ -82,3 +83,29 @@ def test_generation_with_left_padding_matches_unpadded():
     padded_mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), mask], dim=1)
     padded = model.generate(padded_ids, padded_mask, images, max_new_tokens=5)
     assert torch.equal(alone, padded)
+
+
+def test_vision_tower_in_bf16_gives_the_fp32_features_to_bf16_precision():
+    from rode_lightning.model.vision import VisionEncoder
+
+    torch.manual_seed(0)
+    full = VisionEncoder(VISION)
+    half = VisionEncoder(VisionConfig(**{**VISION.__dict__, "dtype": "bf16"}))
+    half.load_state_dict(full.state_dict())  # copied into bf16 tensors
+    assert {parameter.dtype for parameter in half.parameters()} == {torch.bfloat16}
+    images = torch.randn(2, 3, 32, 32)
+    expected, got = full(images), half(images)
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.05)
+
+    # In the whole model: the bf16 tokens reach the fp32 projector in its dtype.
+    torch.manual_seed(0)
+    model = FoodLMM(VisionConfig(**{**VISION.__dict__, "dtype": "bf16"}), LANGUAGE, AdapterConfig(),
+                    load_tokenizer("demo"), True)
+    logits = model(*batch(model))
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+def test_unknown_vision_dtype_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match=r"model.vision.dtype: 'fp8'; expected one of \['bf16', 'fp16', 'fp32'\]"):
+        VisionConfig(dtype="fp8")
