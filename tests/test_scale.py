@@ -229,7 +229,7 @@ def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path)
 
     from rode_lightning.adapters.config import AdapterConfig
     from rode_lightning.model.module import FoodLMMModule
-    from rode_lightning.model.sharding import _is_replicated
+    from rode_lightning.adapters.saving import is_replicated
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -247,7 +247,7 @@ def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path)
         assert all(isinstance(layer, FSDPModule) for layer in model.language_model.model.layers)
         assert isinstance(model.projector, FSDPModule) and isinstance(model.vision, FSDPModule)
         trainable = {name for name, p in parameters.items() if p.requires_grad}
-        assert trainable and all(_is_replicated(parameters[name]) for name in trainable)
+        assert trainable and all(is_replicated(parameters[name]) for name in trainable)
         frozen_block = model.language_model.model.layers[0].input_layernorm.weight
         assert [placement.is_shard() for placement in frozen_block.placements] == [True]  # 1-D mesh: sharded
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.messages import few
 
 WEIGHTS_NAME = "adapter.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -39,13 +40,24 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             if parameter.requires_grad}
 
 
-def _whole(tensor: torch.Tensor) -> torch.Tensor:
-    if not (hasattr(tensor, "placements") and hasattr(tensor, "device_mesh")):  # a plain tensor
-        return tensor
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a DTensor (an FSDP2 parameter), without importing the distributed package."""
+    return hasattr(tensor, "placements") and hasattr(tensor, "device_mesh")
+
+
+def is_replicated(tensor: torch.Tensor) -> bool:
+    """Whether every rank holds the whole tensor: a plain tensor, or a DTensor replicated or sharded over a one-wide
+    mesh dimension (its local part is then the whole value)."""
+    if not is_dtensor(tensor):
+        return True
     mesh = tensor.device_mesh
-    if all(placement.is_replicate() or mesh.size(dim) == 1 for dim, placement in enumerate(tensor.placements)):
-        return tensor.to_local()
-    return tensor.full_tensor()
+    return all(placement.is_replicate() or mesh.size(dim) == 1 for dim, placement in enumerate(tensor.placements))
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    if not is_dtensor(tensor):
+        return tensor
+    return tensor.to_local() if is_replicated(tensor) else tensor.full_tensor()
 
 
 def save_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path) -> Path:
@@ -91,7 +103,7 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ValueError(f"adapter checkpoint {weights} does not fit the model: "
-                         f"missing tensors {_few(missing)}; unexpected tensors {_few(unexpected)}")
+                         f"missing tensors {few(missing)}; unexpected tensors {few(unexpected)}")
     mismatched = [f"{name}: checkpoint {tuple(state[name].shape)}, model {tuple(tensor.shape)}"
                   for name, tensor in expected.items() if state[name].shape != tensor.shape]
     if mismatched:
@@ -100,10 +112,3 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     with torch.no_grad():
         for name, tensor in state.items():
             parameters[name].copy_(tensor.to(parameters[name].dtype))
-
-
-def _few(names: list[str], limit: int = 5) -> str:
-    if not names:
-        return "none"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more

@@ -22,7 +22,7 @@ from rode_lightning.data.nutrition5k import read_nutrition5k_split
 from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, drop_unreadable_images,
                                          read_prediction_requests)
 from rode_lightning.data.prompts import TASKS, task_available
-from rode_lightning.data.records import FoodRecord, Ingredient
+from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.resumable import ResumableDataLoader
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.data.unifood import read_unifood_split
@@ -41,12 +41,8 @@ def default_demo_dir() -> Path:
 def with_vocabulary(record: FoodRecord, vocabulary: IngredientVocabulary) -> FoodRecord:
     """The record with its ingredients renamed to their clusters; names that meet in one cluster are merged (grams
     summed), heaviest first as before."""
-    grams: dict[str, float] = {}
-    for ingredient in record.ingredients:
-        name = vocabulary.canonical(ingredient.name)
-        grams[name] = grams.get(name, 0.0) + ingredient.grams
-    merged = sorted(grams.items(), key=lambda item: -item[1])  # stable: equal weights keep their order
-    return replace(record, ingredients=tuple(Ingredient(name, weight) for name, weight in merged))
+    renamed = [(vocabulary.canonical(ingredient.name), ingredient.grams) for ingredient in record.ingredients]
+    return replace(record, ingredients=merge_ingredients(renamed))
 
 
 class FoodDataModule(L.LightningDataModule):
@@ -298,7 +294,7 @@ class FoodDataModule(L.LightningDataModule):
             raise ValueError("data.sampling_weights: every training sample has weight 0")
         return torch.tensor(values, dtype=torch.double)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         batch_size = self.hparams.batch_size if split == "train" else self.hparams.eval_batch_size
         collate_fn = InstructionCollator(self.tokenizer.pad_token_id)
         workers = {"num_workers": self.hparams.num_workers, "persistent_workers": self.hparams.num_workers > 0}
@@ -309,17 +305,17 @@ class FoodDataModule(L.LightningDataModule):
             weights = self.sample_weights() if self.hparams.sampling_weights else None
             return ResumableDataLoader(self.datasets[split], batch_size=batch_size, seed=self.hparams.seed,
                                        weights=weights, collate_fn=collate_fn, **workers)
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn,
+        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
                           **workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dataset is None:

@@ -29,6 +29,19 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str, num_image_t
             + tokenizer.encode(after, add_special_tokens=False))
 
 
+def pad_sequences(sequences: list[list[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)``: the sequences padded with ``value`` to the longest, on the left (prompts, which generation
+    continues from the right end) or on the right; ``mask`` is 1 on real tokens."""
+    length = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), length), value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(length - len(sequence), length) if left else slice(0, len(sequence))
+        ids[row, span] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
 @dataclass(frozen=True)
 class Sample:
     record: FoodRecord
@@ -45,7 +58,6 @@ class InstructionDataset(Dataset):
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length
         self.seed = seed
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -54,13 +66,10 @@ class InstructionDataset(Dataset):
         sample = self.samples[index]
         return question_for(sample.record, sample.task, self.seed)
 
-    def encode_prompt(self, question: str) -> list[int]:
-        return encode_prompt(self.tokenizer, question, self.num_image_tokens)
-
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         record, task = sample.record, sample.task
-        prompt_ids = self.encode_prompt(self.question(index))
+        prompt_ids = encode_prompt(self.tokenizer, self.question(index), self.num_image_tokens)
         answer = answer_for(record, task)
         answer_ids = self.tokenizer.encode(" " + answer, add_special_tokens=False) + [self.tokenizer.eos_token_id]
         if len(prompt_ids) >= self.max_length:
@@ -81,9 +90,9 @@ class InstructionCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, items: list[dict]) -> dict:
-        input_ids, attention_mask = self._pad([item["input_ids"] for item in items], self.pad_token_id, left=False)
-        labels, _ = self._pad([item["labels"] for item in items], IGNORE_INDEX, left=False)
-        prompt_ids, prompt_mask = self._pad([item["prompt_ids"] for item in items], self.pad_token_id, left=True)
+        input_ids, attention_mask = pad_sequences([item["input_ids"] for item in items], self.pad_token_id, left=False)
+        labels, _ = pad_sequences([item["labels"] for item in items], IGNORE_INDEX, left=False)
+        prompt_ids, prompt_mask = pad_sequences([item["prompt_ids"] for item in items], self.pad_token_id, left=True)
         return {
             "input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
             "prompt_ids": prompt_ids, "prompt_attention_mask": prompt_mask,
@@ -92,14 +101,3 @@ class InstructionCollator:
             "tasks": [item["task"] for item in items], "datasets": [item["dataset"] for item in items],
             "ids": [item["id"] for item in items], "answers": [item["answer"] for item in items],
         }
-
-    @staticmethod
-    def _pad(sequences: list[list[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        length = max(len(sequence) for sequence in sequences)
-        ids = torch.full((len(sequences), length), value, dtype=torch.long)
-        mask = torch.zeros((len(sequences), length), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            span = slice(length - len(sequence), length) if left else slice(0, len(sequence))
-            ids[row, span] = torch.tensor(sequence, dtype=torch.long)
-            mask[row, span] = 1
-        return ids, mask

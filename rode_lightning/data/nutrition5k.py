@@ -36,7 +36,7 @@ from pathlib import Path
 
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, skip_reason
 from rode_lightning.data.images import check_image
-from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
+from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient, merge_ingredients
 from rode_lightning.data.unifood import NUTRITION_LIMITS
 from rode_lightning.metrics.parsing import normalize_ingredient
 
@@ -256,17 +256,10 @@ def _parse_fields(fields: list[str]) -> tuple[tuple[Ingredient, ...], dict[str, 
     totals = {column: _number(fields[index], index, column) for index, column in enumerate(DISH_COLUMNS) if index}
     nutrition = {_COLUMN_FIELD[column]: value for column, value in totals.items()}
     nutrition = {key: nutrition[key] for key in NUTRITION_FIELDS}  # the order every reader uses
-    merged: dict[str, list] = {}  # normalised name -> [raw name, grams], in row order
-    for start in range(len(DISH_COLUMNS), len(fields), len(INGREDIENT_COLUMNS)):
-        name, grams = _parse_ingredient(fields, start)
-        # The same ingredient can be weighed in twice in one dish; answers list it once, with the total weight.
-        key = normalize_ingredient(name) or name
-        if key in merged:
-            merged[key][1] += grams
-        else:
-            merged[key] = [name, grams]
-    ordered = sorted(merged.values(), key=lambda item: -item[1])  # heaviest first, ties in row order (stable sort)
-    return tuple(Ingredient(name, grams) for name, grams in ordered), nutrition
+    weighed = [_parse_ingredient(fields, start) for start in range(len(DISH_COLUMNS), len(fields),
+                                                                   len(INGREDIENT_COLUMNS))]
+    # The same ingredient can be weighed in twice in one dish; answers list it once, with the total weight.
+    return merge_ingredients(weighed, key=lambda name: normalize_ingredient(name) or name), nutrition
 
 
 def _parse_ingredient(fields: list[str], start: int) -> tuple[str, float]:

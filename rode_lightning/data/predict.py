@@ -17,8 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from rode_lightning.data.errors import DataFormatError, SkipCounter
-from rode_lightning.data.instructions import encode_prompt
-from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, QUESTIONS, TASKS
+from rode_lightning.data.instructions import encode_prompt, pad_sequences
+from rode_lightning.data.prompts import QUESTIONS, TASKS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -107,7 +107,6 @@ class PredictionDataset(Dataset):
         self.tokenizer = tokenizer
         self.image_transform = image_transform
         self.num_image_tokens = num_image_tokens
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -129,12 +128,7 @@ class PredictionCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, items: list[dict]) -> dict:
-        length = max(len(item["prompt_ids"]) for item in items)
-        ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, item in enumerate(items):  # left padding: generation continues from the right end
-            ids[row, length - len(item["prompt_ids"]):] = torch.tensor(item["prompt_ids"], dtype=torch.long)
-            mask[row, length - len(item["prompt_ids"]):] = 1
+        ids, mask = pad_sequences([item["prompt_ids"] for item in items], self.pad_token_id, left=True)
         batch = {"prompt_ids": ids, "prompt_attention_mask": mask, "images": torch.stack([i["image"] for i in items]),
                  "ids": [i["id"] for i in items], "image_paths": [i["image_path"] for i in items],
                  "questions": [i["question"] for i in items], "tasks": [i["task"] for i in items]}

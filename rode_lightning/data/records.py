@@ -7,6 +7,7 @@ depends only on this type.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 NUTRITION_FIELDS: tuple[str, ...] = ("mass_g", "energy_kcal", "fat_g", "carbohydrate_g", "protein_g")
@@ -17,6 +18,18 @@ NUTRITION_FIELDS: tuple[str, ...] = ("mass_g", "energy_kcal", "fat_g", "carbohyd
 class Ingredient:
     name: str
     grams: float
+
+
+def merge_ingredients(weighed: Iterable[tuple[str, float]], key: Callable[[str], str] = str
+                      ) -> tuple[Ingredient, ...]:
+    """Ingredients weighed in once or more, one per ``key(name)`` with the grams summed, under the first name seen;
+    heaviest first, equal weights in the order first seen (answers list every ingredient once, by weight)."""
+    merged: dict[str, list] = {}  # key -> [name, grams]
+    for name, grams in weighed:
+        entry = merged.setdefault(key(name), [name, 0.0])
+        entry[1] += grams
+    ordered = sorted(merged.values(), key=lambda entry: -entry[1])  # a stable sort: ties keep their order
+    return tuple(Ingredient(name, grams) for name, grams in ordered)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from rode_lightning.adapters.saving import is_dtensor
+from rode_lightning.messages import few
+
 RNG_KEY = "rng_states"
 FINGERPRINT_KEY = "frozen_fingerprint"
 
 
+def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: parameter for name, parameter in module.named_parameters() if parameter.requires_grad}
+
+
 def trainable_names(module: nn.Module) -> set[str]:
-    return {name for name, parameter in module.named_parameters() if parameter.requires_grad}
+    return set(trainable_parameters(module))
 
 
 def check_checkpoint_keys(module: nn.Module, keys: Iterable[str]) -> None:
@@ -36,7 +43,7 @@ def check_checkpoint_keys(module: nn.Module, keys: Iterable[str]) -> None:
     if missing or unexpected:
         raise ValueError(
             "checkpoint does not fit the model: "
-            f"missing trainable tensors: {_few(missing)}; tensors the model does not have: {_few(unexpected)}. "
+            f"missing trainable tensors: {few(missing)}; tensors the model does not have: {few(unexpected)}. "
             "A checkpoint holds the trainable tensors of the model that wrote it; build the model with the same "
             "model.adapter (method, ranks, target_modules, num_clusters) and model.train_projector.")
 
@@ -49,7 +56,7 @@ def frozen_fingerprint(module: nn.Module) -> dict[str, torch.Tensor]:
     holds the fingerprints of the few frozen tensors left whole, if any."""
     return {name: parameter.detach().flatten()[:8].double().sum().cpu()
             for name, parameter in module.named_parameters()
-            if not parameter.requires_grad and not hasattr(parameter, "device_mesh")}
+            if not parameter.requires_grad and not is_dtensor(parameter)}
 
 
 def frozen_weights_match(module: nn.Module, fingerprint: dict[str, torch.Tensor]) -> bool:
@@ -89,10 +96,3 @@ def restore_rng_states(saved: list[dict[str, Any]], device: torch.device | None 
     random.setstate(states["python"])
     if "cuda" in states and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(states["cuda"].cpu(), device)
-
-
-def _few(names: list[str], limit: int = 5) -> str:
-    if not names:
-        return "none"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more

@@ -62,11 +62,6 @@ class LanguageConfig:
         return DTYPES[self.dtype]
 
 
-def build_language_model(config: LanguageConfig, vocab_size: int) -> LlamaForCausalLM:
-    """The language model alone (see :func:`load_language_model`, which also returns the checkpoint's projector)."""
-    return load_language_model(config, vocab_size)[0]
-
-
 def load_language_model(config: LanguageConfig, vocab_size: int, vision_width: int | None = None
                         ) -> tuple[LlamaForCausalLM, ProjectorWeights | None]:
     """The LLaMA in ``config.dtype`` with ``vocab_size`` embedding rows, and the projector weights of its checkpoint.

@@ -43,6 +43,7 @@ except ImportError:  # torch 2.4, 2.5
     from torch.distributed._composable.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
 from rode_lightning.adapters.experts import LoRAExperts
+from rode_lightning.adapters.saving import is_dtensor, is_replicated
 
 _CONTAINERS = (nn.ModuleDict, nn.ModuleList)  # hold modules but are never called: FSDP's hooks would not run
 
@@ -87,7 +88,7 @@ def shard_model(model: nn.Module, device_mesh) -> None:
     register_fsdp_forward_method(model, "generate")
 
     sharded = [name for name, parameter in model.named_parameters()
-               if parameter.requires_grad and not _is_replicated(parameter)]
+               if parameter.requires_grad and not is_replicated(parameter)]
     if sharded:  # the adapter save reads trainable tensors on rank 0 alone; a sharded one would need all ranks
         raise RuntimeError(f"FSDP sharding left trainable tensors sharded instead of replicated: {sharded[:5]}")
 
@@ -119,19 +120,7 @@ def _frozen_units(model: nn.Module) -> list[nn.Module]:
 
 def _unassigned_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters no unit has taken yet (those not yet DTensors), i.e. what the root unit will hold."""
-    return [parameter for parameter in model.parameters() if not _is_dtensor(parameter)]
-
-
-def _is_dtensor(tensor: torch.Tensor) -> bool:
-    return hasattr(tensor, "placements") and hasattr(tensor, "device_mesh")
-
-
-def _is_replicated(tensor: torch.Tensor) -> bool:
-    """Whether every rank holds the whole tensor: replicated, or sharded over a one-wide mesh dimension."""
-    if not _is_dtensor(tensor):
-        return True
-    mesh = tensor.device_mesh
-    return all(placement.is_replicate() or mesh.size(dim) == 1 for dim, placement in enumerate(tensor.placements))
+    return [parameter for parameter in model.parameters() if not is_dtensor(parameter)]
 
 
 def _check_same_weights_on_every_rank(model: nn.Module, mesh) -> None:

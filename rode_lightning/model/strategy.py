@@ -26,6 +26,9 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
+from rode_lightning.adapters.saving import adapter_state_dict, is_dtensor
+from rode_lightning.model.checkpointing import trainable_parameters
+
 
 class AdapterFSDPStrategy(ModelParallelStrategy):
     """``ModelParallelStrategy`` (FSDP2 through ``fully_shard`` in ``configure_model``) with trainable-only
@@ -35,8 +38,8 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
         """The trainable tensors, by the module's own names: DTensors for a sharded checkpoint (each rank offers its
         replica, written once), their local (= whole) values on the CPU for a single-file one."""
         if self._save_distributed_checkpoint:
-            return {name: parameter.detach() for name, parameter in _trainable(self.lightning_module).items()}
-        return {name: _local(parameter).cpu() for name, parameter in _trainable(self.lightning_module).items()}
+            return {name: parameter.detach() for name, parameter in trainable_parameters(self.lightning_module).items()}
+        return {name: tensor.cpu() for name, tensor in adapter_state_dict(self.lightning_module).items()}
 
     def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
         """Restore the trainable tensors and optimizer states from either format; return the rest of the checkpoint
@@ -50,7 +53,7 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
         strict = module.strict_loading
         if _is_sharded_checkpoint(path):
             tensors = {name: torch.empty_like(parameter.detach())
-                       for name, parameter in _trainable(module).items()}
+                       for name, parameter in trainable_parameters(module).items()}
             distributed_load({"state_dict": tensors}, checkpoint_id=path)
             module.load_state_dict(tensors, strict=strict)
             options = StateDictOptions(cpu_offload=True)
@@ -64,7 +67,7 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
             raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file or sharded checkpoint folder")
 
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
-        parameters = _trainable(module)
+        parameters = trainable_parameters(module)
         module.load_state_dict({name: _like(parameters[name], tensor) if name in parameters else tensor
                                 for name, tensor in checkpoint.pop("state_dict").items()}, strict=strict)
         options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
@@ -74,18 +77,10 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
         return checkpoint
 
 
-def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: parameter for name, parameter in module.named_parameters() if parameter.requires_grad}
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().to_local() if hasattr(tensor, "to_local") else tensor.detach()
-
-
 def _like(parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``value`` (a whole tensor from the file) in the form of ``parameter``: a DTensor with the same mesh and
     placements, whose local part is the whole value because the parameter is replicated."""
-    if not hasattr(parameter, "device_mesh"):
+    if not is_dtensor(parameter):
         return value
     from torch.distributed.tensor import DTensor
 

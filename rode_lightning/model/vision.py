@@ -107,7 +107,7 @@ class VisionEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(batch, 3, H, W)`` images to ``(batch, num_patches, width)`` penultimate-block patch tokens, in the
         tower's dtype (``config.dtype``, or whatever a later ``.to()`` made it, e.g. Lightning's ``bf16-true``)."""
-        output = self.tower.forward_intermediates(
-            images.to(self.tower.conv1.weight.dtype), indices=[self.config.layers - 2], stop_early=True, intermediates_only=True, output_fmt="NLC"
-        )
+        output = self.tower.forward_intermediates(images.to(self.tower.conv1.weight.dtype),
+                                                  indices=[self.config.layers - 2], stop_early=True,
+                                                  intermediates_only=True, output_fmt="NLC")
         return output["image_intermediates"][0]

@@ -45,6 +45,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rode_lightning.messages import few
+
 LLAVA, LLAVA_HF, LLAMA = "llava", "llava-hf", "llama"
 LAYOUTS = (LLAVA, LLAVA_HF, LLAMA)
 
@@ -56,6 +58,10 @@ _NOT_LLAMA_KEYS = {"model_type", "architectures", "_name_or_path", "torch_dtype"
                    "auto_map"}
 
 _SAFETENSORS_INDEX, _BIN_INDEX = "model.safetensors.index.json", "pytorch_model.bin.index.json"
+
+
+def _few(names: list[str]) -> str:
+    return few(names, limit=8)  # checkpoints hold hundreds of tensors: name a few more than elsewhere
 
 
 @dataclass
@@ -457,10 +463,3 @@ def _check_shape(expected, found, file, name: str, what: str) -> None:
     if not fits:
         shown = tuple("any" if e == -1 else e for e in expected)
         raise ValueError(f"{file}: tensor {name} has shape {found} but {what} expects {shown}")
-
-
-def _few(names: list[str], limit: int = 8) -> str:
-    if not names:
-        return "none"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more

@@ -85,7 +85,7 @@ def test_prediction_batches_are_left_padded_with_image_tokens(tmp_path):
     width = batch["prompt_ids"].shape[1]
     for row, length in enumerate(lengths):
         assert batch["prompt_attention_mask"][row].tolist() == [0] * (width - length) + [1] * length
-        assert (batch["prompt_ids"][row] == dataset.image_token_id).sum() == 4
+        assert (batch["prompt_ids"][row] == tokenizer.convert_tokens_to_ids("<image>")).sum() == 4
     assert "cluster_ids" not in batch
     dataset.cluster_ids = [3, 1]
     assert PredictionCollator(tokenizer.pad_token_id)([dataset[0], dataset[1]])["cluster_ids"].tolist() == [3, 1]
