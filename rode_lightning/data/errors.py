@@ -38,3 +38,12 @@ def check_on_error(on_error: str) -> None:
     """Refuse an unknown mode up front: a typo must not silently mean "skip"."""
     if on_error not in get_args(OnError):
         raise ValueError(f"on_error={on_error!r}: expected one of {list(get_args(OnError))}")
+
+
+def report_bad_record(error: DataFormatError, location: str, on_error: OnError, skipped: SkipCounter,
+                      source: str) -> None:
+    """Apply the policy to one unusable record: raise it with its ``file:line`` (``raise``), or count it in
+    ``skipped`` under ``<source>: <error type>: <reason>`` (``skip``)."""
+    if on_error == "raise":
+        raise DataFormatError(f"{location}: {error}") from None
+    skipped[f"{source}: {type(error).__name__}: {skip_reason(error)}"] += 1

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, skip_reason
+from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient, merge_ingredients
 from rode_lightning.data.unifood import NUTRITION_LIMITS
@@ -113,9 +113,7 @@ def read_nutrition5k_split(root: str | Path, split: str, on_error: OnError = "ra
         try:
             record = _record_for(entry, metadata, root)
         except _DishProblem as problem:
-            if on_error == "raise":
-                raise DataFormatError(f"{problem.location}: {problem.error}") from None
-            skipped[f"nutrition5k/{split}: DataFormatError: {skip_reason(problem.error)}"] += 1
+            report_bad_record(problem.error, problem.location, on_error, skipped, f"nutrition5k/{split}")
             continue
         if record is None:
             skipped[f"nutrition5k/{split}: no overhead image (normal in Nutrition5k)"] += 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 # DataFormatError, OnError and SkipCounter live in errors.py (shared with the Nutrition5k reader); they are
 # re-exported here because other modules import them from this one.
-from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, skip_reason
+from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
 
@@ -39,9 +39,7 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
                 raise DataFormatError(f"duplicate id {record.id!r}")
             seen_ids.add(record.id)
         except DataFormatError as error:
-            if on_error == "raise":
-                raise DataFormatError(f"{path}:{line_number}: {error}") from None
-            skipped[f"unifood/{split}: {type(error).__name__}: {skip_reason(error)}"] += 1
+            report_bad_record(error, f"{path}:{line_number}", on_error, skipped, f"unifood/{split}")
             continue
         records.append(record)
     if not records:
