@@ -51,15 +51,19 @@ FSDP = ["--config", str(CONFIGS / "fsdp.yaml"), "--trainer.accelerator", "cpu", 
         "--trainer.limit_train_batches", str(STEPS), "--trainer.limit_val_batches", "1"]
 
 
-def fit(demo_dir: Path, log_dir: Path, *args: str) -> tuple[Path, str]:
-    """Run ``fit`` through the CLI; return the run's log directory and its output (stderr, then stdout)."""
+def run_cli(subcommand: str, demo_dir: Path, log_dir: Path, *args: str) -> tuple[Path, str]:
+    """Run a CLI subcommand; return the run's log directory and its output (stderr, then stdout)."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     log_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "rode_lightning", "fit", *tiny_cli_args(demo_dir, log_dir, *SAME_STEPS, *args)]
+    command = [sys.executable, "-m", "rode_lightning", subcommand, *tiny_cli_args(demo_dir, log_dir, *args)]
     result = subprocess.run(command, cwd=log_dir.parent, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return log_dir / "demo" / "version_0", result.stderr + result.stdout
+
+
+def fit(demo_dir: Path, log_dir: Path, *args: str) -> tuple[Path, str]:
+    return run_cli("fit", demo_dir, log_dir, *SAME_STEPS, *args)
 
 
 def adapter(run: Path) -> dict[str, torch.Tensor]:
@@ -218,6 +222,49 @@ def test_fsdp_checkpoints_hold_only_the_trainable_state(runs):
     loaded = adapter_state_dict(module.model)
     for name, tensor in final.items():
         assert torch.equal(loaded[name], tensor), name
+
+
+def test_a_sharded_fsdp_checkpoint_is_read_in_one_process(runs, cli_demo_dir, tmp_path):
+    """The sharded folder (FSDP's default format) without FSDP: ``load_from_checkpoint`` gives the weights of that
+    step, its name-keyed optimizer state loads into the plain AdamW one process builds, and ``validate --ckpt_path``
+    in one process scores what ``validate --model.adapter_path`` scores with the same weights."""
+    from rode_lightning.model.module import FoodLMMModule
+    from rode_lightning.model.sharded_checkpoint import read_sharded_checkpoint
+
+    fsdp_run = runs["fsdp"][0]
+    folder = checkpoint_at(fsdp_run, 3)
+    assert folder.is_dir()
+    torch.manual_seed(0)
+    module = FoodLMMModule.load_from_checkpoint(folder)
+    loaded = adapter_state_dict(module.model)
+    final = adapter(fsdp_run)  # written after step 3, the checkpoint's step
+    assert set(loaded) == set(final)
+    for name, tensor in final.items():
+        assert torch.equal(loaded[name], tensor), name
+
+    checkpoint = read_sharded_checkpoint(folder)
+    assert checkpoint["global_step"] == 3 and "optimizer_0" not in checkpoint
+    saved_state = checkpoint["optimizer_states"][0]["state"]
+    trainable = [(name, p) for name, p in module.named_parameters() if p.requires_grad]  # configure_optimizers' order
+    optimizer = torch.optim.AdamW([parameter for _, parameter in trainable])
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    assert set(saved_state) == {name for name, _ in trainable}
+    for name, parameter in trainable:
+        assert saved_state[name]["exp_avg"].abs().max() > 0, name
+        assert torch.equal(optimizer.state[parameter]["exp_avg"], saved_state[name]["exp_avg"]), name
+
+    one_process = ["--trainer.strategy", "auto", "--trainer.devices", "1", "--trainer.limit_val_batches", "2"]
+    _, from_folder = run_cli("validate", cli_demo_dir, tmp_path / "folder" / "logs", *one_process,
+                             "--ckpt_path", str(folder))
+    _, from_adapter = run_cli("validate", cli_demo_dir, tmp_path / "adapter" / "logs", *one_process,
+                              "--model.adapter_path", str(fsdp_run / "adapter"))
+    assert f"Loaded model weights from the checkpoint at {folder}" in from_folder
+    assert validation_summary(from_folder) == validation_summary(from_adapter)
+    loss = [line for line in from_folder.splitlines() if "val/loss" in line]
+    assert loss and loss == [line for line in from_adapter.splitlines() if "val/loss" in line]
+
+    with pytest.raises(FileNotFoundError, match=f"{fsdp_run.name}.*not a sharded checkpoint folder"):
+        read_sharded_checkpoint(fsdp_run)
 
 
 def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from rode_lightning.model.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_
                                                 restore_rng_states, trainable_names)
 from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.lmm import FoodLMM
+from rode_lightning.model.sharded_checkpoint import (is_sharded_checkpoint, read_sharded_checkpoint,
+                                                     read_sharded_folders_in)
 from rode_lightning.model.vision import VisionConfig
 
 
@@ -102,6 +105,9 @@ class FoodLMMModule(L.LightningModule):
             self._warn_if_checkpoints_cannot_resume()
 
     def setup(self, stage: str) -> None:
+        # Lightning restores --ckpt_path after this hook: let a one-process or DDP run read a sharded FSDP folder.
+        if self._trainer is not None:
+            read_sharded_folders_in(self.trainer.strategy)
         # Scoring uses the same ingredient clusters as the training targets (data.ingredient_vocabulary).
         vocabulary = getattr(getattr(self._trainer, "datamodule", None), "ingredient_vocabulary", None)
         for suite in self.evaluation.values():
@@ -133,6 +139,17 @@ class FoodLMMModule(L.LightningModule):
                 f"trainer.strategy is {type(strategy).__name__}: its checkpoints cannot be resumed with --ckpt_path, "
                 "as it expects the frozen weights in them, which this module leaves out. Use "
                 "rode_lightning.model.strategy.AdapterFSDPStrategy (same arguments), as configs/fsdp.yaml does.")
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``, which also takes a sharded checkpoint folder written under FSDP
+        (``model/sharded_checkpoint.py``)."""
+        if is_sharded_checkpoint(checkpoint_path):
+            buffer = io.BytesIO()
+            torch.save(read_sharded_checkpoint(checkpoint_path), buffer)
+            buffer.seek(0)
+            checkpoint_path = buffer
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep only the trainable tensors (the frozen weights come from the model as built) and add the RNG states,

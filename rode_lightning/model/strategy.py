@@ -12,7 +12,7 @@ every rank (a DTensor replicated over the data-parallel ranks), so rank-local va
 
 Both of Lightning's checkpoint formats work: a folder with one shard file per rank (``save_distributed_checkpoint:
 true``, the default; torch.distributed.checkpoint writes each replicated tensor once) or one ``.ckpt`` file
-(``false``), which also loads into a single process (``FoodLMMModule.load_from_checkpoint``).
+(``false``). Both also load without FSDP: a single file as it is, a folder through ``model/sharded_checkpoint.py``.
 """
 
 from __future__ import annotations

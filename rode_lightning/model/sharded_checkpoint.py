@@ -1,0 +1,69 @@
+"""Sharded FSDP checkpoint folders, read in a process that is not part of an FSDP run.
+
+``AdapterFSDPStrategy`` writes its checkpoints by default as a folder: one ``.distcp`` file per rank
+(torch.distributed.checkpoint) and ``meta.pt`` with the loops, schedulers and hyperparameters. Lightning reads such a
+folder only under ``ModelParallelStrategy``; every other strategy (one process, DDP) and ``load_from_checkpoint``
+hand the path to ``torch.load``, which fails on a folder with ``IsADirectoryError``. Yet the folder of this module
+holds the trainable tensors only, each whole (replicated over the ranks that wrote it), so it fits in memory and reads
+into the dict a single-file checkpoint holds: :func:`read_sharded_checkpoint` does that, and
+:class:`ShardedFolderCheckpointIO` lets ``validate``, ``test``, ``predict`` and ``fit --ckpt_path`` take either.
+
+Optimizer states stay keyed by parameter name, as FSDP saved them (``param_groups`` list names, not indices).
+``torch.optim.Optimizer.load_state_dict`` pairs saved and current parameters by their position in the groups, so
+the names load into a plain optimizer built over the same parameters in the same order, as ``configure_optimizers``
+builds it in every strategy.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.strategies.model_parallel import _is_sharded_checkpoint
+from lightning.fabric.utilities.load import _load_distributed_checkpoint
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import ModelParallelStrategy, Strategy
+
+_OPTIMIZER_KEY = re.compile(r"optimizer_(\d+)")
+
+
+def is_sharded_checkpoint(path: _PATH | Any) -> bool:
+    """Whether ``path`` is a checkpoint folder written by torch.distributed.checkpoint (not a file, not a buffer)."""
+    return isinstance(path, (str, Path)) and _is_sharded_checkpoint(Path(path))
+
+
+def read_sharded_checkpoint(folder: _PATH) -> dict[str, Any]:
+    """The checkpoint in ``folder`` as one dict on the CPU, in the layout of a single ``.ckpt`` file: ``state_dict``,
+    ``optimizer_states`` (a list, from the folder's ``optimizer_0``, ``optimizer_1``, ...) and everything else
+    Lightning saved."""
+    folder = Path(folder)
+    if not is_sharded_checkpoint(folder):
+        raise FileNotFoundError(f"{folder}: not a sharded checkpoint folder (expected the .metadata file that "
+                                "torch.distributed.checkpoint writes in it)")
+    checkpoint = _load_distributed_checkpoint(folder)
+    indices = sorted(int(match.group(1)) for key in checkpoint if (match := _OPTIMIZER_KEY.fullmatch(key)))
+    if indices:
+        checkpoint["optimizer_states"] = [checkpoint.pop(f"optimizer_{index}") for index in indices]
+    return checkpoint
+
+
+class ShardedFolderCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` / ``torch.load`` checkpoint IO, which also reads sharded checkpoint folders.
+
+    :class:`~rode_lightning.model.module.FoodLMMModule` installs it in ``setup`` (:func:`read_sharded_folders_in`),
+    before Lightning restores ``--ckpt_path``, so a run in one process or under DDP takes a checkpoint written under
+    FSDP as it is."""
+
+    def load_checkpoint(self, path: _PATH, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if is_sharded_checkpoint(path):
+            return read_sharded_checkpoint(path)
+        return super().load_checkpoint(path, *args, **kwargs)
+
+
+def read_sharded_folders_in(strategy: Strategy) -> None:
+    """Let ``strategy`` read sharded checkpoint folders, unless it reads them itself (``ModelParallelStrategy``) or
+    was given its own checkpoint IO."""
+    if not isinstance(strategy, ModelParallelStrategy) and type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = ShardedFolderCheckpointIO()
