@@ -263,6 +263,14 @@ def test_a_sharded_fsdp_checkpoint_is_read_in_one_process(runs, cli_demo_dir, tm
     loss = [line for line in from_folder.splitlines() if "val/loss" in line]
     assert loss and loss == [line for line in from_adapter.splitlines() if "val/loss" in line]
 
+    # Training resumed in one process from the folder of step 1 goes on at step 2; its data restarts the epoch, as
+    # each process's share of it changed, and says so.
+    resumed, output = fit(cli_demo_dir, tmp_path / "resumed" / "logs", *one_process, *EVERY_STEP,
+                          "--trainer.limit_train_batches", str(STEPS), "--ckpt_path", str(checkpoint_at(fsdp_run, 1)))
+    assert sorted(path.name for path in (resumed / "checkpoints").iterdir()) == ["epoch=0-step=2.ckpt",
+                                                                               "epoch=0-step=3.ckpt"]
+    assert "resuming training data mid-epoch" in output
+
     with pytest.raises(FileNotFoundError, match=f"{fsdp_run.name}.*not a sharded checkpoint folder"):
         read_sharded_checkpoint(fsdp_run)
 
