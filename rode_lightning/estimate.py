@@ -10,8 +10,9 @@ injection code, so parameter counts are exact. Memory is an estimate per GPU for
 * trainable parameters in fp32 with their fp32 gradients and AdamW's two fp32 moments: 16 bytes each;
 * activations kept for backward, in bf16, per decoder block and token. A frozen ``nn.Linear`` saves nothing for
   its own weight, so a block keeps about ``7 h + 3 I`` values per token (RMSNorm inputs, attention q, k, v and
-  output, the inputs of the SiLU-gated MLP products) plus, per adapted layer, the expert hidden ``sum(r)`` and the
-  gates. With activation checkpointing only each block's input is kept, plus one block being recomputed;
+  output, the inputs of the SiLU-gated MLP products) plus what its adapters keep (:func:`adapter_activation_bytes`:
+  mostly copies of their input, a few rank-wide tensors). With activation checkpointing only each block's input is
+  kept, plus one block being recomputed;
 * logits: the vocabulary-sized output in bf16, its fp32 copy for the loss and its gradient.
 
 Allocator overhead, CUDA context (~0.5-1 GB) and the vision tower's transient activations are not included; treat
@@ -105,19 +106,63 @@ def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterC
                            projector, train_projector)
 
 
-def adapted_layers_per_block(llama: LlamaConfig, adapter: AdapterConfig) -> list[tuple[int, int]]:
-    """``(d_in, d_out)`` of each adapted projection in one decoder block."""
+def adapted_layers_per_block(llama: LlamaConfig, adapter: AdapterConfig) -> list[tuple[str, int, int]]:
+    """``(name, d_in, d_out)`` of each adapted projection in one decoder block."""
     with torch.device("meta"):
         block = LlamaForCausalLM(replace_layers(llama, 1)).model.layers[0]
     names = [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
     matched = [name for name in names if any(name == target or name.endswith("." + target)
                                              for target in adapter.target_modules)]
-    return [(block.get_submodule(name).in_features, block.get_submodule(name).out_features) for name in matched]
+    return [(name, block.get_submodule(name).in_features, block.get_submodule(name).out_features) for name in matched]
 
 
 def replace_layers(llama: LlamaConfig, layers: int) -> LlamaConfig:
     config = LlamaConfig(**{**llama.to_dict(), "num_hidden_layers": layers})
     return config
+
+
+# Adapted layers that read the same tensor, in a LLaMA block: their input is kept once.
+_SHARED_INPUTS = {"q_proj": "attention input", "k_proj": "attention input", "v_proj": "attention input",
+                  "gate_proj": "MLP input", "up_proj": "MLP input"}
+
+
+def adapter_activation_bytes(adapter: AdapterConfig, layers: list[tuple[str, int, int]]) -> float:
+    """Bytes per token that the adapters of one block keep for backward, in bf16 mixed precision on a GPU.
+
+    ``layers``: ``(name, d_in, d_out)`` of each adapted layer. Per layer reading ``D`` features:
+
+    * its input, ``2 D``, once per group of layers reading the same tensor (q, k, v; gate, up): a token router reads
+      it (RoDE, softmax, top-1), and so does the first expert matmul when there is no dropout;
+    * with dropout, the dropped input that matmul reads, ``2 D``, and the mask, ``D`` (CUDA keeps it as bools);
+      top-1 keeps the input grouped by expert instead of the dropped one (``2 D`` in either case);
+    * peft's LoRA casts its input to its fp32 weights and autocast casts that back to bf16 for the matmul, so each
+      LoRA layer keeps its own ``2 D`` copy, dropout or not (plus the mask with dropout);
+    * rank-wide tensors: ``2 r`` for LoRA (the rank-``r`` activation); for mixtures the activation, its per-column
+      gates and their product, ``6 r`` with ``r`` the summed ranks (top-1: the largest, each token runs one), plus
+      the router's gates, ``2 E``; top-1 also three int64 token indices (24 bytes).
+
+    Compared with autograd's saved tensors of real layers in tests/test_estimate.py.
+    """
+    dropout = adapter.dropout > 0
+    token_router = adapter.method in ("rode", "softmax", "top1")
+    ranks = adapter.layer_ranks
+    total = 0.0
+    inputs_kept: set[str] = set()
+    for name, d_in, _ in layers:
+        if adapter.method != "lora" and (token_router or not dropout):
+            inputs_kept.add(_SHARED_INPUTS.get(name.rsplit(".", 1)[-1], name))
+        if dropout or adapter.method in ("top1", "lora"):
+            total += 2 * d_in
+        if dropout:
+            total += d_in
+        if adapter.method == "lora":
+            total += 2 * ranks[0]
+        elif adapter.method == "top1":
+            total += 6 * max(ranks) + 2 * len(ranks) + 24
+        else:
+            total += 6 * sum(ranks) + 2 * len(ranks)
+    widths = {_SHARED_INPUTS.get(name.rsplit(".", 1)[-1], name): d_in for name, d_in, _ in layers}
+    return total + sum(2 * widths[group] for group in inputs_kept)
 
 
 def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: AdapterConfig, batch_size: int,
@@ -127,9 +172,8 @@ def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: Adapte
     tokens = batch_size * sequence_length
     h, inter, layers, vocab = (llama.hidden_size, llama.intermediate_size, llama.num_hidden_layers,
                                llama.vocab_size)
-    adapter_values = sum(sum(adapter.layer_ranks) * 2 + len(adapter.layer_ranks)
-                         for _ in adapted_layers_per_block(llama, adapter))
-    per_block = tokens * (7 * h + 3 * inter + adapter_values) * 2
+    adapters = adapter_activation_bytes(adapter, adapted_layers_per_block(llama, adapter))
+    per_block = tokens * ((7 * h + 3 * inter) * 2 + adapters)
     activations = (tokens * h * 2 * layers + per_block) if checkpointing else per_block * layers
     return {
         # The LLaMA in model.language.dtype, the tower in model.vision.dtype; the projector is kept in fp32.

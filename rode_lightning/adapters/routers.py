@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from rode_lightning.adapters.context import RoutingContext
+from rode_lightning.adapters.precision import input_for
 
 
 class LinearRouter(nn.Module):
@@ -40,7 +41,7 @@ class LinearRouter(nn.Module):
         return self.linear.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gates_from_logits(self.linear(x.to(self.linear.weight.dtype)))
+        return self.gates_from_logits(self.linear(input_for(x, self.linear.weight)))
 
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

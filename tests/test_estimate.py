@@ -1,0 +1,72 @@
+"""The estimate's adapter activation term against what autograd really keeps for backward."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.context import RoutingContext
+from rode_lightning.adapters.inject import inject_adapters
+from rode_lightning.estimate import adapter_activation_bytes
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from adapter_memory import saved_activation_bytes  # noqa: E402
+
+WIDTH = 512
+
+
+class QueryKey(nn.Module):
+    """The adapted part of a LLaMA attention block: frozen bf16 q and k projections reading the same tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj = nn.Linear(WIDTH, WIDTH, bias=False, dtype=torch.bfloat16)
+        self.k_proj = nn.Linear(WIDTH, WIDTH, bias=False, dtype=torch.bfloat16)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q_proj(x) + self.k_proj(x)
+
+
+def measured_bytes_per_token(config: AdapterConfig) -> float:
+    """Saved bytes per token under bf16 autocast, as the difference of two token counts (fixed costs such as the
+    bf16 copies autocast makes of the fp32 adapter weights cancel out)."""
+    saved = []
+    for tokens in (64, 128):
+        torch.manual_seed(0)
+        model, context = QueryKey(), RoutingContext()
+        inject_adapters(model, config, context, cluster_dim=16 if config.method == "cluster" else None)
+        context.cluster_features = torch.randn(2, 16)
+        x = torch.randn(2, tokens // 2, WIDTH, dtype=torch.bfloat16, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            saved.append(saved_activation_bytes(model.train(), x))
+    return (saved[1] - saved[0]) / 64
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+@pytest.mark.parametrize("method, ranks", [("lora", [32]), ("rode", [2, 4, 8, 16]), ("softmax", [8, 8, 8, 8]),
+                                           ("top1", [8, 8, 8, 8]), ("cluster", [8, 8, 8, 8])])
+def test_adapter_activations_are_what_autograd_keeps(method, ranks, dropout):
+    config = AdapterConfig(method=method, ranks=ranks, dropout=dropout, target_modules=["q_proj", "k_proj"],
+                           num_clusters=4)
+    estimate = adapter_activation_bytes(config, [("self_attn.q_proj", WIDTH, WIDTH),
+                                                 ("self_attn.k_proj", WIDTH, WIDTH)])
+    # The estimate is for CUDA, where dropout keeps a bool mask (one byte per value). On the CPU it keeps the scaled
+    # noise, in the dtype dropout ran in: bf16 for the mixtures, fp32 for peft's LoRA, which casts its input to its
+    # fp32 weights first.
+    cpu_mask_extra = 0 if dropout == 0 else (3 if method == "lora" else 1) * WIDTH * 2  # two layers
+    assert measured_bytes_per_token(config) == pytest.approx(estimate + cpu_mask_extra, rel=0.02)
+
+
+def test_under_autocast_mixtures_keep_no_upcast_copy_of_their_input():
+    """A bf16 input to fp32 adapters, as under ``bf16-mixed`` with a bf16 LLaMA: routers and experts use it as it is,
+    so the q and k adapters together keep that one input (and tiny rank-wide tensors). Cast to fp32 first, the
+    matmuls would cast it back to bf16, a new copy each: four input-sized copies for the two layers."""
+    kept = measured_bytes_per_token(AdapterConfig(method="rode", ranks=[2, 4, 8, 16], dropout=0.0,
+                                                  target_modules=["q_proj", "k_proj"]))
+    assert 2 * WIDTH <= kept < 1.5 * 2 * WIDTH
