@@ -24,6 +24,24 @@ def test_fit_few_steps_then_validate_logs_metrics(cli_demo_dir, tmp_path):
                              for n in trainable)
 
 
+def test_the_paper_precision_setup_trains(cli_demo_dir, tmp_path):
+    """configs/rode.yaml's precision: a bf16 LLaMA and vision tower under bf16 autocast, fp32 adapters. On the CPU
+    (autocast exists there too) the adapters train, with fp32 weights, and validation scores the answers."""
+    import torch
+
+    cli = main(["fit", *tiny_cli_args(cli_demo_dir, tmp_path / "logs", "--trainer.precision", "bf16-mixed",
+                                      "--model.language.dtype", "bf16", "--model.vision.dtype", "bf16",
+                                      "--trainer.limit_train_batches", "3", "--trainer.max_epochs", "1",
+                                      "--trainer.limit_val_batches", "1")])
+    assert cli.trainer.global_step == 3
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
+    assert "val/nutrition5k/ingredient_iou" in cli.trainer.callback_metrics  # the first validation batch's dataset
+    trainable = {name: p for name, p in cli.model.named_parameters() if p.requires_grad}
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainable.values())
+    assert all(p.abs().max() > 0 for name, p in trainable.items() if name.endswith("lora_B"))  # B starts at 0
+    assert cli.model.model.language_model.model.embed_tokens.weight.dtype == torch.bfloat16
+
+
 def test_validate_subcommand_runs(cli_demo_dir, tmp_path):
     cli = main(["validate", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--model.vision.patch_size", "16"])
     assert "val/unifood/ingredient_iou" in cli.trainer.callback_metrics
