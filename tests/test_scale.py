@@ -275,6 +275,23 @@ def test_a_sharded_fsdp_checkpoint_is_read_in_one_process(runs, cli_demo_dir, tm
         read_sharded_checkpoint(fsdp_run)
 
 
+def test_fsdp_in_the_paper_precision_trains_and_resumes_exactly(cli_demo_dir, tmp_path):
+    """configs/fsdp.yaml with configs/rode.yaml's precision: bf16 frozen weights sharded (and all-gathered in bf16),
+    fp32 adapters replicated, bf16 autocast. It trains, and a run resumed from the sharded checkpoint of step 1 ends
+    with the uninterrupted run's weights, bit for bit."""
+    paper_precision = [*(argument if argument != "32-true" else "bf16-mixed" for argument in FSDP),
+                       "--model.language.dtype", "bf16", "--model.vision.dtype", "bf16", *EVERY_STEP]
+    full, output = fit(cli_demo_dir, tmp_path / "full" / "logs", *paper_precision)
+    assert "Using bfloat16 Automatic Mixed Precision" in output and "MEMBER: 2/2" in output
+    trained = adapter(full)
+    assert all(tensor.dtype == torch.float32 and torch.isfinite(tensor).all() for tensor in trained.values())
+    assert all(trained[name].abs().max() > 0 for name in trained if name.endswith("lora_B"))
+    resumed, _ = fit(cli_demo_dir, tmp_path / "resumed" / "logs", *paper_precision,
+                     "--ckpt_path", str(checkpoint_at(full, 1)))
+    for name, tensor in adapter(resumed).items():
+        assert torch.equal(tensor, trained[name]), name
+
+
 def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path):
     """FSDP2 in-process on a one-process gloo group: sharding happens in configure_model, a second call changes
     nothing, frozen tensors are sharded (on one rank, trivially), trainable ones replicated, and the model trains and
