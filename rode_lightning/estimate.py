@@ -8,11 +8,10 @@ injection code, so parameter counts are exact. Memory is an estimate per GPU for
 * frozen weights: the LLaMA in ``model.language.dtype``, the vision tower in ``model.vision.dtype``, the
   projector in fp32;
 * trainable parameters in fp32 with their fp32 gradients and AdamW's two fp32 moments: 16 bytes each;
-* activations kept for backward, in bf16, per decoder block and token. A frozen ``nn.Linear`` saves nothing for
-  its own weight, so a block keeps about ``7 h + 3 I`` values per token (RMSNorm inputs, attention q, k, v and
-  output, the inputs of the SiLU-gated MLP products) plus what its adapters keep (:func:`adapter_activation_bytes`:
-  mostly copies of their input, a few rank-wide tensors). With activation checkpointing only each block's input is
-  kept, plus one block being recomputed;
+* activations kept for backward under bf16 autocast, per decoder block and token: what the frozen block keeps
+  (:func:`block_activation_bytes`) plus what its adapters keep (:func:`adapter_activation_bytes`: mostly copies of
+  their input, a few rank-wide tensors). With activation checkpointing only each block's input is kept, plus one
+  block being recomputed;
 * logits: the vocabulary-sized output in bf16, its fp32 copy for the loss and its gradient.
 
 Allocator overhead, CUDA context (~0.5-1 GB) and the vision tower's transient activations are not included; treat
@@ -121,6 +120,19 @@ def replace_layers(llama: LlamaConfig, layers: int) -> LlamaConfig:
     return config
 
 
+def block_activation_bytes(llama: LlamaConfig) -> float:
+    """Bytes per token that one frozen LLaMA decoder block keeps for backward under bf16 autocast.
+
+    A frozen ``nn.Linear`` keeps nothing for its own weight, so what remains is: each RMSNorm's input, upcast to
+    fp32 (2 x 4 h), and its inverse RMS (2 x 4); attention's q, k, v and output in bf16 (4 x 2 h; LLaMA-7B has as
+    many key-value heads as query heads), its log-sum-exp per head in fp32 (4 heads) and the rotary cos and sin
+    (2 x 2 head_dim); the SiLU-gated MLP's gate and up outputs and the SiLU output (3 x 2 I). Compared with autograd's
+    saved tensors of a transformers LLaMA block in tests/test_estimate.py.
+    """
+    h, heads = llama.hidden_size, llama.num_attention_heads
+    return 2 * 4 * h + 2 * 4 + 4 * 2 * h + 4 * heads + 2 * 2 * (h // heads) + 3 * 2 * llama.intermediate_size
+
+
 # Adapted layers that read the same tensor, in a LLaMA block: their input is kept once.
 _SHARED_INPUTS = {"q_proj": "attention input", "k_proj": "attention input", "v_proj": "attention input",
                   "gate_proj": "MLP input", "up_proj": "MLP input"}
@@ -170,10 +182,9 @@ def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: Adapte
                     vision_dtype: str = "fp32") -> dict[str, float]:
     """Bytes per component (see the module docstring for the model behind each term)."""
     tokens = batch_size * sequence_length
-    h, inter, layers, vocab = (llama.hidden_size, llama.intermediate_size, llama.num_hidden_layers,
-                               llama.vocab_size)
+    h, layers, vocab = llama.hidden_size, llama.num_hidden_layers, llama.vocab_size
     adapters = adapter_activation_bytes(adapter, adapted_layers_per_block(llama, adapter))
-    per_block = tokens * ((7 * h + 3 * inter) * 2 + adapters)
+    per_block = tokens * (block_activation_bytes(llama) + adapters)
     activations = (tokens * h * 2 * layers + per_block) if checkpointing else per_block * layers
     return {
         # The LLaMA in model.language.dtype, the tower in model.vision.dtype; the projector is kept in fp32.

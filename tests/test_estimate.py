@@ -12,7 +12,7 @@ from torch import nn
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import inject_adapters
-from rode_lightning.estimate import adapter_activation_bytes
+from rode_lightning.estimate import adapter_activation_bytes, block_activation_bytes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from adapter_memory import saved_activation_bytes  # noqa: E402
@@ -70,3 +70,30 @@ def test_under_autocast_mixtures_keep_no_upcast_copy_of_their_input():
     kept = measured_bytes_per_token(AdapterConfig(method="rode", ranks=[2, 4, 8, 16], dropout=0.0,
                                                   target_modules=["q_proj", "k_proj"]))
     assert 2 * WIDTH <= kept < 1.5 * 2 * WIDTH
+
+
+def test_the_frozen_block_term_is_what_autograd_keeps_for_a_llama_block():
+    """One transformers LLaMA decoder block, frozen, in bf16 under autocast, with PyTorch's attention (sdpa; on the
+    CPU its flash kernel, which like CUDA's keeps q, k, v, the output and the log-sum-exp, not the attention map)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=4, vocab_size=100, attn_implementation="sdpa")
+    model = LlamaForCausalLM(config).to(torch.bfloat16).requires_grad_(False)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.rotary = model.model.layers[0], model.model.rotary_emb
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            positions = torch.arange(x.shape[1]).unsqueeze(0)
+            output = self.layer(x, position_ids=positions, position_embeddings=self.rotary(x, positions))
+            return output[0] if isinstance(output, tuple) else output
+
+    saved = []
+    for tokens in (128, 256):
+        x = torch.randn(1, tokens, 256, dtype=torch.bfloat16, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            saved.append(saved_activation_bytes(Block(), x))
+    assert (saved[1] - saved[0]) / 128 == block_activation_bytes(config)
