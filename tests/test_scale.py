@@ -214,7 +214,7 @@ def test_fsdp_checkpoints_hold_only_the_trainable_state(runs):
     saved = torch.load(path, weights_only=True)
     torch.manual_seed(0)  # the demo's frozen weights, as every rank built them
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*frozen weights.*")  # sharded ones have no fingerprint
+        warnings.filterwarnings("error", message=".*frozen weights.*")
         module = FoodLMMModule.load_from_checkpoint(path)
     trainable = {name for name, parameter in module.named_parameters() if parameter.requires_grad}
     assert set(saved["state_dict"]) == trainable
@@ -222,6 +222,32 @@ def test_fsdp_checkpoints_hold_only_the_trainable_state(runs):
     loaded = adapter_state_dict(module.model)
     for name, tensor in final.items():
         assert torch.equal(loaded[name], tensor), name
+
+
+@pytest.mark.parametrize("name", ["fsdp", "fsdp_top1"], ids=["sharded-checkpoint", "single-file-checkpoint"])
+def test_fsdp_checkpoints_fingerprint_the_sharded_frozen_weights(runs, name):
+    """Rank 0 holds the first part of every sharded frozen tensor, so the checkpoint it writes keeps their first
+    values: loaded onto the frozen model it was trained with, nothing is said; onto another, a warning."""
+    from rode_lightning.model.checkpointing import FINGERPRINT_KEY
+    from rode_lightning.model.module import FoodLMMModule
+    from rode_lightning.model.sharded_checkpoint import read_sharded_checkpoint
+
+    path = checkpoint_at(runs[name][0], 3)
+    checkpoint = read_sharded_checkpoint(path) if path.is_dir() else torch.load(path, weights_only=True)
+    fingerprint = checkpoint[FINGERPRINT_KEY]
+    torch.manual_seed(0)  # the demo's frozen weights, as every rank built them
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*frozen weights.*")
+        module = FoodLMMModule.load_from_checkpoint(path)
+    frozen = {name: p for name, p in module.named_parameters() if not p.requires_grad}
+    # Every frozen tensor, the sharded decoder blocks included, with the whole tensor's first values.
+    assert set(fingerprint) == set(frozen)
+    block_weight = next(name for name in frozen if ".layers.1." in name and name.endswith("weight"))
+    assert torch.equal(fingerprint[block_weight], frozen[block_weight].detach().flatten()[:8].double())
+
+    torch.manual_seed(1)  # another random frozen model
+    with pytest.warns(UserWarning, match="frozen weights of this model differ"):
+        FoodLMMModule.load_from_checkpoint(path)
 
 
 def test_a_sharded_fsdp_checkpoint_is_read_in_one_process(runs, cli_demo_dir, tmp_path):

@@ -49,24 +49,47 @@ def check_checkpoint_keys(module: nn.Module, keys: Iterable[str]) -> None:
 
 
 def frozen_fingerprint(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A number per frozen parameter (the sum of its first 8 values), by name: enough to tell whether a checkpoint
-    meets the frozen weights it was trained with, e.g. the demo's random language model built from another seed.
+    """The first 8 values of every frozen parameter, by name: enough to tell whether a checkpoint meets the frozen
+    weights it was trained with, e.g. the demo's random language model built from another seed.
 
-    Parameters sharded by FSDP2 are left out (reading them whole is a collective), so a checkpoint written under FSDP
-    holds the fingerprints of the few frozen tensors left whole, if any."""
-    return {name: parameter.detach().flatten()[:8].double().sum().cpu()
-            for name, parameter in module.named_parameters()
-            if not parameter.requires_grad and not is_dtensor(parameter)}
+    Under FSDP2 a frozen parameter is split along its first dimension, and the rank holding the first part (global
+    rank 0) reads the whole tensor's first values locally, with no collective. That rank's fingerprint is the one a
+    checkpoint keeps (rank 0 writes the metadata) and the one compared on loading (rank 0 warns); the other ranks
+    leave sharded parameters out."""
+    fingerprint = {}
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            values = _leading_values(parameter)
+            if values is not None:
+                fingerprint[name] = values
+    return fingerprint
+
+
+def _leading_values(parameter: torch.Tensor, count: int = 8) -> torch.Tensor | None:
+    """The first ``count`` values of the whole parameter in float64 on the CPU; ``None`` where this rank holds a
+    later part of a sharded one (or it is sharded some other way)."""
+    if is_dtensor(parameter):
+        first_part = all(coordinate == 0 for coordinate in parameter.device_mesh.get_coordinate() or [1])
+        only_rows = all(placement.is_replicate() or placement.is_shard(0) for placement in parameter.placements)
+        if not (first_part and only_rows):
+            return None
+        parameter = parameter.to_local()
+    return parameter.detach().flatten()[:count].double().cpu()
 
 
 def frozen_weights_match(module: nn.Module, fingerprint: dict[str, torch.Tensor]) -> bool:
     """False when a frozen parameter fingerprinted in both differs; True when they agree or share none."""
     current = frozen_fingerprint(module)
-    common = sorted(current.keys() & fingerprint.keys())
-    if not common:
-        return True
-    return torch.allclose(torch.stack([current[name] for name in common]),
-                          torch.stack([fingerprint[name].cpu() for name in common]), rtol=1e-2, atol=1e-3)
+    for name in sorted(current.keys() & fingerprint.keys()):
+        mine, saved = current[name], fingerprint[name].cpu().double()
+        if saved.dim() == 0:  # written before fingerprints kept the values: the sum of the first 8
+            mine = mine.sum()
+        else:
+            length = min(len(mine), len(saved))
+            mine, saved = mine[:length], saved[:length]
+        if not torch.allclose(mine, saved, rtol=1e-2, atol=1e-3):
+            return False
+    return True
 
 
 def collect_rng_states(device: torch.device | None = None) -> list[dict[str, Any]]:
