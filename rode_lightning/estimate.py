@@ -14,6 +14,11 @@ injection code, so parameter counts are exact. Memory is an estimate per GPU for
   block being recomputed;
 * logits: the vocabulary-sized output in bf16, its fp32 copy for the loss and its gradient.
 
+Under FSDP (``trainer.strategy`` an ``AdapterFSDPStrategy`` or ``ModelParallelStrategy``, as configs/fsdp.yaml sets
+it, or ``--shards N``) each GPU holds ``1 / N`` of the frozen weights plus the units it has gathered: the one it
+runs and the next, prefetched, so twice the largest unit (the vision tower or a decoder block); the trainable state
+is replicated, as ``model/sharding.py`` shards it.
+
 Allocator overhead, CUDA context (~0.5-1 GB) and the vision tower's transient activations are not included; treat
 the total as a lower bound within about 20 %. The comparison table puts the config's adapter beside the RoDE
 paper's alternatives on the same base model.
@@ -177,19 +182,41 @@ def adapter_activation_bytes(adapter: AdapterConfig, layers: list[tuple[str, int
     return total + sum(2 * widths[group] for group in inputs_kept)
 
 
+def fsdp_shards(trainer: dict) -> int:
+    """How many ways ``trainer.strategy`` shards the frozen weights: its ``data_parallel_size`` (or devices x nodes)
+    for FSDP2, 1 for any other strategy."""
+    strategy = trainer.get("strategy")
+    class_path = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy or "")
+    if not class_path.endswith(("AdapterFSDPStrategy", "ModelParallelStrategy")):
+        return 1
+    size = (strategy.get("init_args") or {}).get("data_parallel_size") if isinstance(strategy, dict) else None
+    if isinstance(size, int) and size > 0:
+        return size
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
+    if isinstance(devices, int) and devices > 0 and isinstance(nodes, int):
+        return devices * nodes
+    raise ValueError(f"trainer.strategy {class_path}: cannot tell how many processes share the weights from "
+                     f"data_parallel_size {size!r} and devices {devices!r}; pass --shards N")
+
+
 def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: AdapterConfig, batch_size: int,
                     sequence_length: int, weight_dtype: str, checkpointing: bool,
-                    vision_dtype: str = "fp32") -> dict[str, float]:
+                    vision_dtype: str = "fp32", shards: int = 1) -> dict[str, float]:
     """Bytes per component (see the module docstring for the model behind each term)."""
     tokens = batch_size * sequence_length
     h, layers, vocab = llama.hidden_size, llama.num_hidden_layers, llama.vocab_size
+    frozen = counts.frozen_language * BYTES[weight_dtype] + counts.frozen_vision * BYTES[vision_dtype]
+    if shards > 1:
+        block = (counts.frozen_language - 2 * vocab * h - h) // layers  # embedding, LM head and final norm aside
+        largest_unit = max(block * BYTES[weight_dtype], vocab * h * BYTES[weight_dtype],
+                           counts.frozen_vision * BYTES[vision_dtype])
+        frozen = frozen / shards + 2 * largest_unit
     adapters = adapter_activation_bytes(adapter, adapted_layers_per_block(llama, adapter))
     per_block = tokens * (block_activation_bytes(llama) + adapters)
     activations = (tokens * h * 2 * layers + per_block) if checkpointing else per_block * layers
     return {
         # The LLaMA in model.language.dtype, the tower in model.vision.dtype; the projector is kept in fp32.
-        "frozen_weights": (counts.frozen_language * BYTES[weight_dtype] + counts.frozen_vision * BYTES[vision_dtype]
-                           + (0 if counts.projector_trained else counts.projector) * 4),
+        "frozen_weights": frozen + (0 if counts.projector_trained else counts.projector) * 4,
         "trainable_states": counts.trainable * 16,  # fp32 weights, gradients, AdamW moments
         "activations": activations,
         "logits": tokens * vocab * (2 + 4 + 4),
@@ -216,8 +243,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--config", action="append", required=True, help="config file(s), later ones override")
     parser.add_argument("--batch-size", type=int, help="per-GPU batch size (default: data.batch_size)")
     parser.add_argument("--sequence-length", type=int, help="tokens per sample (default: data.max_length)")
+    parser.add_argument("--shards", type=int, help="FSDP processes sharing the frozen weights (default: from "
+                                                   "trainer.strategy; 1 unless it is FSDP)")
     args = parser.parse_args(argv)
     config = merged_config(args.config)
+    shards = args.shards or fsdp_shards(config.get("trainer") or {})
     model, data = config.get("model", {}), config.get("data", {})
     warnings: list[str] = []
     vision = VisionConfig(**{k: v for k, v in (model.get("vision") or {}).items() if k != "checkpoint"})
@@ -235,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         variant = replace(variant, target_modules=adapter.target_modules)
         counts = count_parameters(vision, llama, variant, train_projector)
         memory = memory_estimate(counts, llama, variant, batch_size, sequence_length, weight_dtype, checkpointing,
-                                 vision.dtype)
+                                 vision.dtype, shards)
         report[name] = {"method": variant.method, "ranks": variant.ranks, "trainable_parameters": counts.trainable,
                         "adapter_parameters": counts.adapter, "memory_gib": {k: v / GIB for k, v in memory.items()},
                         "total_gib": sum(memory.values()) / GIB}
@@ -246,7 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"vision {vision.preset or 'custom'} ({vision.num_patches} patch tokens); adapters on "
           f"{', '.join(adapter.target_modules)}; batch {batch_size} x {sequence_length} tokens; frozen LLaMA in "
           f"{weight_dtype}, vision tower in {vision.dtype}; activation checkpointing {'on' if checkpointing else 'off'}; projector "
-          f"{'trained' if train_projector else 'frozen'}")
+          f"{'trained' if train_projector else 'frozen'}; "
+          + (f"FSDP: frozen weights sharded over {shards} processes" if shards > 1 else "no weight sharding"))
     components = list(next(iter(report.values()))["memory_gib"])
     print("GiB per GPU: frozen_weights; trainable_states = fp32 trainable weights + gradients + AdamW moments; "
           "activations kept for backward; logits with the loss's fp32 copy and gradient")

@@ -97,3 +97,35 @@ def test_the_frozen_block_term_is_what_autograd_keeps_for_a_llama_block():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             saved.append(saved_activation_bytes(Block(), x))
     assert (saved[1] - saved[0]) / 128 == block_activation_bytes(config)
+
+
+def test_under_fsdp_each_gpu_holds_its_share_of_the_frozen_weights_plus_two_gathered_units(tmp_path, capsys):
+    """configs/fsdp.yaml shards over 8 processes. The largest unit a GPU gathers whole is the bf16 ViT-L tower
+    (304 M parameters, more than a 7B decoder block's 202 M)."""
+    from rode_lightning.estimate import fsdp_shards, main as estimate
+
+    configs = Path(__file__).parents[1] / "configs"
+    one_gpu = estimate(["--config", str(configs / "rode.yaml")])["this config"]["memory_gib"]
+    ddp = estimate(["--config", str(configs / "rode.yaml"), "--config", str(configs / "ddp.yaml")])
+    fsdp = estimate(["--config", str(configs / "rode.yaml"), "--config", str(configs / "fsdp.yaml")])
+    four = estimate(["--config", str(configs / "rode.yaml"), "--config", str(configs / "fsdp.yaml"), "--shards", "4"])
+    assert "FSDP: frozen weights sharded over 8 processes" in capsys.readouterr().out
+    assert ddp["this config"]["memory_gib"] == one_gpu  # DDP holds a whole copy
+    projector = (1024 * 4096 + 4096 + 4096 * 4096 + 4096) * 4 / 2**30  # fp32, frozen in rode.yaml
+    from rode_lightning.model.vision import VisionConfig, VisionEncoder
+
+    with torch.device("meta"):
+        tower = sum(p.numel() for p in VisionEncoder(VisionConfig(preset="ViT-L-14-336")).parameters()) * 2 / 2**30
+    for shards, report in ((8, fsdp), (4, four)):
+        memory = report["this config"]["memory_gib"]
+        expected = (one_gpu["frozen_weights"] - projector) / shards + 2 * tower + projector
+        assert memory["frozen_weights"] == pytest.approx(expected, rel=1e-9)
+        assert {key: value for key, value in memory.items() if key != "frozen_weights"} == {
+            key: value for key, value in one_gpu.items() if key != "frozen_weights"}
+
+    assert fsdp_shards({"strategy": "ddp", "devices": 8}) == 1
+    assert fsdp_shards({"devices": 4, "num_nodes": 2, "strategy": {
+        "class_path": "lightning.pytorch.strategies.ModelParallelStrategy", "init_args": {}}}) == 8
+    with pytest.raises(ValueError, match="data_parallel_size 'auto' and devices -1; pass --shards N"):
+        fsdp_shards({"devices": -1, "strategy": {"class_path": "rode_lightning.model.strategy.AdapterFSDPStrategy",
+                                                 "init_args": {"data_parallel_size": "auto"}}})
