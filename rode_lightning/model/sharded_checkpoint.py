@@ -29,7 +29,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy, Strategy
 _OPTIMIZER_KEY = re.compile(r"optimizer_(\d+)")
 
 
-def is_sharded_checkpoint(path: _PATH | Any) -> bool:
+def is_sharded_checkpoint(path: Any) -> bool:
     """Whether ``path`` is a checkpoint folder written by torch.distributed.checkpoint (not a file, not a buffer)."""
     return isinstance(path, (str, Path)) and _is_sharded_checkpoint(Path(path))
 

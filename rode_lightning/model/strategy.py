@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.strategies.model_parallel import _METADATA_FILENAME, _is_sharded_checkpoint
+from lightning.fabric.strategies.model_parallel import _METADATA_FILENAME
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from rode_lightning.adapters.saving import adapter_state_dict, is_dtensor
 from rode_lightning.model.checkpointing import trainable_parameters
+from rode_lightning.model.sharded_checkpoint import is_sharded_checkpoint
 
 
 class AdapterFSDPStrategy(ModelParallelStrategy):
@@ -51,7 +52,7 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
         path = Path(self.broadcast(str(checkpoint_path)))
         module = self.lightning_module
         strict = module.strict_loading
-        if _is_sharded_checkpoint(path):
+        if is_sharded_checkpoint(path):
             tensors = {name: torch.empty_like(parameter.detach())
                        for name, parameter in trainable_parameters(module).items()}
             distributed_load({"state_dict": tensors}, checkpoint_id=path)
