@@ -48,6 +48,8 @@ def _vision_config(value) -> VisionConfig:
     return VisionConfig(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
 
 
-def main(args: list[str] | None = None) -> RoDECLI:
-    return RoDECLI(FoodLMMModule, FoodDataModule, args=args, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
-                   parser_kwargs={"parser_mode": "omegaconf"})
+def main(args: list[str] | None = None, run: bool = True) -> RoDECLI:
+    """Parse ``args`` (default: the command line) and run the subcommand; with ``run=False`` there is no subcommand,
+    and the CLI only builds the trainer, model and data module from the arguments, for a script to drive."""
+    return RoDECLI(FoodLMMModule, FoodDataModule, args=args, run=run, save_config_kwargs={"overwrite": True},
+                   auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf"})

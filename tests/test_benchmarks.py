@@ -53,3 +53,17 @@ def test_benchmark_scripts_run_and_end_with_their_json(script):
         # keeps the input at least.
         assert saved["rode_2_4_8_16_reference_loop"] >= 4 * input_bytes
         assert min(value for name, value in saved.items() if name != "base_only") >= input_bytes
+
+
+def test_full_size_step_script_runs_on_the_tiny_shapes(tmp_path):
+    """The script for a GPU machine (configs/rode.yaml at full size, random weights), checked on the CPU with
+    --tiny: it trains the asked steps through the CLI and reports time, peak memory and the estimate."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "full_size_step.py"), "--tiny", "--steps", "2",
+                             "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                            cwd=BENCHMARKS.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["batch_size"] == 4 and summary["device"] == "cpu"
+    assert summary["median_step_seconds"] > 0 and summary["peak_memory_gib"] > 0
+    assert set(summary["estimate_components_gib"]) == {"frozen_weights", "trainable_states", "activations", "logits"}
+    assert (tmp_path / "logs" / "rode" / "version_0" / "adapter").is_dir()  # the run went through fit to the end
