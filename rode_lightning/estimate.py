@@ -164,10 +164,10 @@ def adapter_activation_bytes(adapter: AdapterConfig, layers: list[tuple[str, int
     token_router = adapter.method in ("rode", "softmax", "top1")
     ranks = adapter.layer_ranks
     total = 0.0
-    inputs_kept: set[str] = set()
+    kept_inputs: dict[str, int] = {}  # width of each shared input kept, by group
     for name, d_in, _ in layers:
         if adapter.method != "lora" and (token_router or not dropout):
-            inputs_kept.add(_SHARED_INPUTS.get(name.rsplit(".", 1)[-1], name))
+            kept_inputs[_SHARED_INPUTS.get(name.rsplit(".", 1)[-1], name)] = d_in
         if dropout or adapter.method in ("top1", "lora"):
             total += 2 * d_in
         if dropout:
@@ -178,8 +178,7 @@ def adapter_activation_bytes(adapter: AdapterConfig, layers: list[tuple[str, int
             total += 6 * max(ranks) + 2 * len(ranks) + 24
         else:
             total += 6 * sum(ranks) + 2 * len(ranks)
-    widths = {_SHARED_INPUTS.get(name.rsplit(".", 1)[-1], name): d_in for name, d_in, _ in layers}
-    return total + sum(2 * widths[group] for group in inputs_kept)
+    return total + 2 * sum(kept_inputs.values())
 
 
 def fsdp_shards(trainer: dict) -> int:
