@@ -4,8 +4,9 @@ The frozen model runs in bf16 (``model.language.dtype``) while adapters and rout
 input ``x`` arrives in bf16 and meets fp32 weights. Without autocast the matmul needs one dtype, so ``x`` is cast
 up. Under autocast (``trainer.precision: bf16-mixed``) the matmul casts its operands itself, and it would cast an
 upcast ``x`` straight back down: that round trip computes nothing, yet the fp32 copy and the new bf16 copy are
-separate tensors, and autograd keeps the bf16 one (and dropout's fp32 mask) for backward. Measured on one 7B
-attention projection, that doubled what the adapter keeps per token against peft's LoRA.
+separate tensors, and autograd keeps the bf16 one (and dropout's mask in fp32) for backward. Counted with
+``saved_tensors_hooks`` (tests/test_estimate.py), RoDE adapters on q and k kept four input-sized copies per token
+where the shared input alone suffices.
 """
 
 from __future__ import annotations
