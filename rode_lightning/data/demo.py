@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rode_lightning.data.records import NUTRITION_FIELDS
+from rode_lightning.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def generate_demo_unifood(root: str | Path, seed: int = 0, splits: dict[str, int
     rng = np.random.default_rng(seed)
     for split, count in splits.items():
         lines = []
-        for index in range(count):
+        for index in progress(range(count), f"generating demo Uni-Food {split}", "dish"):
             category, ingredients = sample_dish(rng)
             image_name = f"images/{split}_{index:05d}.png"
             draw_dish(ingredients, rng, image_size).save(root / image_name)

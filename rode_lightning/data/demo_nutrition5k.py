@@ -25,6 +25,7 @@ import numpy as np
 
 from rode_lightning.data.demo import INGREDIENTS, draw_dish, sample_dish
 from rode_lightning.data.nutrition5k import METADATA_FILES, SPLIT_FILES, overhead_image
+from rode_lightning.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def generate_demo_nutrition5k(root: str | Path, seed: int = 0, sizes: dict[str, 
         listed = count + missing_overhead
         without_image = set(rng.choice(listed, size=min(missing_overhead, listed), replace=False).tolist())
         ids = []
-        for index in range(listed):
+        for index in progress(range(listed), f"generating demo Nutrition5k {split}", "dish"):
             number += 1
             dish_id = f"dish_{number:010d}"
             ids.append(dish_id)

@@ -39,6 +39,7 @@ from rode_lightning.data.images import check_image
 from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient, merge_ingredients
 from rode_lightning.data.unifood import NUTRITION_LIMITS
 from rode_lightning.metrics.parsing import normalize_ingredient
+from rode_lightning.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def read_nutrition5k_split(root: str | Path, split: str, on_error: OnError = "ra
     metadata = read_nutrition5k_metadata(root)
 
     records = []
-    for entry in listed:
+    for entry in progress(listed, f"reading Nutrition5k {split}", "dish"):
         try:
             record = _record_for(entry, metadata, root)
         except _DishProblem as problem:

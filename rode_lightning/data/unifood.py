@@ -16,6 +16,7 @@ from pathlib import Path
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
+from rode_lightning.progress import progress
 
 __all__ = ["DataFormatError", "NUTRITION_LIMITS", "OnError", "SkipCounter", "parse_unifood_record",
            "read_unifood_split"]
@@ -30,7 +31,8 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
         raise FileNotFoundError(f"Uni-Food split {split!r}: expected the annotation file {path}, which does not exist")
     skipped = SkipCounter() if skipped is None else skipped
     records, seen_ids = [], set()
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+    lines = path.read_text().splitlines()
+    for line_number, line in enumerate(progress(lines, f"reading Uni-Food {split}", "record"), start=1):
         if not line.strip():
             continue
         try:

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from rode_lightning.messages import few
+from rode_lightning.progress import progress
 
 LLAVA, LLAVA_HF, LLAMA = "llava", "llava-hf", "llama"
 LAYOUTS = (LLAVA, LLAVA_HF, LLAMA)
@@ -224,7 +225,9 @@ def load_llava_weights(directory: LlavaDirectory, model: nn.Module,
     projector_files: dict[str, Path] = {}
     hidden = model.config.hidden_size
     projector_shapes = _projector_shapes(directory.projector_input_dim, hidden)
-    for file, name, tensor in _read_tensors(directory):
+    tensors = progress(_read_tensors(directory), f"loading {directory.path.name}", "tensor",
+                       total=None if listed is None else len(listed))
+    for file, name, tensor in tensors:
         target = target_name(directory.layout, name)
         if target is None:
             continue

@@ -1,0 +1,24 @@
+"""Progress bars for the long work before training starts: generating demo data, reading and checking datasets,
+loading checkpoint shards.
+
+One place decides when a bar shows: on an interactive terminal (tqdm's ``disable=None``: logs, CI and captured test
+output get none), and in the process of global rank 0 only, since every process of a distributed run reads the same
+data and weights and one bar says enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar
+
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], description: str, unit: str, total: int | None = None) -> Iterable[T]:
+    """``items``, with a bar named ``description`` counting ``unit``s where a person is watching."""
+    quiet = getattr(rank_zero_only, "rank", 0) != 0
+    return tqdm(items, desc=description, unit=unit, total=total, disable=True if quiet else None, leave=False,
+                dynamic_ncols=True)
