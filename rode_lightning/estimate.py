@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shards", type=int, help="FSDP processes sharing the frozen weights (default: from "
                                                    "trainer.strategy; 1 unless it is FSDP)")
     args = parser.parse_args(argv)
+    if args.shards is not None and args.shards < 1:
+        parser.error(f"--shards {args.shards}: the number of processes sharing the weights must be at least 1")
     config = merged_config(args.config)
     shards = args.shards or fsdp_shards(config.get("trainer") or {})
     model, data = config.get("model", {}), config.get("data", {})

@@ -129,3 +129,13 @@ def test_under_fsdp_each_gpu_holds_its_share_of_the_frozen_weights_plus_two_gath
     with pytest.raises(ValueError, match="data_parallel_size 'auto' and devices -1; pass --shards N"):
         fsdp_shards({"devices": -1, "strategy": {"class_path": "rode_lightning.model.strategy.AdapterFSDPStrategy",
                                                  "init_args": {"data_parallel_size": "auto"}}})
+
+
+@pytest.mark.parametrize("shards", ["0", "-2"])
+def test_a_shard_count_below_one_is_refused(shards, capsys):
+    from rode_lightning.estimate import main as estimate
+
+    configs = Path(__file__).parents[1] / "configs"
+    with pytest.raises(SystemExit):
+        estimate(["--config", str(configs / "rode.yaml"), "--shards", shards])
+    assert f"--shards {shards}: the number of processes sharing the weights must be at least 1" in capsys.readouterr().err
