@@ -10,9 +10,10 @@ from __future__ import annotations
 from lightning.pytorch.cli import LightningCLI
 
 from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
-from rode_lightning.data.datamodule import FoodDataModule
+from rode_lightning.data.datamodule import FoodDataModule, default_demo_dir
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.model.vision import VisionConfig
+from rode_lightning.pretrain.build import DEMO_BASE
 
 
 class RoDECLI(LightningCLI):
@@ -24,6 +25,27 @@ class RoDECLI(LightningCLI):
         parser.link_arguments("model.adapter", "data.num_clusters", compute_fn=_clusters_needed, apply_on="parse")
         # Always present, so `predict` writes its answers without extra configuration (`--predictions.output_path`).
         parser.add_lightning_class_args(JSONLPredictionWriter, "predictions")
+
+    def before_instantiate_classes(self) -> None:
+        resolve_demo_base(self.config[self.subcommand] if self.subcommand else self.config)
+
+
+def resolve_demo_base(config) -> None:
+    """Replace every ``demo-base`` value by the base's real path, building the base first if it is not there.
+    What the model then loads is an open_clip checkpoint and a LLaVA v1.5 directory, by the code that loads
+    CLIP ViT-L and LLaVA-7B."""
+    keys = ("model.vision.checkpoint", "model.language.path", "model.tokenizer", "data.tokenizer")
+    wanted = [key for key in keys if config.get(key) == DEMO_BASE]
+    if not wanted:
+        return
+    from rode_lightning import pretrain
+
+    demo_dir = config.get("data.demo_dir") or default_demo_dir()
+    base = pretrain.build_demo_base(f"{demo_dir}/base")
+    paths = {"model.vision.checkpoint": base.vision_checkpoint, "model.language.path": base.llava,
+             "model.tokenizer": base.llava, "data.tokenizer": base.llava}
+    for key in wanted:
+        config[key] = str(paths[key])
 
 
 def _image_size(vision) -> int:

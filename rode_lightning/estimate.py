@@ -40,6 +40,9 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import inject_adapters, is_adapter_parameter
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
+from rode_lightning.data.tokenizer import load_tokenizer
+from rode_lightning.pretrain.build import DEMO_BASE
+from rode_lightning.pretrain.recipe import BaseRecipe
 
 LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
             "num_key_value_heads": 32, "vocab_size": 32000}
@@ -74,6 +77,11 @@ def language_shape(language: dict, warnings: list[str]) -> LlamaConfig:
     """The LLaMA shape: from ``config.json`` of ``model.language.path`` when readable, else from the config's sizes
     (no path), else LLaMA-7B (a path that is not on this machine, e.g. the placeholder of configs/rode.yaml)."""
     path = language.get("path")
+    if path == DEMO_BASE:  # the demo base (rode_lightning/pretrain), built or not: its recipe has the shape
+        recipe = BaseRecipe()
+        return LlamaConfig(hidden_size=recipe.hidden_size, intermediate_size=recipe.intermediate_size,
+                           num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads,
+                           num_key_value_heads=recipe.heads, vocab_size=len(load_tokenizer("demo")))
     if path:
         config_file = Path(path) / "config.json"
         if config_file.is_file():

@@ -37,5 +37,8 @@ def tiny_cli_args(demo_dir: Path, log_dir: Path, *extra: str) -> list[str]:
         "--trainer.logger.init_args.save_dir", str(log_dir),
         "--trainer.enable_progress_bar", "false",
         "--model.max_new_tokens", "4",
+        # A tiny random model of the demo's shape: the tests that need the pre-trained base build a tiny one
+        # (tests/pretrain), the others need no pre-training.
+        "--model.vision.checkpoint", "null", "--model.language.path", "null", "--model.tokenizer", "demo",
         *extra,
     ]

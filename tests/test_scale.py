@@ -152,8 +152,9 @@ def test_the_fsdp_adapter_loads_into_a_one_process_model(runs, cli_demo_dir):
 
     def build(adapter_dir: Path) -> FoodLMMModule:
         torch.manual_seed(0)  # the same frozen model for both adapters
-        module = FoodLMMModule(vision=VisionConfig(**model_config["vision"]),
-                               language=LanguageConfig(**model_config["language"]),
+        # The runs used tiny_cli_args' random model of the demo's shape, not the pre-trained base.
+        module = FoodLMMModule(vision=VisionConfig(**{**model_config["vision"], "checkpoint": None}),
+                               language=LanguageConfig(),
                                adapter=AdapterConfig(**{**model_config["adapter"], "dropout": 0.0}),
                                max_new_tokens=4, adapter_path=str(adapter_dir))
         module.configure_model()
@@ -167,7 +168,8 @@ def test_the_fsdp_adapter_loads_into_a_one_process_model(runs, cli_demo_dir):
         assert torch.equal(loaded[name], tensor), name
 
     data = FoodDataModule(demo_dir=str(cli_demo_dir), demo_train_size=16, demo_eval_size=4,
-                          demo_nutrition5k_size=40, eval_batch_size=4, max_length=256)
+                          demo_nutrition5k_size=40, eval_batch_size=4, max_length=256,
+                          num_image_tokens=from_fsdp.model.num_image_tokens)
     data.setup("validate")
     batch = next(iter(data.val_dataloader()))
     with torch.no_grad():

@@ -144,6 +144,7 @@ class FoodDataModule(L.LightningDataModule):
         self.records: dict[str, list[FoodRecord]] = {}
         self.ingredient_baselines: dict[str, dict[str, float]] = {}
         self.nutrition_baselines: dict[str, dict[str, float]] = {}
+        self.floors: dict[str, dict[str, dict[str, float]]] = {}
         self.cluster_centroids: torch.Tensor | None = None
         self.predict_dataset: PredictionDataset | None = None
         # Read now: a bad vocabulary file should stop the run before anything is built.
@@ -216,16 +217,30 @@ class FoodDataModule(L.LightningDataModule):
                                                       self.hparams.seed)
         if self.hparams.num_clusters:
             self._assign_clusters()
-        for dataset in self.hparams.datasets:
-            train = [r.ingredient_names for r in self.records["train"] if r.dataset == dataset and r.ingredients]
-            val = [r.ingredient_names for r in self.records["val"] if r.dataset == dataset and r.ingredients]
-            if train and val:
-                self.ingredient_baselines[dataset] = most_frequent_baseline(train, val)
-            train = [r.nutrition for r in self.records["train"] if r.dataset == dataset and r.nutrition]
-            val = [r.nutrition for r in self.records["val"] if r.dataset == dataset and r.nutrition]
-            if train and val:
-                self.nutrition_baselines[dataset] = train_mean_baseline(train, val)
+        self._compute_floors()
         rank_zero_info(self.summary())
+
+    def _compute_floors(self) -> None:
+        """The label-only floors of the validation and test splits (``floors[split][dataset]``)."""
+        for split in ("val", "test"):
+            for dataset in self.hparams.datasets:
+                floors = {}
+                train = [r.ingredient_names for r in self.records["train"] if r.dataset == dataset and r.ingredients]
+                held = [r.ingredient_names for r in self.records[split] if r.dataset == dataset and r.ingredients]
+                if train and held:
+                    baseline = most_frequent_baseline(train, held)
+                    floors["ingredient_iou_most_frequent"] = baseline["dataset_iou"]
+                    if split == "val":
+                        self.ingredient_baselines[dataset] = baseline
+                train = [r.nutrition for r in self.records["train"] if r.dataset == dataset and r.nutrition]
+                held = [r.nutrition for r in self.records[split] if r.dataset == dataset and r.nutrition]
+                if train and held:
+                    baseline = train_mean_baseline(train, held)
+                    floors["pmae_average_train_mean"] = baseline["average"]
+                    if split == "val":
+                        self.nutrition_baselines[dataset] = baseline
+                if floors:
+                    self.floors.setdefault(split, {})[dataset] = floors
 
     @property
     def image_transform(self):

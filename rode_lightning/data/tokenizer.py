@@ -1,8 +1,11 @@
 """Tokenizers: the user's own (LLaVA/LLaMA directory) or a small one built offline for the demo.
 
 The demo cannot download LLaMA's tokenizer, so it trains a byte-level BPE on the demo's own vocabulary (questions,
-answers, ingredient and category names, digits). Byte-level BPE decodes exactly back to the text, which the answer
-parsers rely on. Training is deterministic and takes well under a second.
+answers, ingredient and category names, the generic food text its base is pre-trained on). Byte-level BPE decodes
+exactly back to the text, which the answer parsers rely on. Like LLaMA's sentencepiece model (``split_digits``), it
+splits every number into single digits: ``348`` is ``3``, ``4``, ``8``, so a model writes numbers digit by digit
+from ten tokens it sees constantly, instead of choosing among a thousand whole-number tokens it sees rarely.
+Training is deterministic and takes about a second.
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ def _load_local_tokenizer(path: Path, spec: str) -> PreTrainedTokenizerBase:
 
 
 def _demo_corpus() -> list[str]:
+    import numpy as np
+
     from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, recipe_of
+    from rode_lightning.data.demo_text import PORTION_WORDS, food_text
 
     lines = [SYSTEM_PROMPT, "USER: ASSISTANT:"]
     lines += [question for phrasings in QUESTIONS.values() for question in phrasings]
@@ -78,16 +84,17 @@ def _demo_corpus() -> list[str]:
         ingredients = [{"name": name} for name in spec.core + spec.optional]
         lines.append(" ".join(f"{n}. {step}" for n, step in enumerate(recipe_of(category, ingredients), start=1)))
     lines += [", ".join(f"{label}: 123.4 {unit}" for label, unit in NUTRITION_UNITS.values())]
-    lines += [" ".join(str(number) for number in range(1000))]
+    lines += [" ".join(word for _, word in PORTION_WORDS)]
     # Repeat so that whole words win the BPE merges over arbitrary fragments.
-    return lines * 20
+    return lines * 20 + food_text(np.random.default_rng(0), 200)
 
 
 def _build_demo_tokenizer() -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     core = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                  pre_tokenizers.ByteLevel(add_prefix_space=False)])
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=1200,

@@ -48,7 +48,7 @@ def parse_ingredients(text: str) -> set[str]:
 # --------------------------------------------------------------------------------------------------------------------
 # Nutrition
 #
-# The target format is ``mass: 348 g, energy: 440 kcal, fat: 11.1 g, carbohydrate: 64.5 g, protein: 18.4 g``, but a
+# The target format is ``mass: 348 g, energy: 440 kcal, fat: 11 g, carbohydrate: 64 g, protein: 18 g``, but a
 # model (and above all a baseline that was never fine-tuned) writes "about 450 calories and 12 g of fat", markdown
 # lists, kJ, kg or ranges. A parser that only reads the trained format would score such answers as "missing" and
 # punish the baselines for their wording rather than their estimates, so the parser reads the text as quantities

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rode_lightning.provenance import provenance
+
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("ingredient_iou", "IoU ↑"),
     ("recipe_sacrebleu", "SacreBLEU ↑"),
@@ -45,16 +47,41 @@ def _format(key: str, value: float) -> str:
 
 
 def write_results(directory: str | Path, stage: str, results: dict[str, dict[str, float]],
-                  examples: list[dict], epoch: int, step: int) -> Path:
+                  examples: list[dict], epoch: int, step: int,
+                  floors: dict[str, dict[str, float]] | None = None) -> Path:
     """Writes ``<stage>_results.md``, ``<stage>_results.json`` and ``<stage>_predictions.jsonl``; returns the
-    markdown path. Files are overwritten: during ``fit`` they always hold the latest validation."""
+    markdown path. Files are overwritten: during ``fit`` they always hold the latest validation.
+
+    ``floors`` are the label-only scores of the same split (most frequent ingredients, training-mean nutrition),
+    shown under the table. The JSON also records the command and the library versions that produced it
+    (:mod:`rode_lightning.provenance`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / f"{stage}_results.md"
-    markdown.write_text(f"# {stage} results (epoch {epoch}, step {step})\n\n{results_table(results)}\n\n{SCALES}\n")
-    (directory / f"{stage}_results.json").write_text(
-        json.dumps({"stage": stage, "epoch": epoch, "step": step, "results": results}, indent=2, sort_keys=True))
+    text = f"# {stage} results (epoch {epoch}, step {step})\n\n{results_table(results)}\n\n{SCALES}\n"
+    if floors:
+        text += "\nFloors from the labels alone, on the same split:\n\n" + floors_table(floors) + "\n"
+    markdown.write_text(text)
+    record = {"stage": stage, "epoch": epoch, "step": step, "results": results, "floors": floors or {},
+              "provenance": provenance()}
+    (directory / f"{stage}_results.json").write_text(json.dumps(record, indent=2, sort_keys=True))
     with open(directory / f"{stage}_predictions.jsonl", "w") as handle:
         for example in examples:
             handle.write(json.dumps(example) + "\n")
     return markdown
+
+
+FLOOR_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ingredient_iou_most_frequent", "IoU of the most frequent ingredients"),
+    ("pmae_average_train_mean", "pMAE avg. of the training mean"),
+)
+
+
+def floors_table(floors: dict[str, dict[str, float]]) -> str:
+    lines = ["| dataset | " + " | ".join(title for _, title in FLOOR_COLUMNS) + " |",
+             "| --- |" + " --- |" * len(FLOOR_COLUMNS)]
+    for dataset, row in sorted(floors.items()):
+        cells = ["" if key not in row else f"{row[key]:.4f}" if key.startswith("ingredient") else f"{row[key]:.2f}"
+                 for key, _ in FLOOR_COLUMNS]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

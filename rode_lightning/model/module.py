@@ -266,11 +266,11 @@ class FoodLMMModule(L.LightningModule):
                 results.setdefault(dataset, {})[name] = float(value)
         suite.reset()
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "val":  # the floors a model must beat, computed by the data module from the labels alone
-            for dataset, baseline in (getattr(datamodule, "ingredient_baselines", None) or {}).items():
-                values[f"val/{dataset}/ingredient_iou_most_frequent"] = torch.tensor(baseline["dataset_iou"])
-            for dataset, baseline in (getattr(datamodule, "nutrition_baselines", None) or {}).items():
-                values[f"val/{dataset}/pmae_average_train_mean"] = torch.tensor(baseline["average"])
+        # The floors a model must beat, computed by the data module from the labels alone.
+        floors = (getattr(datamodule, "floors", None) or {}).get(stage, {})
+        for dataset, row in floors.items():
+            for name, value in row.items():
+                values[f"{stage}/{dataset}/{name}"] = torch.tensor(value)
         if not values:
             return
         # Already global (torchmetrics gathered them); the mean over ranks of equal values only quiets Lightning.
@@ -282,7 +282,7 @@ class FoodLMMModule(L.LightningModule):
         log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks
         if self.trainer.is_global_zero and log_dir:
             path = write_results(Path(log_dir) / "results", stage, results, self._examples[stage],
-                                 self.current_epoch, self.global_step)
+                                 self.current_epoch, self.global_step, floors)
             rank_zero_info(f"{stage} results table: {path}")
 
     def _updated_on_any_rank(self, metric: Metric) -> bool:

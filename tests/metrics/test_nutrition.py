@@ -74,9 +74,10 @@ def test_missing_predicted_fields_count_as_zero_and_are_reported():
 def test_format_nutrition_round_trip():
     values = {"mass_g": 347.6, "energy_kcal": 1234.4, "fat_g": 11.14, "carbohydrate_g": 0.04, "protein_g": 18.45}
     parsed = parse_nutrition(format_nutrition(values))
-    # format_nutrition writes whole grams and kcal and one decimal for the macronutrients.
-    assert parsed == pytest.approx({"mass_g": 348, "energy_kcal": 1234, "fat_g": 11.1, "carbohydrate_g": 0.0,
-                                    "protein_g": 18.4})
+    # format_nutrition writes whole numbers (digit tokens are what a model must get right).
+    assert parsed == pytest.approx({"mass_g": 348, "energy_kcal": 1234, "fat_g": 11, "carbohydrate_g": 0.0,
+                                    "protein_g": 18})
+    assert format_nutrition(values) == "mass: 348 g, energy: 1234 kcal, fat: 11 g, carbohydrate: 0 g, protein: 18 g"
     metric = NutritionPMAE()
     metric.update([format_nutrition(t) for t in TRUE], [format_nutrition(t) for t in TRUE])
     assert all(value.item() == 0.0 for value in metric.compute().values())

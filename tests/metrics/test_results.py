@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from rode_lightning.metrics.results import results_table, write_results
 
 
@@ -30,6 +32,16 @@ def test_write_results_leaves_markdown_json_and_predictions(tmp_path):
     assert path == tmp_path / "results" / "test_results.md"
     assert "epoch 2, step 40" in path.read_text() and "| unifood | 0.5000 |" in path.read_text()
     saved = json.loads((tmp_path / "results" / "test_results.json").read_text())
-    assert saved == {"stage": "test", "epoch": 2, "step": 40, "results": results}
+    provenance = saved.pop("provenance")
+    assert saved == {"stage": "test", "epoch": 2, "step": 40, "results": results, "floors": {}}
+    assert provenance["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert provenance["command"]
     lines = (tmp_path / "results" / "test_predictions.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == examples
+
+
+def test_floors_are_written_under_the_table_and_into_the_json(tmp_path):
+    floors = {"unifood": {"ingredient_iou_most_frequent": 0.18789, "pmae_average_train_mean": 37.284}}
+    path = write_results(tmp_path, "val", {"unifood": {"ingredient_iou": 0.5}}, [], epoch=0, step=1, floors=floors)
+    assert "| unifood | 0.1879 | 37.28 |" in path.read_text()
+    assert json.loads((tmp_path / "val_results.json").read_text())["floors"] == floors

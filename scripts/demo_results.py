@@ -1,0 +1,180 @@
+"""The demo's figures in README.md: measured by the README's own commands, kept as JSON, rendered by this script.
+
+    python scripts/demo_results.py run      # build the base if needed, fit, test, test the bare base; then render
+    python scripts/demo_results.py render   # README.md's result tables from results/demo/*.json
+    python scripts/demo_results.py check    # exit 1 if README.md's tables differ from what render would write
+
+``run`` executes, in a fresh log directory each, exactly the commands README.md shows:
+
+    python -m rode_lightning fit --config configs/demo.yaml
+    python -m rode_lightning test --config configs/demo.yaml --model.adapter_path <fit's adapter>
+    python -m rode_lightning test --config configs/demo.yaml            (the frozen base, adapters at zero)
+
+and copies each run's results JSON (which records the command and the library versions) with its wall-clock time
+and peak memory into ``results/demo/``. The tables in README.md between ``<!-- demo-results:NAME -->`` and
+``<!-- /demo-results -->`` are never typed: ``tests/test_readme_results.py`` fails when they differ from the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rode_lightning.metrics.results import floors_table, results_table  # noqa: E402
+
+RESULTS = REPO / "results" / "demo"
+README = REPO / "README.md"
+LOGS = "logs"
+RUNS = {
+    # name: (subcommand, extra arguments, results file written by the run)
+    "fit": ("fit", [], "val_results.json"),
+    "test": ("test", ["--model.adapter_path", "{adapter}"], "test_results.json"),
+    "base": ("test", [], "test_results.json"),
+}
+
+
+def _run(name: str, adapter: str | None) -> dict:
+    subcommand, extra, produced = RUNS[name]
+    version = f"reference-{name}"
+    log_dir = REPO / LOGS / "demo" / version
+    shutil.rmtree(log_dir, ignore_errors=True)
+    command = [sys.executable, "-m", "rode_lightning", subcommand, "--config", "configs/demo.yaml",
+               *[argument.format(adapter=adapter) for argument in extra],
+               "--trainer.logger.init_args.version", version]
+    print("$", " ".join(command[1:]), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, check=True)
+    seconds = time.perf_counter() - start
+    record = json.loads((log_dir / "results" / produced).read_text())
+    # The largest resident set of any child so far: runs are sequential and the fit is the largest.
+    record["peak_memory_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    record["seconds"] = seconds
+    record["log_dir"] = str(log_dir.relative_to(REPO))
+    return record
+
+
+def _base_record() -> Path:
+    from rode_lightning.data.datamodule import default_demo_dir
+    from rode_lightning.pretrain.build import DemoBase
+
+    return DemoBase(default_demo_dir() / "base").record
+
+
+def run() -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    base_was_built = _base_record().is_file()
+    fit = _run("fit", None)
+    build = json.loads(_base_record().read_text())
+    fit["base_build"] = {"built_by_this_fit": not base_was_built, "seconds": build["seconds"],
+                         "final_losses": build["final_losses"]}
+    (RESULTS / "fit.json").write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
+    adapter = REPO / fit["log_dir"] / "adapter"
+    for name in ("test", "base"):
+        record = _run(name, str(adapter.relative_to(REPO)))
+        (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    render()
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def blocks() -> dict[str, str]:
+    """The generated README blocks, by name."""
+    fit, test, base = _load("fit"), _load("test"), _load("base")
+    versions = fit["provenance"]["versions"]
+    shown = ", ".join(f"{name} {versions[name]}" for name in ("python", "torch", "lightning", "transformers",
+                                                              "open_clip_torch", "peft", "tokenizers"))
+
+    def floors_line(record: dict) -> str:
+        return floors_table(record["floors"])
+
+    build = fit["base_build"]
+    base_time = (f"of which {build['seconds']['total'] / 60:.1f} min building the base" if build["built_by_this_fit"]
+                 else "the base already built")
+    return {
+        "validation": f"`{fit['provenance']['command']}` (epoch {fit['epoch']}, step {fit['step']}; "
+                      f"{fit['seconds'] / 60:.1f} min wall clock, {base_time}; peak memory "
+                      f"{fit['peak_memory_gb']:.2f} GB):\n\n"
+                      f"{results_table(fit['results'])}\n\nFloors on the validation split:\n\n{floors_line(fit)}",
+        "test": f"`{test['provenance']['command']}` ({test['seconds']:.0f} s):\n\n{results_table(test['results'])}"
+                f"\n\nThe frozen base without adapters (`{base['provenance']['command']}`):\n\n"
+                f"{results_table(base['results'])}\n\nFloors on the test split:\n\n{floors_line(test)}",
+        "targets": targets_table({"val": fit, "test": test}),
+        "versions": f"Measured with {shown} ({fit['provenance']['platform']}); `constraints.txt` pins the whole set.",
+    }
+
+
+def targets_table(records: dict[str, dict]) -> str:
+    lines = ["| split | dataset | IoU / floor (>= 2) | pMAE avg. / floor (<= 0.75) | category acc. (>= 0.8) |",
+             "| --- | --- | --- | --- | --- |"]
+    for split, record in records.items():
+        for dataset, row in sorted(record["results"].items()):
+            floors = record["floors"].get(dataset, {})
+            cells = []
+            for key, floor, target, better in (("ingredient_iou", "ingredient_iou_most_frequent", 2.0, max),
+                                               ("pmae_average", "pmae_average_train_mean", 0.75, min)):
+                if key in row and floor in floors:
+                    ratio = row[key] / floors[floor]
+                    met = ratio >= target if better is max else ratio <= target
+                    cells.append(f"{ratio:.2f} ({'met' if met else 'NOT met'})")
+                else:
+                    cells.append("")
+            if "category_accuracy" in row:
+                accuracy = row["category_accuracy"]
+                cells.append(f"{accuracy:.4f} ({'met' if accuracy >= 0.8 else 'NOT met'})")
+            else:
+                cells.append("")
+            lines.append(f"| {split} | {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_BLOCK = re.compile(r"(<!-- demo-results:(\w+) -->\n)(.*?)(\n<!-- /demo-results -->)", re.DOTALL)
+
+
+def rendered(text: str) -> str:
+    generated = blocks()
+    return _BLOCK.sub(lambda match: match[1] + generated[match[2]] + match[4], text)
+
+
+def render() -> None:
+    README.write_text(rendered(README.read_text()))
+
+
+def check() -> int:
+    text = README.read_text()
+    names = {match[2] for match in _BLOCK.finditer(text)}
+    if names != set(blocks()):
+        print(f"README.md has result blocks {sorted(names)}, expected {sorted(blocks())}")
+        return 1
+    if rendered(text) != text:
+        print("README.md's demo results differ from results/demo/*.json: run `python scripts/demo_results.py render`")
+        return 1
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["run", "render", "check"])
+    action = parser.parse_args().action
+    if action == "run":
+        run()
+    elif action == "render":
+        render()
+    else:
+        return check()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
