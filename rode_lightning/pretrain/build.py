@@ -9,8 +9,10 @@ a base of another recipe is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -89,7 +91,10 @@ def build_demo_base(root: str | Path, recipe: BaseRecipe = BaseRecipe(), force: 
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         try:
-            record = _build(DemoBase(partial), recipe)
+            # The build seeds torch itself; the caller's random state (a run seeded by seed_everything, which then
+            # builds its model) must not depend on whether the base was cached.
+            with _random_state_kept():
+                record = _build(DemoBase(partial), recipe)
         except BaseException:  # Ctrl-C included: no half-built base stays behind
             shutil.rmtree(partial, ignore_errors=True)
             raise
@@ -102,6 +107,15 @@ def build_demo_base(root: str | Path, recipe: BaseRecipe = BaseRecipe(), force: 
         shutil.rmtree(stale, ignore_errors=True)
         log.warning("demo base built in %.0f s: %s", record["seconds"]["total"], base.root)
         return base
+
+
+@contextlib.contextmanager
+def _random_state_kept():
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 def _build(base: DemoBase, recipe: BaseRecipe) -> dict:

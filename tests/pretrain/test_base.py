@@ -178,3 +178,20 @@ def test_fit_a_few_steps_on_the_built_base_then_test_it(tiny_base, cli_demo_dir,
     assert set(results["results"]) == {"unifood", "nutrition5k"}
     assert set(results["floors"]["unifood"]) == {"ingredient_iou_most_frequent", "pmae_average_train_mean"}
     assert results["provenance"]["versions"]["transformers"]
+
+
+def test_building_the_base_leaves_the_callers_random_state_alone(tmp_path):
+    """A run seeded before the base is built on first use must draw what it draws when the base was cached."""
+    import random
+
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(7)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(7)
+    build_demo_base(tmp_path / "base", TINY)
+    assert (tmp_path / "base" / "build.json").is_file()
+    drawn = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(drawn[0], expected[0]) and drawn[1:] == expected[1:]

@@ -1,0 +1,109 @@
+"""A grid of runs: a base configuration, variant overlays and seeds, read from one YAML file.
+
+```yaml
+base: [configs/demo.yaml]            # configs every run starts from (paths relative to the working directory)
+arguments: ["--trainer.max_epochs", "3"]   # CLI overrides every run gets, to size the grid
+variants:                            # name -> overlays on top of the base (may be empty: the base itself)
+  rode_2_4_8_16: [configs/variants/rode_2_4_8_16.yaml]
+  lora_r32: [configs/variants/lora_r32.yaml]
+reference: rode_2_4_8_16             # paired differences are taken against this variant
+seeds: [0, 1, 2]
+output: logs/grids/demo              # every run in <output>/runs/<variant>/seed_<s>, the report in <output>/report
+```
+
+Each (variant, seed) is an ordinary ``fit`` then ``test`` through the CLI (:mod:`rode_lightning.experiments.runner`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class GridError(ValueError):
+    """A grid file that cannot be run; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    seed: int
+    overlays: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/seed_{self.seed}"
+
+
+@dataclass
+class Grid:
+    path: Path
+    base: list[str]
+    variants: dict[str, list[str]]
+    seeds: list[int]
+    reference: str
+    output: Path
+    arguments: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> list[Run]:
+        """Seed-major order: every variant's first seed comes before any second seed, so a grid stopped early
+        still compares all variants."""
+        return [Run(variant, seed, tuple(overlays)) for seed in self.seeds
+                for variant, overlays in self.variants.items()]
+
+    @classmethod
+    def from_file(cls, path: str | Path, output: str | None = None) -> "Grid":
+        path = Path(path)
+        if not path.is_file():
+            raise GridError(f"{path}: grid file not found")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise GridError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(raw, dict):
+            raise GridError(f"{path}: expected a mapping with base, variants, seeds, reference, output")
+        unknown = sorted(set(raw) - {"base", "arguments", "variants", "seeds", "reference", "output"})
+        if unknown:
+            raise GridError(f"{path}: unknown field(s) {unknown}; expected base, arguments, variants, seeds, "
+                            "reference, output")
+
+        def strings(name: str, value, allow_empty: bool = False) -> list[str]:
+            if value is None and allow_empty:
+                return []
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value) or (
+                    not value and not allow_empty):
+                raise GridError(f"{path}: {name} must be a {'' if allow_empty else 'non-empty '}list of strings, "
+                                f"got {value!r}")
+            return list(value)
+
+        base = strings("base", raw.get("base"))
+        variants_raw = raw.get("variants")
+        if not isinstance(variants_raw, dict) or not variants_raw:
+            raise GridError(f"{path}: variants must map names to lists of overlay files, got {variants_raw!r}")
+        variants = {}
+        for name, overlays in variants_raw.items():
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise GridError(f"{path}: variant name {name!r} must be letters, digits, '_', '.' or '-'")
+            variants[name] = strings(f"variants.{name}", overlays, allow_empty=True)
+        seeds = raw.get("seeds")
+        if (not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds)
+                or len(set(seeds)) != len(seeds)):
+            raise GridError(f"{path}: seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+        reference = raw.get("reference", next(iter(variants)))
+        if reference not in variants:
+            raise GridError(f"{path}: reference {reference!r} is not a variant (variants: {', '.join(variants)})")
+        for file in base + [overlay for overlays in variants.values() for overlay in overlays]:
+            if not Path(file).is_file():
+                raise GridError(f"{path}: config file {file} not found (paths are relative to the working "
+                                "directory)")
+        out = output or raw.get("output")
+        if not isinstance(out, str) or not out:
+            raise GridError(f"{path}: output must be a directory path, got {out!r}")
+        return cls(path, base, variants, list(seeds), reference, Path(out),
+                   strings("arguments", raw.get("arguments"), allow_empty=True))
