@@ -3,6 +3,7 @@
     python scripts/demo_results.py run      # build the base if needed, fit, test, test the bare base; then render
     python scripts/demo_results.py render   # README.md's result tables from results/demo/*.json
     python scripts/demo_results.py check    # exit 1 if README.md's tables differ from what render would write
+    python scripts/demo_results.py grid     # copy the demo grid's report (logs/grids/demo/report) to results/grid
 
 ``run`` executes, in a fresh log directory each, exactly the commands README.md shows:
 
@@ -89,6 +90,30 @@ def _load(name: str) -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text())
 
 
+GRID_RESULTS = REPO / "results" / "grid"
+GRID_REPORT = REPO / "logs" / "grids" / "demo" / "report"
+
+
+def copy_grid_report() -> None:
+    GRID_RESULTS.mkdir(parents=True, exist_ok=True)
+    for file in sorted(GRID_REPORT.glob("*")):
+        if file.suffix in (".json", ".md", ".png"):
+            shutil.copy2(file, GRID_RESULTS / file.name)
+    render()
+
+
+def grid_block() -> str:
+    """The grid report's tables (``report.md`` without its title) and its plots."""
+    report = json.loads((GRID_RESULTS / "report.json").read_text())
+    text = (GRID_RESULTS / "report.md").read_text().split("\n", 2)[2].strip()
+    text = re.sub(r"^## ", "#### ", text, flags=re.MULTILINE)  # the report's sections, under README's headings
+    plots = ["![metrics per variant](results/grid/metrics.png)"] + [
+        f"![router of {variant}](results/grid/router_{variant}.png)" for variant in report["router"]
+        if variant == report["reference"]]
+    return (f"`python -m rode_lightning.experiments run {report['grid']}`: {report['runs']} of "
+            f"{report['expected_runs']} runs.\n\n{text}\n\n" + "\n\n".join(plots))
+
+
 def blocks() -> dict[str, str]:
     """The generated README blocks, by name."""
     fit, test, base = _load("fit"), _load("test"), _load("base")
@@ -111,6 +136,7 @@ def blocks() -> dict[str, str]:
                 f"\n\nThe frozen base without adapters (`{base['provenance']['command']}`):\n\n"
                 f"{results_table(base['results'])}\n\nFloors on the test split:\n\n{floors_line(test)}",
         "targets": targets_table({"val": fit, "test": test}),
+        **({"grid": grid_block()} if (GRID_RESULTS / "report.json").is_file() else {}),
         "versions": f"Measured with {shown} ({fit['provenance']['platform']}); `constraints.txt` pins the whole set.",
     }
 
@@ -139,12 +165,14 @@ def targets_table(records: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-_BLOCK = re.compile(r"(<!-- demo-results:(\w+) -->\n)(.*?)(\n<!-- /demo-results -->)", re.DOTALL)
+# A block is everything from its opening marker's line to the next closing marker's line; it may be empty.
+_BLOCK = re.compile(r"(^<!-- demo-results:(\w+) -->\n)((?:(?!<!-- /?demo-results).*\n)*?)(^<!-- /demo-results -->$)",
+                    re.MULTILINE)
 
 
 def rendered(text: str) -> str:
     generated = blocks()
-    return _BLOCK.sub(lambda match: match[1] + generated[match[2]] + match[4], text)
+    return _BLOCK.sub(lambda match: match[1] + generated[match[2]] + "\n" + match[4], text)
 
 
 def render() -> None:
@@ -165,12 +193,14 @@ def check() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "render", "check"])
+    parser.add_argument("action", choices=["run", "render", "check", "grid"])
     action = parser.parse_args().action
     if action == "run":
         run()
     elif action == "render":
         render()
+    elif action == "grid":
+        copy_grid_report()
     else:
         return check()
     return 0

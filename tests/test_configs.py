@@ -45,7 +45,18 @@ def test_variant_trains_a_few_steps(cli_demo_dir, tmp_path, variant):
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 BASES = [CONFIGS / "demo.yaml", CONFIGS / "rode.yaml"]
-OVERLAYS = sorted(path for path in CONFIGS.rglob("*.yaml") if path not in BASES)
+OVERLAYS = sorted(path for path in CONFIGS.rglob("*.yaml") if path not in BASES and "grids" not in path.parts)
+GRIDS = sorted((CONFIGS / "grids").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("grid_file", GRIDS, ids=lambda path: path.name)
+def test_every_grid_file_is_valid(grid_file, monkeypatch):
+    """Grid files name configs relative to the repository root, where the README runs them."""
+    from rode_lightning.experiments.grid import Grid
+
+    monkeypatch.chdir(CONFIGS.parent)
+    grid = Grid.from_file(grid_file.relative_to(CONFIGS.parent))
+    assert grid.reference in grid.variants and len(grid.runs) == len(grid.variants) * len(grid.seeds)
 
 
 @pytest.mark.parametrize("config", BASES + OVERLAYS, ids=lambda path: str(path.relative_to(CONFIGS)))

@@ -30,6 +30,12 @@ class AdapterConfig:
         num_clusters: ``cluster`` only: number of instruction clusters (k of the k-means on the data side).
         cluster_temperature: ``cluster`` only: softmax temperature tau of the gate (MoCLE: 0.05).
         universal_rank: ``cluster`` only: rank of the universal expert; ``null`` for the largest expert rank.
+        sparsity_target: ``rode`` only: keep the routers' gates this sparse (fraction of zero gates over real
+            tokens, experts and layers) with ReMoE's adaptive L1 penalty (``adapters/sparsity.py``); e.g. 0.75 =
+            ``1 - k/E`` for about one active expert of four. ``null``: no penalty (RoDE as in the paper).
+        sparsity_coefficient: the L1 penalty's starting coefficient (ReMoE: 1e-8).
+        sparsity_update_rate: the factor the coefficient is multiplied by (below the target) or divided by (above
+            it) after every training step (ReMoE: 1.2).
     """
 
     method: Method = "rode"
@@ -41,6 +47,9 @@ class AdapterConfig:
     num_clusters: int = 8
     cluster_temperature: float = 0.05
     universal_rank: int | None = None
+    sparsity_target: float | None = None
+    sparsity_coefficient: float = 1e-8
+    sparsity_update_rate: float = 1.2
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -62,6 +71,15 @@ class AdapterConfig:
             raise ValueError(f"adapter.cluster_temperature: {self.cluster_temperature} must be positive")
         if self.universal_rank is not None and self.universal_rank < 1:
             raise ValueError(f"adapter.universal_rank: {self.universal_rank} must be a positive integer")
+        if self.sparsity_target is not None:
+            if self.method != "rode":
+                raise ValueError(f"adapter.sparsity_target: only method 'rode' (ReLU routing) has it, not "
+                                 f"{self.method!r}")
+            if not 0.0 <= self.sparsity_target < 1.0:
+                raise ValueError(f"adapter.sparsity_target: {self.sparsity_target} is outside [0, 1)")
+        if self.sparsity_coefficient <= 0 or self.sparsity_update_rate <= 1:
+            raise ValueError(f"adapter.sparsity_coefficient {self.sparsity_coefficient} must be positive and "
+                             f"adapter.sparsity_update_rate {self.sparsity_update_rate} above 1")
         if not self.target_modules:
             raise ValueError("adapter.target_modules: empty; name at least one layer, e.g. [q_proj, k_proj]")
 

@@ -70,6 +70,7 @@ def inject_adapters(model: nn.Module, config: AdapterConfig, context: RoutingCon
             router = ClusterRouter(cluster_dim, config.num_experts, config.cluster_temperature, context)
         else:
             router = TOKEN_ROUTERS[config.method](base.in_features, config.num_experts, context)
+            router.l1_penalty = config.sparsity_target is not None
         # Trainable tensors in fp32 even over a bf16/fp16 base: optimizer updates of 1e-4 relative size vanish in
         # bf16's 8-bit mantissa. The layer casts inputs to them and its output back to the base's dtype.
         dtype = base.weight.dtype if base.weight.dtype in (torch.float32, torch.float64) else torch.float32

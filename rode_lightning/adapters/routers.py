@@ -48,8 +48,23 @@ class LinearRouter(nn.Module):
 
 
 class ReLURouter(LinearRouter):
+    """With ``l1_penalty`` (set for ``adapter.sparsity_target``), a training forward also keeps ReMoE's L1 term,
+    the mean gate over real tokens and experts (gates are non-negative), as its auxiliary loss, and the counts of
+    zero and all gates, which ``adapters/sparsity.py`` turns into the step's sparsity."""
+
+    l1_penalty = False
+
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.relu(logits)
+        gates = torch.relu(logits)
+        if self.l1_penalty and self.training:
+            real = gates.reshape(-1, gates.shape[-1])
+            mask = self.context.token_mask
+            if mask is not None and mask.shape == logits.shape[:-1]:
+                real = real[mask.reshape(-1)]
+            self.last_aux_loss = real.float().mean() if real.numel() else gates.sum() * 0.0
+            self.last_gate_counts = torch.stack([(real == 0).sum(), torch.tensor(real.numel(),
+                                                                                 device=real.device)])
+        return gates
 
 
 class SoftmaxRouter(LinearRouter):

@@ -203,10 +203,17 @@ class RouterSparsityMonitor(Callback):
         every_n_steps: log every this many optimizer steps (``trainer.global_step``).
         log_histograms: also log a histogram of each layer's gate values (TensorBoard only).
         log_heatmap: also log, per task, an image of the mean gate of every (layer, expert) (TensorBoard only).
+        evaluation_heatmaps: after every validation and test, the gates averaged over the whole split per task and
+            per dataset (``callbacks/router_heatmaps.py``; one extra teacher-forced forward per evaluation batch):
+            ``router_<stage>.json`` and ``router_<stage>.png`` beside the results table, the figure as
+            ``router/split_heatmap/<stage>`` and each group's sparsity as ``router/<stage>/<group>/sparsity``.
     """
 
-    def __init__(self, every_n_steps: int = 50, log_histograms: bool = True, log_heatmap: bool = True):
+    def __init__(self, every_n_steps: int = 50, log_histograms: bool = True, log_heatmap: bool = True,
+                 evaluation_heatmaps: bool = True):
         super().__init__()
+        self.evaluation_heatmaps = evaluation_heatmaps
+        self._evaluation = None  # EvaluationRouting while a validation or test epoch runs
         if every_n_steps < 1:
             raise ValueError(f"RouterSparsityMonitor.every_n_steps: {every_n_steps} must be at least 1")
         self.every_n_steps = every_n_steps
@@ -242,6 +249,90 @@ class RouterSparsityMonitor(Callback):
             return
         self._last_logged_step = step
         self.log_batch(trainer, batch, step)
+
+    # ------------------------------------------------------------------ evaluation split
+    def _start_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from rode_lightning.callbacks.router_heatmaps import EvaluationRouting
+        from rode_lightning.data.datamodule import DATASETS
+
+        self._evaluation = None
+        if not self.evaluation_heatmaps or trainer.sanity_checking:
+            return
+        layers = adapter_layers(pl_module)
+        if not layers:
+            return
+        names = short_layer_names(list(layers))
+        self._evaluation_layers = {names[name]: layer for name, layer in layers.items()}
+        self._evaluation = EvaluationRouting({name: layer.num_experts for name, layer in
+                                              self._evaluation_layers.items()}, [*self.tasks, *DATASETS])
+
+    def _evaluation_batch(self, pl_module: L.LightningModule, batch) -> None:
+        if self._evaluation is None or not isinstance(batch, Mapping) or "attention_mask" not in batch:
+            return
+        with torch.no_grad():  # the teacher-forced forward the loss sees: question and reference answer
+            pl_module.model(batch["input_ids"], batch["attention_mask"], batch["images"], batch.get("cluster_ids"))
+        gates = {name: layer.last_gates for name, layer in self._evaluation_layers.items()
+                 if layer.last_gates is not None}
+        row_groups = [[task, dataset] for task, dataset in zip(batch["tasks"], batch["datasets"])]
+        self._evaluation.add(gates, batch["attention_mask"], row_groups)
+
+    def _end_evaluation(self, trainer: L.Trainer, stage: str) -> None:
+        if self._evaluation is None:
+            return
+        evaluation, self._evaluation = self._evaluation, None
+        device = trainer.strategy.root_device
+        total = trainer.strategy.reduce(evaluation.to_vector().to(device, torch.float32 if device.type == "mps"
+                                                                   else torch.float64), reduce_op="sum")
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
+        if not trainer.is_global_zero:
+            return
+        evaluation.load_vector(total.detach().cpu().double())
+        router = evaluation.as_dict(self._expert_ranks_of(self._evaluation_layers))
+        if not router["groups"]:
+            return
+        from rode_lightning.callbacks.router_heatmaps import router_heatmap_figure
+
+        step = trainer.global_step
+        figure = router_heatmap_figure(router, f"mean gate over the {stage} split, step {step}")
+        metrics = {f"router/{stage}/{group}/sparsity": values["sparsity"]
+                   for group, values in router["groups"].items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(f"router/split_heatmap/{stage}", figure, global_step=step, close=False)
+        if log_dir:
+            import json
+            from pathlib import Path
+
+            directory = Path(log_dir) / "results"
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / f"router_{stage}.json").write_text(json.dumps(router, indent=2))
+            figure.savefig(directory / f"router_{stage}.png", bbox_inches="tight")
+
+    @staticmethod
+    def _expert_ranks_of(layers: dict) -> list[int] | None:
+        ranks = {tuple(layer.experts.ranks) for layer in layers.values()}
+        return list(ranks.pop()) if len(ranks) == 1 else None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_evaluation(trainer, pl_module)
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_evaluation(trainer, pl_module)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_batch(pl_module, batch)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        self._evaluation_batch(pl_module, batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end_evaluation(trainer, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end_evaluation(trainer, "test")
 
     # ------------------------------------------------------------------ work
     def log_batch(self, trainer: L.Trainer, batch: dict, step: int) -> None:
@@ -428,8 +519,7 @@ class RouterSparsityMonitor(Callback):
 
     def _expert_ranks(self) -> list[int] | None:
         """The experts' ranks, when every layer has the same ones (they label the heatmap's columns)."""
-        ranks = {tuple(layer.experts.ranks) for layer in self._layers.values()}
-        return list(ranks.pop()) if len(ranks) == 1 else None
+        return self._expert_ranks_of(self._layers)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

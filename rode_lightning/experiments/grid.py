@@ -9,6 +9,7 @@ variants:                            # name -> overlays on top of the base (may 
 reference: rode_2_4_8_16             # paired differences are taken against this variant
 seeds: [0, 1, 2]
 output: logs/grids/demo              # every run in <output>/runs/<variant>/seed_<s>, the report in <output>/report
+checkpoint_every_n_steps: 50         # how often a fit keeps last.ckpt, where an interrupted run resumes
 ```
 
 Each (variant, seed) is an ordinary ``fit`` then ``test`` through the CLI (:mod:`rode_lightning.experiments.runner`).
@@ -49,6 +50,7 @@ class Grid:
     reference: str
     output: Path
     arguments: list[str] = field(default_factory=list)
+    checkpoint_every_n_steps: int = 50
 
     @property
     def runs(self) -> list[Run]:
@@ -68,10 +70,11 @@ class Grid:
             raise GridError(f"{path}: not valid YAML ({error})") from None
         if not isinstance(raw, dict):
             raise GridError(f"{path}: expected a mapping with base, variants, seeds, reference, output")
-        unknown = sorted(set(raw) - {"base", "arguments", "variants", "seeds", "reference", "output"})
+        unknown = sorted(set(raw) - {"base", "arguments", "variants", "seeds", "reference", "output",
+                                     "checkpoint_every_n_steps"})
         if unknown:
             raise GridError(f"{path}: unknown field(s) {unknown}; expected base, arguments, variants, seeds, "
-                            "reference, output")
+                            "reference, output, checkpoint_every_n_steps")
 
         def strings(name: str, value, allow_empty: bool = False) -> list[str]:
             if value is None and allow_empty:
@@ -105,5 +108,8 @@ class Grid:
         out = output or raw.get("output")
         if not isinstance(out, str) or not out:
             raise GridError(f"{path}: output must be a directory path, got {out!r}")
+        every = raw.get("checkpoint_every_n_steps", 50)
+        if not isinstance(every, int) or every < 1:
+            raise GridError(f"{path}: checkpoint_every_n_steps must be a positive integer, got {every!r}")
         return cls(path, base, variants, list(seeds), reference, Path(out),
-                   strings("arguments", raw.get("arguments"), allow_empty=True))
+                   strings("arguments", raw.get("arguments"), allow_empty=True), every)

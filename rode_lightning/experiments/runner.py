@@ -16,6 +16,7 @@ cluster scheduler: ``--slurm`` prints a job-array script whose task ``i`` runs `
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -29,7 +30,6 @@ from safetensors import safe_open
 
 from rode_lightning.experiments.grid import Grid, Run
 
-CHECKPOINT_EVERY_N_STEPS = 50
 RESULT = "run.json"
 
 
@@ -55,7 +55,7 @@ def fit_command(grid: Grid, run: Run, resume: Path | None = None) -> list[str]:
                "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
                f"--trainer.callbacks.dirpath={run_directory(grid, run) / 'checkpoints'}",
                "--trainer.callbacks.save_last=true", "--trainer.callbacks.save_top_k=0",
-               f"--trainer.callbacks.every_n_train_steps={CHECKPOINT_EVERY_N_STEPS}"]
+               f"--trainer.callbacks.every_n_train_steps={grid.checkpoint_every_n_steps}"]
     if resume is not None:
         command += ["--ckpt_path", str(resume)]
     return command
@@ -88,19 +88,8 @@ def _execute(command: list[str], log: Path, threads: int | None) -> tuple[float,
 
 def trainable_parameters(adapter_dir: Path) -> int:
     """Every tensor the fit trained (experts, routers, cluster embedding, the projector if trained)."""
-    total = 0
     with safe_open(str(adapter_dir / "adapter.safetensors"), framework="pt") as handle:
-        for name in handle.keys():
-            total += handle.get_slice(name).get_shape().numel() if hasattr(
-                handle.get_slice(name).get_shape(), "numel") else _product(handle.get_slice(name).get_shape())
-    return total
-
-
-def _product(shape) -> int:
-    result = 1
-    for size in shape:
-        result *= int(size)
-    return result
+        return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
 
 
 def _write_atomically(path: Path, value: dict) -> None:
@@ -123,9 +112,7 @@ def run_one(grid: Grid, run: Run, threads: int | None = None, announce=print) ->
         command = fit_command(grid, run, resume=last if last.is_file() else None)
         announce(f"{run.key}: {'resuming' if last.is_file() else 'fit'}: {shlex.join(command)}")
         seconds, memory = _execute(command, log, threads)
-        earlier = {}
-        _write_atomically(progress, {"seconds": seconds + earlier.get("seconds", 0.0), "peak_memory_gb": memory,
-                                     "resumed": last.is_file()})
+        _write_atomically(progress, {"seconds": seconds, "peak_memory_gb": memory, "resumed": last.is_file()})
     fit = json.loads(progress.read_text())
     command = test_command(grid, run)
     announce(f"{run.key}: test: {shlex.join(command)}")

@@ -15,6 +15,8 @@ from torchmetrics import Metric
 from transformers import get_cosine_schedule_with_warmup
 
 from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.inject import adapter_layers
+from rode_lightning.adapters.sparsity import SparsityController, gate_counts
 from rode_lightning.adapters.saving import load_adapter, save_adapter, saved_cluster_embedding_shape
 from rode_lightning.data.instructions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
@@ -29,6 +31,9 @@ from rode_lightning.model.lmm import FoodLMM
 from rode_lightning.model.sharded_checkpoint import (is_sharded_checkpoint, read_sharded_checkpoint,
                                                      read_sharded_folders_in)
 from rode_lightning.model.vision import VisionConfig
+
+
+SPARSITY_KEY = "sparsity_controller"
 
 
 class FoodLMMModule(L.LightningModule):
@@ -73,6 +78,10 @@ class FoodLMMModule(L.LightningModule):
         self.vision_config, self.language_config, self.adapter_config = vision, language, adapter
         self.model: FoodLMM | None = None
         self.evaluation = torch.nn.ModuleDict({stage: EvaluationSuite() for stage in ("val", "test")})
+        # RoDE with controlled sparsity (adapter.sparsity_target): ReMoE's adaptive L1 coefficient.
+        self.sparsity = (SparsityController(adapter.sparsity_target, adapter.sparsity_coefficient,
+                                            adapter.sparsity_update_rate)
+                         if adapter.sparsity_target is not None else None)
         self._examples: dict[str, list[dict]] = {"val": [], "test": []}
 
     @property
@@ -158,6 +167,8 @@ class FoodLMMModule(L.LightningModule):
         checkpoint["state_dict"] = {name: tensor for name, tensor in checkpoint["state_dict"].items()
                                     if name in trainable}
         checkpoint[RNG_KEY] = collect_rng_states(self.device)
+        if self.sparsity is not None:
+            checkpoint[SPARSITY_KEY] = self.sparsity.state_dict()
         checkpoint[FINGERPRINT_KEY] = frozen_fingerprint(self)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -169,6 +180,8 @@ class FoodLMMModule(L.LightningModule):
             rank_zero_warn("the frozen weights of this model differ from those the checkpoint was trained with "
                            "(another model.language.path or model.vision.checkpoint, or the demo's random language "
                            "model built from another seed_everything): its adapters will not fit them")
+        if self.sparsity is not None and SPARSITY_KEY in checkpoint:
+            self.sparsity.load_state_dict(checkpoint[SPARSITY_KEY])
         # Set when training starts (`on_train_start`), after the network was built and everything else was restored.
         self._rng_states_to_restore = checkpoint.get(RNG_KEY)
 
@@ -212,11 +225,26 @@ class FoodLMMModule(L.LightningModule):
         # Collected right after the forward: activation checkpointing re-runs layers during backward, and the
         # losses recorded then are not the ones in this graph.
         auxiliary = self.model.auxiliary_loss()
-        if auxiliary is not None:
+        if auxiliary is not None and self.sparsity is not None:
+            loss = loss + self.sparsity.coefficient * auxiliary
+            self.log("train/router_l1", auxiliary, batch_size=len(batch["ids"]))
+            self._update_sparsity_coefficient(len(batch["ids"]))
+        elif auxiliary is not None:
             self.log("train/load_balancing_loss", auxiliary, batch_size=len(batch["ids"]))
             loss = loss + self.adapter_config.load_balancing_coefficient * auxiliary
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch["ids"]))
         return loss
+
+    def _update_sparsity_coefficient(self, batch_size: int) -> None:
+        """ReMoE's rule on this step's sparsity over every process's real tokens (one small all-reduce)."""
+        counts = gate_counts(list(adapter_layers(self.model.language_model).values()))
+        if counts is None:
+            return
+        counts = self.trainer.strategy.reduce(counts.double(), reduce_op="sum") if self._trainer else counts
+        sparsity = float(counts[0] / counts[1]) if counts[1] > 0 else 1.0
+        self.log("train/router_sparsity", sparsity, batch_size=batch_size)
+        self.log("train/sparsity_coefficient", self.sparsity.coefficient, batch_size=batch_size)
+        self.sparsity.update(sparsity)
 
     def generate_answers(self, batch: dict, rows: list[int] | None = None) -> list[str]:
         rows = list(range(len(batch["ids"]))) if rows is None else rows

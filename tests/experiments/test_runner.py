@@ -1,0 +1,127 @@
+"""A grid end to end at tiny size: 2 variants x 2 seeds, the report, and a run killed mid-fit that resumes to the
+uninterrupted run's result."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rode_lightning.experiments.__main__ import main as experiments_main
+from rode_lightning.experiments.grid import Grid, GridError
+from rode_lightning.experiments.runner import print_commands, run_directory, run_grid
+from tests.conftest import tiny_cli_args
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _grid_file(tmp_path: Path, cli_demo_dir: Path, name: str, variants: dict, seeds: list[int],
+               extra: list[str] = ()) -> Path:
+    # tiny_cli_args minus its --config and logger directory, which the runner sets itself.
+    arguments = tiny_cli_args(cli_demo_dir, tmp_path / "unused")[2:]
+    index = arguments.index("--trainer.logger.init_args.save_dir")
+    del arguments[index:index + 2]
+    arguments += ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
+                  "--trainer.limit_val_batches", "0", *extra]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"base": [str(REPO / "configs" / "demo.yaml")], "arguments": arguments,
+                                    "variants": variants, "seeds": seeds, "reference": next(iter(variants)),
+                                    "output": str(tmp_path / name), "checkpoint_every_n_steps": 2},
+                                   sort_keys=False))
+    return path
+
+
+VARIANTS = {"rode": [str(REPO / "configs" / "variants" / "rode_2_4_8_16.yaml")],
+            "lora_r8": [str(REPO / "configs" / "variants" / "lora_r8.yaml")]}
+
+
+@pytest.fixture(scope="module")
+def finished_grid(tmp_path_factory, cli_demo_dir):
+    tmp_path = tmp_path_factory.mktemp("grid")
+    grid = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "whole", VARIANTS, [0, 1]))
+    lines: list[str] = []
+    records = run_grid(grid, announce=lines.append)
+    return grid, records, lines
+
+
+def test_a_grid_runs_every_variant_and_seed_and_reports_them(finished_grid):
+    grid, records, lines = finished_grid
+    assert sorted((r["variant"], r["seed"]) for r in records) == [("lora_r8", 0), ("lora_r8", 1), ("rode", 0),
+                                                                  ("rode", 1)]
+    assert any(line.startswith("[4/4]") and "left" in line for line in lines)
+    rode = next(r for r in records if r["variant"] == "rode")
+    assert rode["trainable_parameters"] > 0 and rode["fit_seconds"] > 0 and rode["peak_memory_gb"] > 0
+    assert set(rode["results"]) == {"unifood", "nutrition5k"}
+    assert rode["router"] and "recipe" in rode["router"]["groups"]  # the test split's Figure 6 statistics
+    lora = next(r for r in records if r["variant"] == "lora_r8")
+    assert lora["router"] is None and lora["trainable_parameters"] != rode["trainable_parameters"]
+
+    assert experiments_main(["report", str(grid.path)]) == 0
+    report = json.loads((grid.output / "report" / "report.json").read_text())
+    iou = report["scores"]["lora_r8"]["unifood"]["ingredient_iou"]
+    values = [r["results"]["unifood"]["ingredient_iou"] for r in records if r["variant"] == "lora_r8"]
+    assert iou["mean"] == pytest.approx(sum(values) / 2)
+    paired = report["paired_differences"]["lora_r8"]["unifood"]["ingredient_iou"]
+    by_seed = {(r["variant"], r["seed"]): r["results"]["unifood"]["ingredient_iou"] for r in records}
+    assert paired["mean"] == pytest.approx(sum(by_seed[("lora_r8", s)] - by_seed[("rode", s)] for s in (0, 1)) / 2)
+    text = (grid.output / "report" / "report.md").read_text()
+    assert "## unifood" in text and "Paired differences to rode" in text and "## Cost" in text
+    assert (grid.output / "report" / "metrics.png").stat().st_size > 0
+    assert (grid.output / "report" / "router_rode.png").stat().st_size > 0
+
+    before = {r["variant"]: r for r in records}
+    again = run_grid(grid, announce=lines.append)  # everything done: skipped
+    assert lines[-1].startswith("4 of 4 runs already done") and len(again) == 4
+    assert {r["variant"]: r for r in again}.keys() == before.keys()
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(finished_grid, tmp_path, cli_demo_dir):
+    """The same seed gives the same result, also when the fit was killed at step 4 and resumed from last.ckpt."""
+    grid, records, _ = finished_grid
+    killer = ["--trainer.callbacks+=tests.experiments.killer.KillAtStep", "--trainer.callbacks.step=4"]
+    interrupted = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "killed", {"rode": VARIANTS["rode"]}, [1],
+                                            killer))
+    with pytest.raises(RuntimeError, match="exited with -9"):
+        run_grid(interrupted, announce=lambda line: None)
+    run = interrupted.runs[0]
+    assert (run_directory(interrupted, run) / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_directory(interrupted, run) / "run.json").exists()
+    resumed = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "killed", {"rode": VARIANTS["rode"]}, [1]))
+    lines: list[str] = []
+    [record] = run_grid(resumed, announce=lines.append)
+    assert any("resuming" in line and "--ckpt_path" in line for line in lines)
+    uninterrupted = next(r for r in records if r["variant"] == "rode" and r["seed"] == 1)
+    assert record["resumed"] is True
+    assert record["results"] == uninterrupted["results"]
+    assert record["router"] == uninterrupted["router"]
+
+
+def test_commands_and_slurm_script(finished_grid):
+    grid, _, _ = finished_grid
+    commands = print_commands(grid).splitlines()
+    assert commands[0] == "# rode/seed_0" and commands[1].startswith("python -m rode_lightning fit --config")
+    assert "--seed_everything 0 --data.seed 0" in commands[1] and "--model.adapter_path" in commands[2]
+    script = print_commands(grid, slurm=True, grid_argument="grid.yaml")
+    assert "#SBATCH --job-name=rode-grid --array=0-3" in script
+    assert 'run grid.yaml --index "$SLURM_ARRAY_TASK_ID"' in script
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"reference": "nope"}, "reference 'nope' is not a variant"),
+    ({"variants": {"a b": []}}, "variant name 'a b'"),
+    ({"base": ["missing.yaml"]}, "config file missing.yaml not found"),
+    ({"colour": 1}, "unknown field"),
+])
+def test_bad_grid_files_are_named(tmp_path, change, message, capsys):
+    raw = {"base": [str(REPO / "configs" / "demo.yaml")], "variants": {"rode": []}, "seeds": [0],
+           "output": str(tmp_path / "out"), **change}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(GridError, match=message):
+        Grid.from_file(path)
+    assert experiments_main(["run", str(path)]) == 2
+    assert str(path) in capsys.readouterr().err
