@@ -11,6 +11,7 @@ Training is deterministic and takes about a second.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from tokenizers import AddedToken
@@ -68,7 +69,15 @@ def _load_local_tokenizer(path: Path, spec: str) -> PreTrainedTokenizerBase:
                               "tokenizer.json; converting it needs `pip install sentencepiece` (once: "
                               "`AutoTokenizer.from_pretrained(path).save_pretrained(path)` writes tokenizer.json)"
                               ) from None
-    return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+    # AutoTokenizer reads config.json too; transformers does not know LLaVA v1.5's model_type ``llava_llama`` and
+    # warns that the config is of another type, which says nothing about the tokenizer.
+    config_logger = logging.getLogger("transformers.configuration_utils")
+    level = config_logger.level
+    config_logger.setLevel(logging.ERROR)
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+    finally:
+        config_logger.setLevel(level)
 
 
 def _demo_corpus() -> list[str]:

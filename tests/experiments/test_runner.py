@@ -94,7 +94,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(fi
     [record] = run_grid(resumed, announce=lines.append)
     assert any("resuming" in line and "--ckpt_path" in line for line in lines)
     uninterrupted = next(r for r in records if r["variant"] == "rode" and r["seed"] == 1)
-    assert record["resumed"] is True
+    assert record["resumed"] is True and uninterrupted["resumed"] is False
     assert record["results"] == uninterrupted["results"]
     assert record["router"] == uninterrupted["router"]
 
