@@ -96,5 +96,5 @@ def router_heatmap_figure(router: dict, title: str):
         axes.set_title(f"{name}\nsparsity {group['sparsity']:.2f}", fontsize=8)
     if image is not None:
         figure.colorbar(image, ax=figure.axes, label="mean gate (shared scale)", shrink=0.9)
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(title, fontsize=9, y=1.06)  # above the two-line panel titles
     return figure

@@ -137,7 +137,7 @@ def markdown(report: dict) -> str:
                      f"{cost['peak_memory_gb']:.2f} |")
     if report["router"]:
         lines += ["", "## Router sparsity on the test split", "",
-                  "Fraction of zero gates over every adapted layer and real token, per task (mean over seeds); the "
+                  "Fraction of zero gates over every adapted layer and real token, per task and per dataset (mean over seeds); the "
                   "heatmaps are `router_<variant>.png`.", "",
                   "| variant | " + " | ".join(next(iter(report["router"].values()))["groups"]) + " |",
                   "| --- |" + " --- |" * len(next(iter(report["router"].values()))["groups"])]
