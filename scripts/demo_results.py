@@ -121,9 +121,6 @@ def blocks() -> dict[str, str]:
     shown = ", ".join(f"{name} {versions[name]}" for name in ("python", "torch", "lightning", "transformers",
                                                               "open_clip_torch", "peft", "tokenizers"))
 
-    def floors_line(record: dict) -> str:
-        return floors_table(record["floors"])
-
     build = fit["base_build"]
     base_time = (f"of which {build['seconds']['total'] / 60:.1f} min building the base" if build["built_by_this_fit"]
                  else "the base already built")
@@ -131,10 +128,10 @@ def blocks() -> dict[str, str]:
         "validation": f"`{fit['provenance']['command']}` (epoch {fit['epoch']}, step {fit['step']}; "
                       f"{fit['seconds'] / 60:.1f} min wall clock, {base_time}; peak memory "
                       f"{fit['peak_memory_gb']:.2f} GB):\n\n"
-                      f"{results_table(fit['results'])}\n\nFloors on the validation split:\n\n{floors_line(fit)}",
+                      f"{results_table(fit['results'])}\n\nFloors on the validation split:\n\n{floors_table(fit['floors'])}",
         "test": f"`{test['provenance']['command']}` ({test['seconds']:.0f} s):\n\n{results_table(test['results'])}"
                 f"\n\nThe frozen base without adapters (`{base['provenance']['command']}`):\n\n"
-                f"{results_table(base['results'])}\n\nFloors on the test split:\n\n{floors_line(test)}",
+                f"{results_table(base['results'])}\n\nFloors on the test split:\n\n{floors_table(test['floors'])}",
         "targets": targets_table({"val": fit, "test": test}),
         **({"grid": grid_block()} if (GRID_RESULTS / "report.json").is_file() else {}),
         "versions": f"Measured with {shown} ({fit['provenance']['platform']}); `constraints.txt` pins the whole set.",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from rode_lightning.callbacks.router_sparsity import GateStatistics, gate_statistics
+from rode_lightning.callbacks.gate_statistics import GateStatistics, gate_statistics
 
 
 class EvaluationRouting:

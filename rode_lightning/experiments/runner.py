@@ -38,6 +38,11 @@ def run_directory(grid: Grid, run: Run) -> Path:
     return grid.output / "runs" / run.variant / f"seed_{run.seed}"
 
 
+def test_directory(grid: Grid, run: Run) -> Path:
+    """The log directory of the run's ``test`` (its results table and router statistics)."""
+    return grid.output / "runs" / run.variant / f"seed_{run.seed}_test"
+
+
 def _configs(grid: Grid, run: Run) -> list[str]:
     return [argument for file in (*grid.base, *run.overlays) for argument in ("--config", file)]
 
@@ -63,7 +68,8 @@ def fit_command(grid: Grid, run: Run, resume: Path | None = None) -> list[str]:
 
 
 def test_command(grid: Grid, run: Run) -> list[str]:
-    return ["python", "-m", "rode_lightning", "test", *_configs(grid, run), *_common(grid, run, f"seed_{run.seed}_test"),
+    return ["python", "-m", "rode_lightning", "test", *_configs(grid, run),
+            *_common(grid, run, test_directory(grid, run).name),
             "--model.adapter_path", str(run_directory(grid, run) / "adapter")]
 
 
@@ -119,9 +125,9 @@ def run_one(grid: Grid, run: Run, threads: int | None = None, announce=print) ->
     command = test_command(grid, run)
     announce(f"{run.key}: test: {shlex.join(command)}")
     test_seconds, test_memory = _execute(command, log, threads)
-    scored = json.loads((grid.output / "runs" / run.variant / f"seed_{run.seed}_test" / "results" /
-                         "test_results.json").read_text())
-    router = grid.output / "runs" / run.variant / f"seed_{run.seed}_test" / "results" / "router_test.json"
+    results = test_directory(grid, run) / "results"
+    scored = json.loads((results / "test_results.json").read_text())
+    router = results / "router_test.json"
     record = {"variant": run.variant, "seed": run.seed, "overlays": list(run.overlays),
               "results": scored["results"], "floors": scored.get("floors", {}),
               "provenance": scored.get("provenance", {}),
