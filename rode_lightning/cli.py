@@ -7,6 +7,9 @@ and linked into the data module so the two can never disagree.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from lightning.pytorch.cli import LightningCLI
 
 from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
@@ -27,7 +30,57 @@ class RoDECLI(LightningCLI):
         parser.add_lightning_class_args(JSONLPredictionWriter, "predictions")
 
     def before_instantiate_classes(self) -> None:
-        resolve_demo_base(self.config[self.subcommand] if self.subcommand else self.config)
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        resolve_demo_base(config)
+        if self.subcommand in ("validate", "test", "predict"):
+            write_next_to_trained_run(config, self.subcommand)
+        if self.subcommand in ("validate", "test"):
+            # The module prints its own rounded table per dataset and task; Lightning's repeats it unrounded.
+            config["verbose"] = False
+
+
+class _WithoutAdvertising(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing ..." lines, which advertise services and say nothing about
+    the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutAdvertising())
+
+# Loggers whose directory is save_dir/name/version, which write_next_to_trained_run can point at a trained run.
+_DIRECTORY_LOGGERS = ("lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger",
+                      "TensorBoardLogger", "CSVLogger")
+
+
+def trained_run_dir(adapter_path: str | None, ckpt_path: str | None) -> Path | None:
+    """The log directory of the training run that wrote an adapter (``<run>/adapter``) or a checkpoint
+    (``<run>/checkpoints/<file>``); ``None`` when the weights do not sit in a run's directory (no ``hparams.yaml``
+    beside them), e.g. an adapter downloaded elsewhere."""
+    if ckpt_path and Path(ckpt_path).parent.name == "checkpoints":
+        candidate = Path(ckpt_path).parent.parent
+    elif adapter_path:
+        candidate = Path(adapter_path).parent
+    else:
+        return None
+    return candidate if (candidate / "hparams.yaml").is_file() or (candidate / "config.yaml").is_file() else None
+
+
+def write_next_to_trained_run(config, subcommand: str) -> None:
+    """Let ``validate``, ``test`` and ``predict`` of a trained adapter or checkpoint write into
+    ``<run>/<subcommand>/`` (results tables, predictions, logs) instead of opening a new ``version_N`` beside the
+    run, so that a run's directory holds everything done with it and README's ``version_0`` commands keep
+    matching. Runs without trained weights, or with another logger, keep the logger's own directory."""
+    run = trained_run_dir(config.get("model.adapter_path"), config.get("ckpt_path"))
+    logger = config.get("trainer.logger")
+    if run is None or logger is None or isinstance(logger, (bool, list)):
+        return
+    if getattr(logger, "class_path", None) not in _DIRECTORY_LOGGERS:
+        return
+    logger.init_args.save_dir = str(run)
+    logger.init_args.name = ""
+    logger.init_args.version = subcommand
 
 
 def resolve_demo_base(config) -> None:

@@ -42,3 +42,18 @@ def tiny_cli_args(demo_dir: Path, log_dir: Path, *extra: str) -> list[str]:
         "--model.vision.checkpoint", "null", "--model.language.path", "null", "--model.tokenizer", "demo",
         *extra,
     ]
+
+
+def printed_results(output: str, stage: str = "val") -> dict[str, float]:
+    """The last ``<stage>`` evaluation a CLI run printed, as ``{"<stage>/<dataset>/<metric>": value}`` (floors
+    included) plus ``"<stage>/loss"``, read from the results JSON whose path the run printed."""
+    import json
+
+    marker = f"{stage} results written to "
+    path = Path([line for line in output.splitlines() if line.startswith(marker)][-1][len(marker):].strip())
+    saved = json.loads(path.with_suffix(".json").read_text())
+    values = {f"{stage}/loss": saved["loss"]}
+    for table in (saved["results"], saved["floors"]):
+        for dataset, row in table.items():
+            values.update({f"{stage}/{dataset}/{name}": value for name, value in row.items()})
+    return values

@@ -28,7 +28,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rode_lightning.adapters.saving import WEIGHTS_NAME, adapter_state_dict
-from tests.conftest import tiny_cli_args
+from tests.conftest import printed_results, tiny_cli_args
 
 REPO = Path(__file__).parents[1]
 CONFIGS = REPO / "configs"
@@ -70,10 +70,8 @@ def adapter(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "adapter" / WEIGHTS_NAME)
 
 
-def validation_summary(stderr: str) -> dict[str, float]:
-    line = next(line for line in stderr.splitlines() if line.startswith("[val epoch 0"))
-    pairs = (item.rsplit(" ", 1) for item in line.split("] ", 1)[1].split(", "))
-    return {name: float(value) for name, value in pairs}
+def validation_summary(output: str) -> dict[str, float]:
+    return printed_results(output, "val")
 
 
 def logged_scalar(run: Path, tag: str) -> float:
@@ -284,12 +282,13 @@ def test_a_sharded_fsdp_checkpoint_is_read_in_one_process(runs, cli_demo_dir, tm
     one_process = ["--trainer.strategy", "auto", "--trainer.devices", "1", "--trainer.limit_val_batches", "2"]
     _, from_folder = run_cli("validate", cli_demo_dir, tmp_path / "folder" / "logs", *one_process,
                              "--ckpt_path", str(folder))
+    folder_results = validation_summary(from_folder)  # read now: both runs write into the FSDP run's validate/
     _, from_adapter = run_cli("validate", cli_demo_dir, tmp_path / "adapter" / "logs", *one_process,
                               "--model.adapter_path", str(fsdp_run / "adapter"))
     assert f"Loaded model weights from the checkpoint at {folder}" in from_folder
-    assert validation_summary(from_folder) == validation_summary(from_adapter)
-    loss = [line for line in from_folder.splitlines() if "val/loss" in line]
-    assert loss and loss == [line for line in from_adapter.splitlines() if "val/loss" in line]
+    # Every metric and the validation loss, to full precision.
+    assert folder_results == validation_summary(from_adapter)
+    assert f"val results written to {fsdp_run / 'validate' / 'results' / 'val_results.md'}" in from_adapter
 
     # Training resumed in one process from the folder of step 1 goes on at step 2; its data restarts the epoch, as
     # each process's share of it changed, and says so.

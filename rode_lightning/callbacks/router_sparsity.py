@@ -129,8 +129,6 @@ class RouterSparsityMonitor(Callback):
 
     # ------------------------------------------------------------------ evaluation split
     def _start_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from rode_lightning.data.datamodule import DATASETS
-
         self._evaluation = None
         if not self.evaluation_heatmaps or trainer.sanity_checking:
             return
@@ -138,7 +136,15 @@ class RouterSparsityMonitor(Callback):
         if not self._evaluation_layers:
             return
         self._evaluation = EvaluationRouting({name: layer.num_experts for name, layer in
-                                              self._evaluation_layers.items()}, [*self.tasks, *DATASETS])
+                                              self._evaluation_layers.items()},
+                                             [*self.tasks, *self._served_datasets(trainer)])
+
+    @staticmethod
+    def _served_datasets(trainer: L.Trainer) -> list[str]:
+        """Every dataset the evaluation may hold, known on every process before any batch (the groups must agree
+        across processes for the reduction)."""
+        pairs = getattr(trainer.datamodule, "evaluation_pairs", None) if trainer.datamodule is not None else None
+        return list(pairs) if pairs is not None else []
 
     def _evaluation_batch(self, pl_module: L.LightningModule, batch) -> None:
         if self._evaluation is None or not isinstance(batch, Mapping) or "attention_mask" not in batch:

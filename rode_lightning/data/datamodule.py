@@ -14,24 +14,20 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from rode_lightning.data.clusters import InstructionClusters
-from rode_lightning.data.demo import generate_demo_unifood
-from rode_lightning.data.demo_nutrition5k import generate_demo_nutrition5k
-from rode_lightning.data.errors import SkipCounter
+from rode_lightning.data.errors import MissingSplitError, SkipCounter
+from rode_lightning.data.huggingface import HuggingFaceSource
 from rode_lightning.data.instructions import InstructionCollator, InstructionDataset, Sample
-from rode_lightning.data.nutrition5k import read_nutrition5k_split
 from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, drop_unreadable_images,
                                          read_prediction_requests)
 from rode_lightning.data.prompts import TASKS, task_available
 from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.resumable import ResumableDataLoader
+from rode_lightning.data.sources import ServedDataset, resolve_served_datasets
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
 from rode_lightning.data.tokenizer import load_tokenizer
-from rode_lightning.data.unifood import read_unifood_split
 from rode_lightning.metrics.ingredients import most_frequent_baseline
 from rode_lightning.metrics.nutrition import train_mean_baseline
 from rode_lightning.metrics.vocabulary import IngredientVocabulary
-
-DATASETS: tuple[str, ...] = ("unifood", "nutrition5k")
-
 
 def default_demo_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -48,16 +44,26 @@ def with_vocabulary(record: FoodRecord, vocabulary: IngredientVocabulary) -> Foo
 class FoodDataModule(L.LightningDataModule):
     """Food instruction data: every available task of every dish becomes one (image, question, answer) sample.
 
-    Uni-Food and Nutrition5k are mixed into one training set; every batch carries each sample's dataset and task
+    The configured datasets are mixed into one training set; every batch carries each sample's dataset and task
     (``batch["datasets"]``, ``batch["tasks"]``) for per-task metrics and router statistics.
 
     Args:
-        datasets: which datasets to serve, any of ``unifood``, ``nutrition5k``.
-        unifood_root: a Uni-Food directory (see README.md); ``null`` generates the demo dishes into ``demo_dir``.
-        nutrition5k_root: a Nutrition5k release directory (``metadata/``, ``dish_ids/``, ``imagery/``); ``null``
-            generates a small demo copy in that layout into ``demo_dir``.
-        nutrition5k_val_fraction: Nutrition5k has no validation split: this fraction of its training dishes
-            (chosen by a hash of the dish id, so stable) is held out as ``val``.
+        datasets: which datasets to serve, by name (``unifood``, ``nutrition5k``, ``recipe1m``, ``food101``,
+            ``vireo172``, or the ``name`` of a ``huggingface`` block). ``null``: every dataset whose root is set.
+            When no root and no ``huggingface`` block is set at all, the demo copies of the listed datasets (by
+            default Uni-Food and Nutrition5k) are generated into ``demo_dir`` and served, and the log says so.
+            Demo and configured data are never mixed: a listed dataset without its root is refused then.
+        unifood_root: a Uni-Food directory (README.md, "Data formats").
+        nutrition5k_root: a Nutrition5k release directory (``metadata/``, ``dish_ids/``, ``imagery/``).
+        recipe1m_root: a Recipe1M directory (``layer1.json``, ``layer2.json``, ``det_ingrs.json``, ``images/``,
+            optionally Recipe1M+'s ``recipes_with_nutritional_info.json``).
+        food101_root: a Food-101 directory (``images/``, ``meta/``).
+        vireo172_root: a VIREO Food-172 directory (``ready_chinese_food/``, ``SplitAndIngreLabel/``).
+        huggingface: local Hugging Face datasets (folders written by ``save_to_disk``, or parquet files), each with
+            its column mapping (README.md).
+        val_fraction: for a dataset without a validation split of its own (Nutrition5k, Food-101, a Uni-Food
+            folder without ``val.jsonl``, a Hugging Face dataset without one), this share of its training items,
+            chosen by a hash of the item's id (stable), is held out as ``val``.
         demo_dir: where demo data is generated; ``null`` for ``~/.cache/rode_lightning/demo``.
         demo_seed: seed of the demo data.
         demo_train_size: dishes in the demo Uni-Food training split.
@@ -91,10 +97,14 @@ class FoodDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        datasets: list[Literal["unifood", "nutrition5k"]] = list(DATASETS),
+        datasets: list[str] | None = None,
         unifood_root: str | None = None,
         nutrition5k_root: str | None = None,
-        nutrition5k_val_fraction: float = 0.1,
+        recipe1m_root: str | None = None,
+        food101_root: str | None = None,
+        vireo172_root: str | None = None,
+        huggingface: list[HuggingFaceSource] | None = None,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
         demo_dir: str | None = None,
         demo_seed: int = 0,
         demo_train_size: int = 800,
@@ -125,23 +135,27 @@ class FoodDataModule(L.LightningDataModule):
             if unknown or not tasks:
                 raise ValueError(f"data.{field}: {unknown or 'empty list'} - expected a non-empty subset of "
                                  f"{list(TASKS)}")
-        unknown = [name for name in datasets if name not in DATASETS]
-        if unknown or not datasets:
-            raise ValueError(f"data.datasets: {unknown or 'empty list'} - expected a non-empty subset of "
-                             f"{list(DATASETS)}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction: {val_fraction} is not in (0, 1)")
+        self.save_hyperparameters()
+        # Which datasets are served, from where: decided now, so that a configuration mistake stops the run before
+        # anything is built.
+        roots = {"unifood": unifood_root, "nutrition5k": nutrition5k_root, "recipe1m": recipe1m_root,
+                 "food101": food101_root, "vireo172": vireo172_root}
+        self.sources: dict[str, ServedDataset] = resolve_served_datasets(datasets, roots, huggingface or [],
+                                                                         self.demo_dir)
+        served = list(self.sources)
         for key, weight in (sampling_weights or {}).items():
             dataset, _, task = key.partition("/")
-            if dataset not in datasets or (task and task not in TASKS):
-                raise ValueError(f"data.sampling_weights: unknown key {key!r}; expected a dataset of data.datasets "
-                                 f"({', '.join(datasets)}) or '<dataset>/<task>' with a task of {', '.join(TASKS)}")
+            if dataset not in served or (task and task not in TASKS):
+                raise ValueError(f"data.sampling_weights: unknown key {key!r}; expected a served dataset "
+                                 f"({', '.join(served)}) or '<dataset>/<task>' with a task of {', '.join(TASKS)}")
             if not weight >= 0:
                 raise ValueError(f"data.sampling_weights: {key!r} has weight {weight!r}; expected a number >= 0")
-        if not 0 < nutrition5k_val_fraction < 1:
-            raise ValueError(f"data.nutrition5k_val_fraction: {nutrition5k_val_fraction} is not in (0, 1)")
-        self.save_hyperparameters()
         self.skipped = SkipCounter()
         self.datasets: dict[str, InstructionDataset] = {}
         self.records: dict[str, list[FoodRecord]] = {}
+        self.missing_splits: dict[str, list[str]] = {}  # split -> why a served dataset has none
         self.ingredient_baselines: dict[str, dict[str, float]] = {}
         self.nutrition_baselines: dict[str, dict[str, float]] = {}
         self.floors: dict[str, dict[str, dict[str, float]]] = {}
@@ -159,34 +173,40 @@ class FoodDataModule(L.LightningDataModule):
     def demo_dir(self) -> Path:
         return Path(self.hparams.demo_dir) if self.hparams.demo_dir else default_demo_dir()
 
+    @property
+    def served(self) -> list[str]:
+        """The names of the datasets served, in configuration order."""
+        return list(self.sources)
+
     def root(self, dataset: str) -> Path:
         """Where ``dataset`` is read from: the configured root, or its demo copy."""
-        configured = self.hparams.unifood_root if dataset == "unifood" else self.hparams.nutrition5k_root
-        return Path(configured) if configured is not None else self.demo_dir / dataset
+        return self.sources[dataset].root
 
     def prepare_data(self) -> None:
         self._generate_demo()
 
     def _generate_demo(self) -> None:
-        """Generates the demo copy of every served dataset that has no configured root (idempotent)."""
-        if "unifood" in self.hparams.datasets and self.hparams.unifood_root is None:
-            sizes = {"train": self.hparams.demo_train_size, "val": self.hparams.demo_eval_size,
-                     "test": self.hparams.demo_eval_size}
-            generate_demo_unifood(self.root("unifood"), seed=self.hparams.demo_seed, splits=sizes)
-        if "nutrition5k" in self.hparams.datasets and self.hparams.nutrition5k_root is None:
-            total = self.hparams.demo_nutrition5k_size
-            sizes = {"train": total - total // 5, "test": total // 5}
-            generate_demo_nutrition5k(self.root("nutrition5k"), seed=self.hparams.demo_seed, sizes=sizes)
+        """Writes the demo copy of every served demo dataset (idempotent: each generator checks its marker)."""
+        sizes = {"unifood": {"train": self.hparams.demo_train_size, "val": self.hparams.demo_eval_size,
+                             "test": self.hparams.demo_eval_size}}
+        total = self.hparams.demo_nutrition5k_size
+        sizes["nutrition5k"] = {"train": total - total // 5, "test": total // 5}
+        for name, source in self.sources.items():
+            if source.demo:
+                source.write_demo(self.hparams.demo_seed, sizes.get(name))
 
     def _read(self, dataset: str, split: str) -> list[FoodRecord]:
-        if dataset == "unifood":
-            records = read_unifood_split(self.root(dataset), split, self.hparams.on_error, self.skipped)
-        else:
-            records = read_nutrition5k_split(self.root(dataset), split, self.hparams.on_error, self.skipped,
-                                             val_fraction=self.hparams.nutrition5k_val_fraction)
+        records = self.sources[dataset].read(split, self.hparams.on_error, self.skipped, self.hparams.val_fraction)
         if self.ingredient_vocabulary is not None:
             records = [with_vocabulary(record, self.ingredient_vocabulary) for record in records]
         return records
+
+    @property
+    def evaluation_pairs(self) -> dict[str, list[str]]:
+        """The tasks scored per served dataset: those its labels can serve among ``eval_tasks`` (fixed before any
+        sample is read, so every DDP process builds the same metrics)."""
+        return {name: [task for task in source.tasks if task in self.hparams.eval_tasks]
+                for name, source in self.sources.items()}
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.hparams.predict_source is not None:
@@ -194,6 +214,7 @@ class FoodDataModule(L.LightningDataModule):
             if not self.hparams.num_clusters:
                 return
         if self.datasets:
+            self._check_split_for(stage)
             return
         # prepare_data runs on one process per node; generation is idempotent, so ensure it here as well.
         self._generate_demo()
@@ -201,29 +222,46 @@ class FoodDataModule(L.LightningDataModule):
         for split, tasks in (("train", self.hparams.train_tasks), ("val", self.hparams.eval_tasks),
                              ("test", self.hparams.eval_tasks)):
             samples = []
-            for dataset in self.hparams.datasets:
-                records = self._read(dataset, split)
+            for dataset in self.served:
+                try:
+                    records = self._read(dataset, split)
+                except MissingSplitError as missing:
+                    if split == "train":
+                        raise
+                    self.missing_splits.setdefault(split, []).append(str(missing))
+                    rank_zero_info(f"{dataset}: no {split} split ({missing})")
+                    continue
                 self.records.setdefault(split, []).extend(records)
                 samples += [Sample(record, task) for record in records for task in tasks
                             if task_available(record, task)]
             if split != "train":
                 # Batches of one task generate together and stop together: short answers do not wait for recipes.
                 samples.sort(key=lambda sample: (sample.record.dataset, sample.task))
-            if not samples:
-                raise ValueError(f"split {split!r} of {', '.join(self.hparams.datasets)} has no sample for tasks "
-                                 f"{tasks}")
-            self.datasets[split] = InstructionDataset(samples, self.tokenizer, transform,
-                                                      self.hparams.num_image_tokens, self.hparams.max_length,
-                                                      self.hparams.seed)
+            if not samples and split not in self.missing_splits:
+                raise ValueError(f"split {split!r} of {', '.join(self.served)} has no sample for tasks {tasks}")
+            if samples:
+                self.datasets[split] = InstructionDataset(samples, self.tokenizer, transform,
+                                                          self.hparams.num_image_tokens, self.hparams.max_length,
+                                                          self.hparams.seed)
+        self.records.setdefault("val", [])
+        self.records.setdefault("test", [])
         if self.hparams.num_clusters:
             self._assign_clusters()
         self._compute_floors()
         rank_zero_info(self.summary())
+        self._check_split_for(stage)
+
+    def _check_split_for(self, stage: str | None) -> None:
+        """Refuse a stage whose split no served dataset has, naming what to add."""
+        split = {"fit": "val", "validate": "val", "test": "test"}.get(stage or "")
+        if split and split not in self.datasets:
+            reasons = "; ".join(self.missing_splits.get(split, [])) or f"no {split} samples"
+            raise ValueError(f"{stage} needs a {split} split, and no served dataset has one: {reasons}")
 
     def _compute_floors(self) -> None:
         """The label-only floors of the validation and test splits (``floors[split][dataset]``)."""
         for split in ("val", "test"):
-            for dataset in self.hparams.datasets:
+            for dataset in self.served:
                 floors = {}
                 train = [r.ingredient_names for r in self.records["train"] if r.dataset == dataset and r.ingredients]
                 held = [r.ingredient_names for r in self.records[split] if r.dataset == dataset and r.ingredients]
@@ -281,8 +319,8 @@ class FoodDataModule(L.LightningDataModule):
 
     def summary(self) -> str:
         lines = ["food data:"]
-        for dataset in self.hparams.datasets:
-            lines.append(f"  {dataset} from {self.root(dataset)}")
+        for dataset, source in self.sources.items():
+            lines.append(f"  {dataset} from {source.root}" + (" (demo copy, generated)" if source.demo else ""))
         for split, dataset in self.datasets.items():
             per_task: dict[str, int] = {}
             for sample in dataset.samples:

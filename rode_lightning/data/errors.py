@@ -47,3 +47,8 @@ def report_bad_record(error: DataFormatError, location: str, on_error: OnError, 
     if on_error == "raise":
         raise DataFormatError(f"{location}: {error}") from None
     skipped[f"{source}: {type(error).__name__}: {skip_reason(error)}"] += 1
+
+
+class MissingSplitError(FileNotFoundError):
+    """A dataset has no file for a split. The data module serves the other datasets' share of that split, and
+    refuses only a stage that needs the split and finds it in no dataset (``test`` without any test file)."""

@@ -19,6 +19,10 @@ without decompressing, and catches a file cut anywhere, while a full ``load()`` 
 chunk. For JPEG, ``verify()`` does nothing and only decoding reaches the cut. So PNG (the Nutrition5k and demo format)
 gets ``verify()``: about 1 s for Nutrition5k's ~3,500 overhead images instead of ~14 s. Every other format is decoded
 in full, which is the only check that sees its data at all.
+
+An image stored inside a dataset (an :class:`~rode_lightning.data.records.ImageSource`, such as a Hugging Face
+dataset's image column) has no file to verify: its ``open()`` hands back a decoded image, so it is checked by decoding
+it in full, which misses only a PNG that lost nothing but its closing chunk.
 """
 
 from __future__ import annotations
@@ -28,16 +32,31 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from rode_lightning.data.errors import DataFormatError
+from rode_lightning.data.records import ImageSource
 
 # Formats whose verify() reads and checks the whole file (PNG: every chunk's CRC, up to IEND).
 _VERIFIED_FORMATS = frozenset({"PNG"})
 
 
-def check_image(path: str | Path) -> None:
+def open_image(image: str | Path | ImageSource) -> Image.Image:
+    """The PIL image of a record's ``image``: a file path, or an image source with an ``open()`` method.
+
+    Use it as a context manager (``with open_image(record.image) as image:``) so that a file is closed promptly.
+    """
+    if isinstance(image, (str, Path)):
+        return Image.open(image)
+    return image.open()
+
+
+def check_image(path: str | Path | ImageSource) -> None:
     """Raise :class:`DataFormatError` naming ``path`` unless it is an image PIL can read in full.
 
-    The message starts with ``missing image`` or ``unreadable image``, the reasons skip counts are grouped by.
+    ``path`` may also be an image source (``open()``), decoded in full and named by its ``str()``. The message starts
+    with ``missing image`` or ``unreadable image``, the reasons skip counts are grouped by.
     """
+    if not isinstance(path, (str, Path)):
+        _check_source(path)
+        return
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"missing image: {path} does not exist or is not a file")
@@ -57,3 +76,19 @@ def check_image(path: str | Path) -> None:
         raise DataFormatError(f"unreadable image: {path} is not an image format PIL recognises") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # what PIL raises for truncated or corrupt data
         raise DataFormatError(f"unreadable image: {path} is truncated or corrupt ({error})") from None
+
+
+def _check_source(source: ImageSource) -> None:
+    try:
+        with source.open() as image:
+            image.load()  # open() may already have decoded it; loading twice costs nothing
+            if image.width <= 0 or image.height <= 0:
+                raise DataFormatError(f"unreadable image: {source} has size {image.size}, expected a positive size")
+    except DataFormatError:
+        raise
+    except FileNotFoundError as error:  # a source that refers to an image file, and the file is gone
+        raise DataFormatError(f"missing image: {source} refers to {error.filename}, which does not exist") from None
+    except UnidentifiedImageError:
+        raise DataFormatError(f"unreadable image: {source} is not an image format PIL recognises") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise DataFormatError(f"unreadable image: {source} is truncated or corrupt ({error})") from None

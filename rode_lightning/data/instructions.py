@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from rode_lightning.data.images import open_image
 from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, answer_for, build_prompt, question_for
 from rode_lightning.data.records import FoodRecord
 
@@ -77,7 +77,7 @@ class InstructionDataset(Dataset):
                              f"{record.id} ({len(prompt_ids)} tokens including {self.num_image_tokens} image tokens)")
         input_ids = (prompt_ids + answer_ids)[: self.max_length]
         labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[: self.max_length]
-        with Image.open(record.image) as image:
+        with open_image(record.image) as image:
             pixels = self.image_transform(image.convert("RGB"))
         return {"input_ids": input_ids, "labels": labels, "prompt_ids": prompt_ids, "image": pixels,
                 "task": task, "cluster_id": sample.cluster_id, "dataset": record.dataset, "id": record.id, "answer": answer}

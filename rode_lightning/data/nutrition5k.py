@@ -26,7 +26,6 @@ reported, so a typo in a split file shows as an unknown dish rather than hiding 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import math
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, is_held_out
 from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient, merge_ingredients
 from rode_lightning.data.unifood import NUTRITION_LIMITS
 from rode_lightning.metrics.parsing import normalize_ingredient
@@ -61,8 +61,7 @@ _COLUMN_FIELD: dict[str, str] = {
 _DISH_ID = re.compile(r"dish_\d+")
 _INGREDIENT_ID = re.compile(r"ingr_\d+")
 
-DEFAULT_VAL_FRACTION = 0.1
-"""Share of the train ids held out as ``val``: about 330 of Nutrition5k's ~3,300 overhead train dishes."""
+# DEFAULT_VAL_FRACTION (data/splits.py) holds out about 330 of Nutrition5k's ~3,300 overhead train dishes.
 
 
 def overhead_image(root: str | Path, dish_id: str) -> Path:
@@ -71,15 +70,8 @@ def overhead_image(root: str | Path, dish_id: str) -> Path:
 
 
 def is_val_dish(dish_id: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> bool:
-    """Whether a train-split dish is held out for validation.
-
-    A dish goes to ``val`` when the SHA-256 of its id, read as a number in [0, 1), is below ``val_fraction``. Hashing
-    the id (rather than shuffling the list and cutting it) makes the choice depend on the dish alone: it is the same
-    on every machine and Python run (unlike ``hash()``), train and val never overlap, and a dish keeps its side when
-    the split file gains or loses other dishes, so a checkpoint's validation dishes stay unseen.
-    """
-    digest = hashlib.sha256(dish_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+    """Whether a train-split dish is held out for validation (:func:`~rode_lightning.data.splits.is_held_out`)."""
+    return is_held_out(dish_id, val_fraction)
 
 
 def read_nutrition5k_split(root: str | Path, split: str, on_error: OnError = "raise",

@@ -55,6 +55,8 @@ NUTRITION_UNITS: dict[str, tuple[str, str]] = {
 
 
 def task_available(record: FoodRecord, task: str) -> bool:
+    if task in record.conversations:
+        return True
     if task == "category":
         return record.category is not None
     if task == "ingredients":
@@ -62,12 +64,14 @@ def task_available(record: FoodRecord, task: str) -> bool:
     if task == "recipe":
         return bool(record.recipe)
     if task == "nutrition":
-        return record.nutrition is not None
+        return bool(record.nutrition)
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
 def answer_for(record: FoodRecord, task: str) -> str:
-    """The target answer, in the task's documented format."""
+    """The target answer, in the task's documented format (or as the dataset wrote it, see ``conversations``)."""
+    if task in record.conversations:
+        return record.conversations[task][1]
     if task == "category":
         return record.category
     if task == "ingredients":
@@ -80,8 +84,11 @@ def answer_for(record: FoodRecord, task: str) -> str:
 
 
 def format_nutrition(values: dict[str, float]) -> str:
+    """``mass: 348 g, energy: 440 kcal, ...`` in the fixed field order; fields the dataset lacks are left out."""
     parts = []
     for key, (label, unit) in NUTRITION_UNITS.items():
+        if key not in values:
+            continue
         # Whole numbers: a tokenizer that splits digits (LLaMA's, the demo's) makes every digit a token the model
         # must get right, and a tenth of a gram is below what a photo shows (at most 0.05 g of rounding per field).
         parts.append(f"{label}: {values[key]:.0f} {unit}")
@@ -89,7 +96,10 @@ def format_nutrition(values: dict[str, float]) -> str:
 
 
 def question_for(record: FoodRecord, task: str, seed: int = 0) -> str:
-    """One of the task's phrasings, chosen by a hash of (seed, sample, task): stable across runs and workers."""
+    """One of the task's phrasings, chosen by a hash of (seed, sample, task): stable across runs and workers; the
+    dataset's own question where it has one (``FoodRecord.conversations``)."""
+    if task in record.conversations:
+        return record.conversations[task][0]
     phrasings = QUESTIONS[task]
     key = f"{seed}/{record.dataset}/{record.id}/{task}".encode()
     return phrasings[int.from_bytes(hashlib.sha256(key).digest()[:4], "little") % len(phrasings)]

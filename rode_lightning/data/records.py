@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 NUTRITION_FIELDS: tuple[str, ...] = ("mass_g", "energy_kcal", "fat_g", "carbohydrate_g", "protein_g")
 """Dish-level nutrition fields, in the order the paper's tables list them."""
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """An image that is not a file of its own; must pickle (records travel to data-loader workers)."""
+
+    def open(self):  # -> PIL.Image.Image
+        ...
 
 
 @dataclass(frozen=True)
@@ -34,15 +43,25 @@ def merge_ingredients(weighed: Iterable[tuple[str, float]], key: Callable[[str],
 
 @dataclass(frozen=True)
 class FoodRecord:
-    """One dish. Fields a dataset does not provide are ``None`` (or empty) and the matching tasks are not built."""
+    """One dish. Fields a dataset does not provide are ``None`` (or empty) and the matching tasks are not built.
+
+    ``image`` is an absolute path, or for images stored inside a dataset (a Hugging Face dataset's image column) a
+    picklable reference with an ``open()`` method (:func:`rode_lightning.data.images.open_image` reads both).
+    ``nutrition`` holds the fields the dataset gives, a subset of :data:`NUTRITION_FIELDS` (Recipe1M+ has no
+    carbohydrate): a field it lacks is absent, never 0, so it is neither taught nor scored.
+    ``conversations`` maps a task to a ``(question, answer)`` written by the dataset itself (a Hugging Face dataset
+    with question and answer columns): that task is asked and answered with these texts instead of the templates of
+    :mod:`rode_lightning.data.prompts`, and scored against the answer text.
+    """
 
     id: str
-    image: str  # absolute path
+    image: str | ImageSource
     dataset: str
     category: str | None = None
     ingredients: tuple[Ingredient, ...] = ()
     recipe: tuple[str, ...] = ()
     nutrition: dict[str, float] | None = field(default=None, hash=False)
+    conversations: dict[str, tuple[str, str]] = field(default_factory=dict, hash=False)
 
     @property
     def ingredient_names(self) -> list[str]:

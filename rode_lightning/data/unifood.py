@@ -8,27 +8,55 @@ counted, as the caller chooses (``on_error``), never dropped silently.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 # DataFormatError, OnError and SkipCounter live in errors.py (shared with the Nutrition5k reader); they are
 # re-exported here because other modules import them from this one.
-from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
+
+from rode_lightning.data.errors import (DataFormatError, MissingSplitError, OnError, SkipCounter, check_on_error,
+                                       report_bad_record)
 from rode_lightning.data.images import check_image
+from rode_lightning.data.prompts import TASKS
 from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
+from rode_lightning.data.splits import check_fraction, is_held_out
 from rode_lightning.progress import progress
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DataFormatError", "NUTRITION_LIMITS", "OnError", "SkipCounter", "parse_unifood_record",
            "read_unifood_split"]
 
 
 def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise",
-                       skipped: SkipCounter | None = None) -> list[FoodRecord]:
+                       skipped: SkipCounter | None = None, val_fraction: float = 0.0) -> list[FoodRecord]:
+    """The records of ``annotations/<split>.jsonl``.
+
+    A root without ``val.jsonl`` is common for one's own data: with ``val_fraction`` > 0 its ``val`` is then the
+    share of ``train.jsonl`` that :func:`~rode_lightning.data.splits.is_held_out` picks by record id, and ``train``
+    the rest (logged); with 0 a missing ``val.jsonl`` is refused with what to add. A missing ``test.jsonl`` raises
+    :class:`MissingSplitError`, which the data module turns into "no Uni-Food test split" unless ``test`` runs.
+    """
     check_on_error(on_error)
+    check_fraction(val_fraction, "data.val_fraction")
     root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Uni-Food root {root} does not exist or is not a directory (expected "
+                                f"annotations/train.jsonl and the images it names)")
     path = root / "annotations" / f"{split}.jsonl"
+    held_out = split in ("train", "val") and not (root / "annotations" / "val.jsonl").is_file()
+    if held_out and val_fraction == 0 and split == "val":
+        raise MissingSplitError(f"Uni-Food root {root} has no annotations/val.jsonl: add it, or set "
+                                f"data.val_fraction (e.g. 0.1) to hold out part of train.jsonl for validation")
+    if held_out and val_fraction > 0:
+        path = root / "annotations" / "train.jsonl"
+        if split == "val":
+            log.info("Uni-Food %s has no annotations/val.jsonl: validating on the %.0f%% of train.jsonl held out by "
+                     "record id (data.val_fraction)", root, 100 * val_fraction)
     if not path.is_file():
-        raise FileNotFoundError(f"Uni-Food split {split!r}: expected the annotation file {path}, which does not exist")
+        raise MissingSplitError(f"Uni-Food split {split!r}: expected the annotation file {path}, which does not "
+                                f"exist")
     skipped = SkipCounter() if skipped is None else skipped
     records, seen_ids = [], set()
     lines = path.read_text().splitlines()
@@ -40,6 +68,8 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
             if record.id in seen_ids:
                 raise DataFormatError(f"duplicate id {record.id!r}")
             seen_ids.add(record.id)
+            if held_out and val_fraction > 0 and is_held_out(record.id, val_fraction) != (split == "val"):
+                continue
         except DataFormatError as error:
             report_bad_record(error, f"{path}:{line_number}", on_error, skipped, f"unifood/{split}")
             continue
@@ -72,11 +102,28 @@ def parse_unifood_record(line: str, root: Path) -> FoodRecord:
     nutrition = raw.get("nutrition")
     if nutrition is not None:
         nutrition = _parse_nutrition(nutrition)
+    conversations = _parse_conversations(raw.get("conversations") or {})
     # Decodability, not only existence: a truncated file would otherwise fail later, in a data-loader worker.
     # Last, because it is the one check that reads the image file.
     check_image(image)
     return FoodRecord(id=raw["id"], image=str(image), dataset="unifood", category=category,
-                      ingredients=ingredients, recipe=tuple(recipe), nutrition=nutrition)
+                      ingredients=ingredients, recipe=tuple(recipe), nutrition=nutrition,
+                      conversations=conversations)
+
+
+def _parse_conversations(raw) -> dict[str, tuple[str, str]]:
+    """``{"<task>": {"question": ..., "answer": ...}}``: a task asked and answered in the dataset's own words."""
+    if not isinstance(raw, dict):
+        raise DataFormatError("malformed conversations: expected an object mapping a task to {question, answer}")
+    conversations = {}
+    for task, turn in raw.items():
+        if task not in TASKS:
+            raise DataFormatError(f"unknown conversation task: {task!r}, expected one of {', '.join(TASKS)}")
+        if not isinstance(turn, dict) or not all(isinstance(turn.get(key), str) and turn[key].strip()
+                                                 for key in ("question", "answer")):
+            raise DataFormatError(f"malformed conversation: {task!r} needs non-empty 'question' and 'answer' strings")
+        conversations[task] = (turn["question"], turn["answer"])
+    return conversations
 
 
 def _parse_ingredient(item) -> Ingredient:
@@ -94,10 +141,18 @@ NUTRITION_LIMITS: dict[str, float] = {"mass_g": 5000, "energy_kcal": 10000, "fat
 
 
 def _parse_nutrition(raw) -> dict[str, float]:
-    if not isinstance(raw, dict):
-        raise DataFormatError("malformed nutrition: expected an object with " + ", ".join(NUTRITION_FIELDS))
+    """The fields given, a non-empty subset of NUTRITION_FIELDS: a dataset that lacks one (Recipe1M+ has no
+    carbohydrate) leaves it out, and it is then neither taught nor scored. Unknown keys are refused, since a typo
+    (``"carbs"``) would otherwise silently drop a field."""
+    if not isinstance(raw, dict) or not raw:
+        raise DataFormatError("malformed nutrition: expected an object with some of " + ", ".join(NUTRITION_FIELDS))
+    unknown = sorted(set(raw) - set(NUTRITION_FIELDS))
+    if unknown:
+        raise DataFormatError(f"unknown nutrition field: {unknown}, expected some of {', '.join(NUTRITION_FIELDS)}")
     values = {}
     for key in NUTRITION_FIELDS:
+        if key not in raw:
+            continue
         value = raw.get(key)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise DataFormatError(f"bad nutrition value: {key}={value!r}, expected a number")

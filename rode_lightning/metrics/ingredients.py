@@ -19,9 +19,10 @@ class IngredientIoU(Metric):
       "IoU", and therefore what the RoDE paper's tables report.
     * ``sample_iou`` = the mean over samples of ``|P & T| / |P | T|`` (a sample with both sets empty scores 1).
 
-    ``update`` takes predictions as free text (parsed with :func:`parse_ingredients`) or as ready sets; targets
-    likewise. With a ``vocabulary`` of clusters, both sides are mapped to cluster names before comparing. States are
-    sums, reduced across processes by summation.
+    ``update`` takes predictions as free text (parsed with :func:`parse_ingredients`) or as ready collections of
+    names; targets likewise. Order and repeats do not matter: both sides are compared as sets. With a
+    ``vocabulary`` of clusters, both sides are mapped to cluster names before comparing. States are sums, reduced
+    across processes by summation.
     """
 
     full_state_update = False
@@ -55,7 +56,7 @@ class IngredientIoU(Metric):
 
 def _as_set(value: str | Iterable[str]) -> set[str]:
     if isinstance(value, str):
-        return parse_ingredients(value)
+        return set(parse_ingredients(value))
     return {normalize_ingredient(name) for name in value if normalize_ingredient(name)}
 
 

@@ -1,11 +1,10 @@
 """Reading model text back into structured answers.
 
-Models write lists in many ways ("rice, egg and carrot", "1. rice\n2. egg", "Ingredients: rice; eggs."), so the
-parser splits on every common separator and normalises each name the way InverseCooking does before comparing:
-lower case, digits and punctuation removed, ``&`` read as ``and``, simple plurals folded to the singular.
-
-Nutrition answers are read into the five dish-level values (:func:`parse_nutrition`), and recipes are stripped of
-their step numbering and markdown before SacreBLEU and ROUGE-L see them (:func:`normalize_recipe`).
+Ingredient lists are read by :mod:`rode_lightning.metrics.ingredient_parsing` (re-exported here:
+:func:`parse_ingredients`, :func:`normalize_ingredient`), nutrition answers into the five dish-level values
+(:func:`parse_nutrition`), and recipes are stripped of their step numbering and markdown before SacreBLEU and ROUGE-L
+see them (:func:`normalize_recipe`). Both parsers read only the answer of a reasoning model, not its ``<think>``
+block (:func:`final_answer`): the reasoning tries out numbers and names that the answer then corrects.
 """
 
 from __future__ import annotations
@@ -15,35 +14,9 @@ import math
 import re
 
 from rode_lightning.data.records import NUTRITION_FIELDS
+from rode_lightning.metrics.ingredient_parsing import final_answer, normalize_ingredient, parse_ingredients
 
-_SEPARATORS = re.compile(r",|;|&|\n|\band\b|\bwith\b|\u2022|(?:^|\s)\d+[.)]\s")
-_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:main\s+)?ingredients?\s*(?:are|is|include|:)\s*", re.IGNORECASE)
-
-
-def normalize_ingredient(name: str) -> str:
-    """Canonical form of an ingredient name, used for targets and predictions alike."""
-    name = name.lower().replace("&", " and ")
-    name = re.sub(r"[^a-z\s]", " ", name)
-    words = [_singular(word) for word in name.split()]
-    return " ".join(words)
-
-
-def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("oes", "ches", "shes", "xes", "sses")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def parse_ingredients(text: str) -> set[str]:
-    """The set of normalised ingredient names in free model text; empty text gives an empty set."""
-    text = _LEAD_IN.sub("", text.strip())
-    names = (normalize_ingredient(part) for part in _SEPARATORS.split(text))
-    return {name for name in names if name}
-
+__all__ = ["final_answer", "normalize_ingredient", "normalize_recipe", "parse_ingredients", "parse_nutrition"]
 
 # --------------------------------------------------------------------------------------------------------------------
 # Nutrition
@@ -114,14 +87,46 @@ def parse_nutrition(text: str) -> dict[str, float | None]:
     without unit is taken to be in the field's unit; a unit of the wrong kind (``Fat: 20 %``, ``Protein: 300 kcal``)
     is not a value of that field. Ranges (``300-350 g``, ``300 to 350 g``, ``between 300 and 350 g``) give their
     midpoint. A number with an energy unit and no label (``... about 450 kcal.``) is the energy. The first mention
-    of a field wins. Never raises; text with no recognisable value gives all ``None``.
+    of a field wins. Markdown tables are read by rows (``| Fat | 12 g |``) or, where the header row names the
+    fields, by columns (``| Calories | Fat |`` over ``| 450 | 12 g |``). Only the answer after a ``<think>`` block
+    counts. Never raises; text with no recognisable value gives all ``None``.
     """
     result: dict[str, float | None] = dict.fromkeys(NUTRITION_FIELDS)
     try:
-        _fill_nutrition(text if isinstance(text, str) else str(text), result)
+        text = final_answer(text if isinstance(text, str) else str(text))
+        _fill_nutrition(_transpose_tables(text), result)
     except Exception:  # a parser bug must cost one answer its values, never an evaluation run
         pass
     return result
+
+
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")  # |---|:--:|
+
+
+def _transpose_tables(text: str) -> str:
+    """Text with each markdown table whose header row names fields rewritten as ``header: value`` lines.
+
+    Read as they stand, such columns put every label before the next label rather than before its value, so none
+    pairs; tables with a label per row (``| Fat | 12 g |``) already read as "label value" and are left alone."""
+    lines, out = text.splitlines(), []
+    index = 0
+    while index < len(lines):
+        end = index
+        while end < len(lines) and lines[end].lstrip().startswith("|"):
+            end += 1
+        if end == index:
+            out.append(lines[index])
+            index += 1
+            continue
+        rows = lines[index:end]
+        cells = [row.strip().strip("|").split("|") for row in rows]
+        if (len(rows) > 2 and _TABLE_RULE.match(rows[1])
+                and sum(_LABEL.search(cell) is not None for cell in cells[0]) >= 2):
+            out.extend(f"{header.strip()}: {value.strip()}" for header, value in zip(cells[0], cells[2]))
+        else:
+            out.extend(rows)
+        index = end
+    return "\n".join(out)
 
 
 def _fill_nutrition(text: str, result: dict[str, float | None]) -> None:

@@ -21,7 +21,7 @@ from rode_lightning.adapters.saving import load_adapter, save_adapter, saved_clu
 from rode_lightning.data.instructions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.answers import structured_answer
-from rode_lightning.metrics.results import write_results
+from rode_lightning.metrics.results import console_table, write_results
 from rode_lightning.metrics.suite import EvaluationSuite, flatten_result
 from rode_lightning.model.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_checkpoint_keys,
                                                 collect_rng_states, frozen_fingerprint, frozen_weights_match,
@@ -83,6 +83,7 @@ class FoodLMMModule(L.LightningModule):
                                             adapter.sparsity_update_rate)
                          if adapter.sparsity_target is not None else None)
         self._examples: dict[str, list[dict]] = {"val": [], "test": []}
+        self._loss_totals: dict[str, list[float]] = {}  # stage -> [sum of batch losses x batch size, samples]
 
     @property
     def tokenizer(self):
@@ -117,8 +118,14 @@ class FoodLMMModule(L.LightningModule):
         # Lightning restores --ckpt_path after this hook: let a one-process or DDP run read a sharded FSDP folder.
         if self._trainer is not None:
             read_sharded_folders_in(self.trainer.strategy)
+        datamodule = getattr(self._trainer, "datamodule", None)
+        # One metric per (dataset, task) the data module serves; metric states are not saved in checkpoints, so
+        # rebuilding them here changes nothing that is restored.
+        pairs = getattr(datamodule, "evaluation_pairs", None)
+        if pairs is not None and any(suite.pairs != EvaluationSuite(pairs).pairs for suite in self.evaluation.values()):
+            self.evaluation = torch.nn.ModuleDict({stage: EvaluationSuite(pairs) for stage in ("val", "test")})
         # Scoring uses the same ingredient clusters as the training targets (data.ingredient_vocabulary).
-        vocabulary = getattr(getattr(self._trainer, "datamodule", None), "ingredient_vocabulary", None)
+        vocabulary = getattr(datamodule, "ingredient_vocabulary", None)
         for suite in self.evaluation.values():
             for dataset, task in suite.pairs:
                 if task == "ingredients":
@@ -259,7 +266,11 @@ class FoodLMMModule(L.LightningModule):
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:
         batch_size = len(batch["ids"])
-        self.log(f"{stage}/loss", self.answer_loss(batch), batch_size=batch_size, sync_dist=True)
+        loss = self.answer_loss(batch)
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
+        totals = self._loss_totals.setdefault(stage, [0.0, 0.0])
+        totals[0] += float(loss) * batch_size
+        totals[1] += batch_size
         suite, examples = self.evaluation[stage], self._examples[stage]
         for row, prediction in enumerate(self.generate_answers(batch)):
             dataset, task, reference = batch["datasets"][row], batch["tasks"][row], batch["answers"][row]
@@ -277,9 +288,11 @@ class FoodLMMModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._examples["val"] = []
+        self._loss_totals.pop("val", None)
 
     def on_test_epoch_start(self) -> None:
         self._examples["test"] = []
+        self._loss_totals.pop("test", None)
 
     def _evaluation_epoch_end(self, stage: str) -> None:
         suite = self.evaluation[stage]
@@ -303,15 +316,35 @@ class FoodLMMModule(L.LightningModule):
             return
         # Already global (torchmetrics gathered them); the mean over ranks of equal values only quiets Lightning.
         self.log_dict(values, sync_dist=True)
+        loss = self._mean_loss(stage)
         if self.trainer.sanity_checking:
             return
-        summary = ", ".join(f"{key} {float(value):.4f}" for key, value in values.items())
-        rank_zero_info(f"[{stage} epoch {self.current_epoch} step {self.global_step}] {summary}")
+        evaluated = self._evaluated(stage)
+        # self.print: on rank zero only, and above the progress bar rather than glued to it.
+        self.print(console_table(f"{stage} results: {evaluated}" + ("" if loss is None else f" (loss {loss:.4f})"),
+                                 results, floors))
         log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks
         if self.trainer.is_global_zero and log_dir:
             path = write_results(Path(log_dir) / "results", stage, results, self._examples[stage],
-                                 self.current_epoch, self.global_step, floors)
-            rank_zero_info(f"{stage} results table: {path}")
+                                 self.current_epoch, self.global_step, floors, evaluated=evaluated, loss=loss)
+            self.print(f"{stage} results written to {path}")
+
+    def _mean_loss(self, stage: str) -> float | None:
+        """The answer loss over the whole split, summed on every process (every rank must call this)."""
+        totals = torch.tensor(self._loss_totals.pop(stage, [0.0, 0.0]), dtype=torch.float64, device=self.device)
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        return float(totals[0] / totals[1]) if totals[1] > 0 else None
+
+    def _evaluated(self, stage: str) -> str:
+        """What the results are of, for their heading: an epoch of this run, a checkpoint, an adapter, or none."""
+        split = {"val": "validation", "test": "test"}[stage] + " split"
+        if self.trainer.state.fn == "fit":
+            return f"{split}, epoch {self.current_epoch} (step {self.global_step}) of this run"
+        if self.trainer.ckpt_path:
+            return f"{split}, checkpoint {self.trainer.ckpt_path}"
+        if self.hparams.adapter_path:
+            return f"{split}, adapter {self.hparams.adapter_path}"
+        return f"{split}, the model as configured (no trained adapter loaded)"
 
     def _updated_on_any_rank(self, metric: Metric) -> bool:
         """Whether any process fed this metric, agreed by all processes.

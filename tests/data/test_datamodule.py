@@ -61,10 +61,13 @@ def test_only_one_dataset_can_be_served(demo_dir):
     ({"sampling_weights": {"food101": 1.0}}, "data.sampling_weights: unknown key 'food101'"),
     ({"sampling_weights": {"unifood/cooking": 1.0}}, "data.sampling_weights: unknown key 'unifood/cooking'"),
     ({"sampling_weights": {"unifood": -1.0}}, "'unifood' has weight -1.0; expected a number >= 0"),
-    ({"datasets": ["food101"]}, "data.datasets: ['food101']"),
+    ({"datasets": ["food102"]}, "data.datasets: ['food102']"),
     ({"datasets": []}, "data.datasets: empty list"),
     ({"predict_tasks": ["taste"]}, "data.predict_tasks: ['taste']"),
-    ({"nutrition5k_val_fraction": 1.5}, "data.nutrition5k_val_fraction: 1.5 is not in (0, 1)"),
+    ({"val_fraction": 1.5}, "data.val_fraction: 1.5 is not in (0, 1)"),
+    ({"unifood_root": "/data/mine", "datasets": ["unifood", "nutrition5k"]},
+     "data.datasets lists 'nutrition5k', which has no data: set data.nutrition5k_root"),
+    ({"datasets": ["unifood", "unifood"]}, "names a dataset twice"),
 ])
 def test_bad_settings_fail_at_construction_naming_the_key(overrides, message):
     with pytest.raises(ValueError) as error:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -88,16 +89,76 @@ def test_empty_metric_is_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchmetrics warns about compute() before update()
         result = metric.compute()
-    assert set(result) == {*NUTRITION_FIELDS, "average", "missing_rate"}
+    assert set(result) == {"average", "missing_rate"}  # no target had any field: no field to report
     assert all(value.item() == 0.0 for value in result.values())
     metric.update([], [])
     assert all(value.item() == 0.0 for value in metric.compute().values())
 
 
-def test_incomplete_target_is_an_error():
+# Targets giving subsets of the fields, as Recipe1M+ (no carbohydrate) and datasets without a weight do.
+PARTIAL_TRUE = [
+    {"mass_g": 300.0, "energy_kcal": 450.0, "fat_g": 12.0, "protein_g": 20.0},  # no carbohydrate key
+    "mass: 150 g, energy: 200 kcal, fat: 8 g, carbohydrate: 15 g, protein: 10 g",
+    "energy: 700 kcal, fat: 30 g, carbohydrate: 70 g, protein: 35 g",  # the text does not mention mass
+]
+PARTIAL_PREDICTED = [
+    {"mass_g": 330.0, "energy_kcal": 400.0, "fat_g": 15.0, "carbohydrate_g": 50.0, "protein_g": 25.0},
+    "mass: 100 g, energy: 260 kcal, fat: 8 g, protein: 5 g",  # carbohydrate missing
+    {"mass_g": 500.0, "energy_kcal": 650.0, "fat_g": 20.0, "carbohydrate_g": 90.0},  # protein missing
+]
+
+
+def test_fields_absent_from_a_target_are_not_scored():
     metric = NutritionPMAE()
-    with pytest.raises(ValueError, match="protein_g"):
-        metric.update([PREDICTED[0]], ["mass: 300 g, energy: 450 kcal, fat: 12 g, carbohydrate: 55 g"])
+    metric.update(PARTIAL_PREDICTED, PARTIAL_TRUE)
+    result = {key: value.item() for key, value in metric.compute().items()}
+    # Mass over samples 1 and 2 only (the third target has none; its predicted 500 g is ignored): 30 + 50 over 450.
+    assert result["mass_g"] == pytest.approx(100 * 80 / 450)
+    assert result["energy_kcal"] == pytest.approx(100 * (50 + 60 + 50) / (450 + 200 + 700))
+    assert result["fat_g"] == pytest.approx(100 * (3 + 0 + 10) / (12 + 8 + 30))
+    # Carbohydrate over samples 2 and 3 (the first's predicted 50 g is ignored): a miss costs 15, then |90 - 70|.
+    assert result["carbohydrate_g"] == pytest.approx(100 * (15 + 20) / (15 + 70))
+    # Protein: 5, 5, and a miss on the third costing its whole 35.
+    assert result["protein_g"] == pytest.approx(100 * (5 + 5 + 35) / (20 + 10 + 35))
+    five = [100 * 80 / 450, 100 * 160 / 1350, 100 * 13 / 50, 100 * 35 / 85, 100 * 45 / 65]
+    assert result["average"] == pytest.approx(sum(five) / 5)
+    # Predicted fields whose target is present: 4 + 5 + 4 = 13, of which 2 are missing.
+    assert result["missing_rate"] == pytest.approx(2 / 13)
+
+
+def test_field_absent_from_every_target_is_left_out():
+    metric = NutritionPMAE()
+    metric.update([{"mass_g": 150.0, "energy_kcal": 100.0, "carbohydrate_g": 10.0}, {"mass_g": 300.0}],
+                  [{"mass_g": 100.0, "energy_kcal": 200.0, "fat_g": None}, "mass: 300 g, energy: 200 kcal"])
+    result = {key: value.item() for key, value in metric.compute().items()}
+    assert set(result) == {"mass_g", "energy_kcal", "average", "missing_rate"}
+    assert result["mass_g"] == pytest.approx(100 * (50 + 0) / 400)  # 12.5
+    assert result["energy_kcal"] == pytest.approx(100 * (100 + 200) / 400)  # 75, the second a miss
+    assert result["average"] == pytest.approx((12.5 + 75.0) / 2)  # over the two reported fields, not five
+    assert result["missing_rate"] == pytest.approx(1 / 4)
+
+
+def test_flattened_names_skip_unreported_fields():
+    from rode_lightning.metrics.suite import flatten_result
+
+    metric = NutritionPMAE()
+    metric.update([{"mass_g": 100.0}], [{"mass_g": 100.0}])
+    assert set(flatten_result("nutrition", metric.compute())) == {"pmae_mass", "pmae_average",
+                                                                   "nutrition_missing_rate"}
+
+
+@pytest.mark.parametrize("target, message", [
+    ("mass: unknown", "mass: unknown"),
+    ({"fiber_g": 3.0}, "fiber_g"),
+    ({}, "none of"),
+    ({"mass_g": float("nan"), "energy_kcal": 200.0}, "mass_g"),
+    ({"mass_g": "heavy"}, "heavy"),
+    (None, "None"),
+])
+def test_target_without_any_field_is_an_error(target, message):
+    metric = NutritionPMAE()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        metric.update([PREDICTED[0]], [target])
 
 
 def test_reset():
@@ -118,3 +179,19 @@ def test_train_mean_baseline_answers_every_dish_with_the_training_mean():
     result = train_mean_baseline(train, evaluation)
     assert all(result[field] == pytest.approx(60.0) for field in fields)
     assert result["average"] == pytest.approx(60.0) and result["missing_rate"] == 0.0
+
+
+def test_train_mean_baseline_averages_each_field_over_the_records_that_have_it():
+    from rode_lightning.metrics.nutrition import train_mean_baseline
+
+    train = [{"mass_g": 100.0, "energy_kcal": 200.0},
+             {"mass_g": 300.0, "energy_kcal": 400.0, "carbohydrate_g": 50.0}]  # carbohydrate mean 50, not 25
+    evaluation = [{"mass_g": 100.0, "energy_kcal": 300.0, "carbohydrate_g": 40.0},
+                  {"mass_g": 400.0, "energy_kcal": 500.0}]
+    result = train_mean_baseline(train, evaluation)
+    assert set(result) == {"mass_g", "energy_kcal", "carbohydrate_g", "average", "missing_rate"}
+    assert result["mass_g"] == pytest.approx(100 * (100 + 200) / 500)  # mean 200: 60
+    assert result["energy_kcal"] == pytest.approx(100 * (0 + 200) / 800)  # mean 300: 25
+    assert result["carbohydrate_g"] == pytest.approx(100 * 10 / 40)  # only the first has it: 25
+    assert result["average"] == pytest.approx((60 + 25 + 25) / 3)
+    assert result["missing_rate"] == 0.0

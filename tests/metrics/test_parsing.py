@@ -55,6 +55,27 @@ NUTRITION_CASES = [
                  nutrition(348, 440, 11.1, 64.5, 18.4), id="json-field-keys"),
     pytest.param("| Nutrient | Amount |\n|---|---|\n| Mass | 348 g |\n| Energy | 440 kcal |\n| Fat | 11.1 g |",
                  nutrition(348, 440, 11.1), id="markdown-table-rows"),
+    pytest.param("| Nutrient | Amount |\n|---|---|\n| Calories | 450 kcal |\n| Total Fat | 12 g |\n"
+                 "| Carbohydrates | 60 g |\n| Protein | 20 g |",
+                 nutrition(None, 450, 12, 60, 20), id="markdown-table-nutrient-amount"),
+    pytest.param("| Nutrient | Amount | % Daily Value |\n| :--- | ---: | ---: |\n| Calories | 450 | |\n"
+                 "| Fat | 12 g | 15% |\n| Protein | 20 g | 40% |",
+                 nutrition(None, 450, 12, None, 20), id="markdown-table-daily-value-column"),
+    pytest.param("| Calories | Fat | Carbs | Protein |\n|---|---|---|---|\n| 450 kcal | 12 g | 60 g | 20 g |",
+                 nutrition(None, 450, 12, 60, 20), id="markdown-table-fields-as-columns"),
+    pytest.param("| Mass (g) | Energy (kJ) | Fat (g) |\n|---|---|---|\n| 350 | 1841 | 12 |",
+                 nutrition(350, 1841 / 4.184, 12), id="markdown-table-columns-units-in-header"),
+    pytest.param("* **Calories**: 450\n* **Protein**: 20g\n* **Fat**: 12g\n* **Carbs**: 60g",
+                 nutrition(None, 450, 12, 60, 20), id="bullets-bold-label-colon-outside"),
+    pytest.param("## Estimated nutrition (per serving)\n- **Weight:** 350 g\n- **Calories:** 450 kcal\n"
+                 "- **Fat:** 12 g\n- **Carbohydrates:** 60 g\n- **Protein:** 20 g",
+                 nutrition(350, 450, 12, 60, 20), id="heading-then-bold-bullets"),
+    pytest.param("## Nutrition Facts\n### Calories\n450 kcal\n### Fat\n12 g\n### Protein\n20 g",
+                 nutrition(None, 450, 12, None, 20), id="headings-as-labels"),
+    pytest.param("<think>The rice is about 200 g, 260 kcal; with the egg maybe 30 g of fat? No, less.</think>\n"
+                 "mass: 300 g, energy: 350 kcal, fat: 8 g",
+                 nutrition(300, 350, 8), id="think-block-ignored"),
+    pytest.param("<think>Fat 30 g, protein 12 g", nutrition(), id="unfinished-think-block-is-no-answer"),
     pytest.param("Weight: 1.5 lbs, kJ: 2092", nutrition(1.5 * 453.59237, 2092 / 4.184), id="pounds-kJ-label"),
     pytest.param("Calories from fat: 90. Calories: 440", nutrition(energy=440), id="calories-from-fat"),
     pytest.param("I cannot estimate the nutrition of this dish from the image.", nutrition(), id="refusal"),

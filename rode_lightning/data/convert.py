@@ -1,0 +1,147 @@
+"""Writing any dataset the tool reads out as a Uni-Food folder, to assemble one's own Uni-Food-style mix.
+
+::
+
+    python -m rode_lightning.data.convert --from food101 --root /data/food-101 --to /data/food101_unifood
+    python -m rode_lightning.data.convert --from huggingface --config my_dataset.yaml --to /data/mine_unifood
+
+The output is the Uni-Food format of README.md: ``annotations/<split>.jsonl`` and the images under ``images/``,
+read back by :func:`~rode_lightning.data.unifood.read_unifood_split` into the same records (the test checks the
+round trip). Splits the source holds are written as they are served, so a held-out ``val`` of Food-101 or
+Nutrition5k becomes a ``val.jsonl`` of its own and stays the same dishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from rode_lightning.data.errors import MissingSplitError, SkipCounter
+from rode_lightning.data.huggingface import HuggingFaceSource
+from rode_lightning.data.records import FoodRecord
+from rode_lightning.data.sources import HUGGINGFACE, KINDS, ServedDataset, huggingface_tasks
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
+from rode_lightning.progress import progress
+
+SPLITS = ("train", "val", "test")
+
+
+def unifood_line(record: FoodRecord, image: str) -> dict:
+    """One Uni-Food record (``image`` relative to the output folder); fields the record lacks are left out."""
+    line: dict = {"id": record.id, "image": image}
+    if record.category is not None:
+        line["category"] = record.category
+    if record.ingredients:
+        line["ingredients"] = [{"name": item.name, "grams": item.grams} for item in record.ingredients]
+    if record.recipe:
+        line["recipe"] = list(record.recipe)
+    if record.nutrition:
+        line["nutrition"] = dict(record.nutrition)
+    if record.conversations:
+        line["conversations"] = {task: {"question": question, "answer": answer}
+                                 for task, (question, answer) in record.conversations.items()}
+    return line
+
+
+def write_unifood_split(records: list[FoodRecord], out: Path, split: str, link: bool = False) -> Path:
+    """``out/annotations/<split>.jsonl`` and its images (copied, or symbolic links with ``link``; an image stored
+    inside a dataset is written as PNG). The annotation file is written last, under a temporary name renamed into
+    place, so an interrupted conversion never leaves a split that looks complete."""
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    image_dir = out / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, record in enumerate(progress(records, f"converting {split}", "record")):
+        if isinstance(record.image, str):
+            target = image_dir / f"{index:06d}{Path(record.image).suffix.lower() or '.jpg'}"
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            if link:
+                target.symlink_to(Path(record.image).absolute())
+            else:
+                shutil.copyfile(record.image, target)
+        else:
+            target = image_dir / f"{index:06d}.png"
+            with record.image.open() as image:
+                image.convert("RGB").save(target)
+        lines.append(json.dumps(unifood_line(record, str(target.relative_to(out)))))
+    path = out / "annotations" / f"{split}.jsonl"
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text("".join(f"{line}\n" for line in lines))
+    os.replace(partial, path)
+    return path
+
+
+def served_dataset(name: str, root: str | None, config: str | None) -> ServedDataset:
+    """The dataset to convert: a released layout at ``root``, or the Hugging Face block in the YAML ``config``."""
+    if name == HUGGINGFACE:
+        if config is None:
+            raise ValueError("--from huggingface needs --config: a YAML file with the block's keys (path, image, "
+                             "category, ...; README.md)")
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config {path} does not exist")
+        block = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(block, dict):
+            raise ValueError(f"{path}: expected the keys of one data.huggingface block")
+        try:
+            source = HuggingFaceSource(**block)
+        except TypeError as error:
+            raise ValueError(f"{path}: {error}") from None
+        return ServedDataset(source.name, Path(source.path), False, huggingface_tasks(source), huggingface=source)
+    if name not in KINDS:
+        raise ValueError(f"--from {name!r}: expected one of {', '.join([*KINDS, HUGGINGFACE])}")
+    if root is None:
+        raise ValueError(f"--from {name} needs --root: the {KINDS[name].title} folder")
+    return ServedDataset(name, Path(root), False, KINDS[name].tasks, kind=KINDS[name])
+
+
+def convert(dataset: ServedDataset, out: Path, link: bool = False, on_error: str = "raise",
+            val_fraction: float = DEFAULT_VAL_FRACTION) -> dict[str, int]:
+    """Writes every split ``dataset`` has into ``out``; returns the records written per split."""
+    skipped = SkipCounter()
+    written = {}
+    for split in SPLITS:
+        try:
+            records = dataset.read(split, on_error, skipped, val_fraction)
+        except MissingSplitError as missing:
+            print(f"{split}: not written ({missing})", file=sys.stderr)
+            continue
+        write_unifood_split(records, out, split, link)
+        written[split] = len(records)
+    if skipped:
+        print(f"skipped: {skipped.report()}", file=sys.stderr)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rode_lightning.data.convert", description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="source", required=True, help=f"one of {', '.join([*KINDS, HUGGINGFACE])}")
+    parser.add_argument("--root", help="the dataset's folder, in its released layout")
+    parser.add_argument("--config", help="for --from huggingface: a YAML file with one data.huggingface block")
+    parser.add_argument("--to", dest="out", required=True, help="the Uni-Food folder to write")
+    parser.add_argument("--link", action="store_true", help="link the images instead of copying them")
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                        help="stop at the first bad record, or skip it and report the count")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                        help="share of train held out as val where the dataset has no val split")
+    args = parser.parse_args(argv)
+    try:
+        dataset = served_dataset(args.source, args.root, args.config)
+        written = convert(dataset, Path(args.out), args.link, args.on_error, args.val_fraction)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{split} {count}" for split, count in written.items())
+    print(f"wrote {dataset.name} as Uni-Food to {args.out}: {counts} records")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

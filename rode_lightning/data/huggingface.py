@@ -1,0 +1,580 @@
+"""Reader for a local Hugging Face dataset whose columns the config maps to :class:`FoodRecord` fields.
+
+Food datasets on the Hub (and anything a user builds with ``datasets``) come in two local forms: a folder written by
+``save_to_disk`` (one ``Dataset`` or a ``DatasetDict``), or parquet files, as the Hub stores them. Their column
+names differ from dataset to dataset, so a :class:`HuggingFaceSource` names which column holds the image, the
+category, the ingredients, the recipe, each nutrition field, or ready-made question/answer pairs
+(``FoodRecord.conversations``). Nothing is downloaded: the path must be local.
+
+**Images.** An ``Image`` column is never copied into the records: a dataset can hold 100,000 photos. A record holds
+a :class:`DatasetImage` (path, split, row, column) that reads its row again when opened; the dataset is loaded once
+per process and its arrow files are memory-mapped, so that costs a page fault, not a copy. A string image column
+holds file paths, relative to the dataset folder or absolute, and records get absolute path strings.
+
+**Parquet.** Files are grouped into splits by name, as the Hub does: a file (or a folder on its way) whose name
+starts with a split name followed by a non-letter (``train-00000-of-00002.parquet``, ``test.parquet``,
+``validation/0.parquet``) belongs to that split. When no file names a split, all of them are one split that is our
+``train`` (as a single saved ``Dataset`` is), whatever ``splits`` says. ``datasets`` converts parquet to an arrow
+copy in its cache (``HF_DATASETS_CACHE``) the first time, then memory-maps that copy.
+
+**Checks.** The config is checked before any row is read, each problem in one line naming its key
+(``data.huggingface[0].category: column 'dish' is not in ...``), including a column whose type cannot hold the field.
+Rows are then checked as the other readers check theirs (:mod:`rode_lightning.data.errors`): an empty value, a
+nutrition value that is not a finite number within :data:`~rode_lightning.data.unifood.NUTRITION_LIMITS`, a missing or
+unreadable image, a repeated id, each named by path, split, row and column, or skipped and counted. Every mapped column
+must have a value in every row: a dataset with gaps is read with ``on_error="skip"``.
+
+**Splits.** Ours are ``train``, ``val`` and ``test``; by default they are the dataset's ``train``, ``validation`` (or
+``val``) and ``test``. A dataset without a validation split has one carved out of ``train`` by
+:func:`~rode_lightning.data.splits.is_held_out` on the record id; one without a test split is an error.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import datasets
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from rode_lightning.data.errors import (DataFormatError, MissingSplitError, OnError, SkipCounter, check_on_error,
+                                       report_bad_record)
+from rode_lightning.data.images import check_image
+from rode_lightning.data.prompts import TASKS
+from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, merge_ingredients
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction, is_held_out
+from rode_lightning.data.unifood import NUTRITION_LIMITS
+from rode_lightning.metrics.parsing import normalize_ingredient
+from rode_lightning.progress import progress
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_SPLIT_NAMES: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("validation", "val"),
+                                                   "test": ("test",)}
+"""The dataset's split names tried for each of ours, in order, where ``splits`` does not name one."""
+
+_FIELD_TASKS: tuple[str, ...] = ("category", "ingredients", "recipe", "nutrition")  # config fields named like tasks
+_UNNAMED = "train"  # what the one split of a dataset without split names is called, in ids and messages
+_EXPECTED_PATH = ("a folder written by save_to_disk, a folder of parquet files, a parquet file or a glob of parquet "
+                  "files")
+
+
+@dataclass
+class HuggingFaceSource:
+    """Where a local Hugging Face dataset is and which of its columns hold what (a ``data.huggingface`` entry).
+
+    Args:
+        path: a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``), a folder of parquet files,
+            one parquet file, or a glob of parquet files.
+        name: the dataset name records and results are reported under; a plain identifier.
+        image: the image column: an ``Image`` feature, or strings with file paths relative to ``path`` (to the
+            folder holding it when ``path`` is a file or a glob) or absolute.
+        id: a column with each row's id (strings or integers); without it, ids are ``<dataset split>/<row>``.
+        splits: our split (``train``, ``val``, ``test``) -> the dataset's split name, for the splits whose names
+            differ from :data:`DEFAULT_SPLIT_NAMES`.
+        category: a string or ``ClassLabel`` column (read as the label's name).
+        ingredients: a list-of-strings column, or a string column of comma-separated names.
+        recipe: a list-of-strings column with one step each, or a string column with one step per line.
+        nutrition: our field (``mass_g``, ``energy_kcal``, ``fat_g``, ``carbohydrate_g``, ``protein_g``) -> a
+            numeric column (or strings holding numbers); fields not given are absent from the records.
+        conversations: task -> ``{"question": column, "answer": column}`` for datasets that hold their own
+            instruction texts; that task is asked and answered with them (``FoodRecord.conversations``).
+    """
+
+    path: str
+    name: str = "huggingface"
+    image: str = "image"
+    id: str | None = None
+    splits: dict[str, str] | None = None
+    category: str | None = None
+    ingredients: str | None = None
+    recipe: str | None = None
+    nutrition: dict[str, str] | None = None
+    conversations: dict[str, dict[str, str]] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """One row's image in a dataset's ``Image`` column: a few strings and a number, so records pickle small.
+
+    ``files`` are the parquet files of the split (empty for a ``save_to_disk`` folder): with them a fresh process
+    (a data-loader worker) loads the same split without knowing the config that grouped the files.
+    """
+
+    path: str  # the source's path, absolute
+    split: str  # the dataset's split name
+    row: int
+    column: str
+    files: tuple[str, ...] = field(default=(), repr=False)
+
+    def open(self) -> Image.Image:
+        """The decoded image (already loaded, so there is no file to close)."""
+        with datasets_progress():
+            image = _image_view(self.path, self.split, self.column, self.files)[self.row][self.column]
+        if image is None:
+            raise DataFormatError(f"missing image: {self} is empty")
+        return image
+
+    def __str__(self) -> str:
+        return f"{self.path} split {self.split!r} row {self.row} column {self.column!r}"
+
+
+def read_huggingface_split(source: HuggingFaceSource, split: str, on_error: OnError = "raise",
+                           skipped: SkipCounter | None = None, val_fraction: float = DEFAULT_VAL_FRACTION,
+                           key: str = "data.huggingface") -> list[FoodRecord]:
+    """The usable rows of our ``split`` (``train``, ``val`` or ``test``) as records, in row order.
+
+    Without a validation split in the dataset, ``train`` and ``val`` partition the dataset's ``train`` split by
+    :func:`~rode_lightning.data.splits.is_held_out` on the record id with ``val_fraction``. ``key`` is the config
+    key config errors are reported under (``data.huggingface[0]``). Skips are counted in ``skipped`` under
+    ``<name>/<split>: <reason>``.
+    """
+    check_on_error(on_error)
+    if split not in SPLITS:
+        raise ValueError(f"{source.name} split {split!r}: expected one of {list(SPLITS)}")
+    check_fraction(val_fraction)
+    skipped = SkipCounter() if skipped is None else skipped
+    layout = _prepare(source, key)
+    dataset_split, keep = _dataset_split(layout, source, split, key)
+    if keep is not None:
+        log.info("%s (%s) has no validation split: %s is the %s of its %r split, held out by a hash of the record "
+                 "id with val_fraction=%s", source.name, layout.path, split,
+                 "held-out share" if keep else "rest", dataset_split, val_fraction)
+    with datasets_progress():
+        dataset = _split_dataset(layout.path, dataset_split, layout.files[dataset_split])
+        features = dataset.features  # a fresh deep copy on every access: taken once, not per row
+        rows = _undecoded_rows(dataset, _columns(source))
+        records, seen = [], {}
+        for row, example in enumerate(progress(rows, f"reading {source.name} {split}", "row",
+                                               total=len(dataset))):
+            location = f"{layout.path} split {dataset_split!r} row {row}"
+            try:
+                record_id = _record_id(example, source, dataset_split, row)
+            except DataFormatError as error:
+                if keep is not True:  # a row without an id cannot be held out: it belongs to train
+                    report_bad_record(error, location, on_error, skipped, f"{source.name}/{split}")
+                continue
+            if keep is not None and is_held_out(record_id, val_fraction) != keep:
+                continue
+            try:
+                if record_id in seen:
+                    raise DataFormatError(f"duplicate id: {record_id!r} (column {source.id!r}) is also row "
+                                          f"{seen[record_id]}")
+                seen[record_id] = row
+                record = _parse_row(example, record_id, source, layout, features, dataset_split, row)
+            except DataFormatError as error:
+                report_bad_record(error, location, on_error, skipped, f"{source.name}/{split}")
+                continue
+            records.append(record)
+    if not records:
+        extra = f" with val_fraction={val_fraction}" if keep is not None else ""
+        raise DataFormatError(f"{layout.path} split {dataset_split!r}: no usable records for split {split!r}{extra} "
+                              f"(skipped: {skipped.report()})")
+    return records
+
+
+@dataclass(frozen=True)
+class _Layout:
+    path: str  # absolute
+    files: dict[str, tuple[str, ...]]  # dataset split -> its parquet files; () for a save_to_disk folder
+    base: Path  # where relative image paths start
+    named: bool = True  # False: one split without a name of its own (a single Dataset, unnamed parquet), our train
+
+
+def check_huggingface_source(source: HuggingFaceSource, key: str = "data.huggingface") -> None:
+    """Check ``source`` against its dataset before any row is read; every problem is one ``ValueError`` line naming
+    its key (``key`` is where the config holds it, ``data.huggingface[0]``), a missing path a ``FileNotFoundError``.
+
+    Loads the dataset (memory-mapped; parquet is converted once into the ``datasets`` cache), which the reader then
+    finds loaded.
+    """
+    _prepare(source, key)
+
+
+def _prepare(source: HuggingFaceSource, key: str) -> _Layout:
+    """:func:`check_huggingface_source`, returning where each split is."""
+    _check_config(source, key)
+    with datasets_progress():
+        layout = _layout(source, key)
+        splits = {name: _split_dataset(layout.path, name, files) for name, files in layout.files.items()}
+    for our_split, name in (source.splits or {}).items():
+        if name not in splits and (layout.named or our_split != "train"):
+            raise ValueError(f"{key}.splits.{our_split}: split {name!r} is not in {layout.path} "
+                             f"(splits: {', '.join(splits)})")
+    for column_key, column, accepts, expected in _column_checks(source):
+        for split_name, dataset in splits.items():
+            where = f"{layout.path}" + (f" split {split_name!r}" if len(splits) > 1 else "")
+            if column not in dataset.features:
+                raise ValueError(f"{key}.{column_key}: column {column!r} is not in {where} "
+                                 f"(columns: {', '.join(dataset.features)})")
+            if not accepts(dataset.features[column]):
+                raise ValueError(f"{key}.{column_key}: column {column!r} of {where} holds "
+                                 f"{dataset.features[column]!r}, expected {expected}")
+    return layout
+
+
+def clear_dataset_cache() -> None:
+    """Forget the datasets this process has loaded (they are loaded again on the next ``open()``)."""
+    _DATASETS.clear()
+    _IMAGE_VIEWS.clear()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The config
+
+
+def _check_config(source: HuggingFaceSource, key: str) -> None:
+    if not isinstance(source.path, str) or not source.path:
+        raise ValueError(f"{key}.path: expected {_EXPECTED_PATH}, got {source.path!r}")
+    if not isinstance(source.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source.name):
+        raise ValueError(f"{key}.name: {source.name!r} is not a plain identifier (letters, digits and _, not "
+                         f"starting with a digit)")
+    for split, name in (source.splits or {}).items():
+        if split not in SPLITS:
+            raise ValueError(f"{key}.splits: unknown split {split!r}; expected keys among {', '.join(SPLITS)}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{key}.splits.{split}: expected the dataset's split name, got {name!r}")
+    if source.nutrition is not None:
+        if not source.nutrition:
+            raise ValueError(f"{key}.nutrition: maps no field; give field -> column for some of "
+                             f"{', '.join(NUTRITION_FIELDS)}, or leave it out")
+        for name in source.nutrition:
+            if name not in NUTRITION_FIELDS:
+                raise ValueError(f"{key}.nutrition: unknown field {name!r}; expected among "
+                                 f"{', '.join(NUTRITION_FIELDS)}")
+    for task, pair in (source.conversations or {}).items():
+        if task not in TASKS:
+            raise ValueError(f"{key}.conversations: unknown task {task!r}; expected among {', '.join(TASKS)}")
+        if not isinstance(pair, dict) or set(pair) != {"question", "answer"}:
+            raise ValueError(f"{key}.conversations.{task}: expected {{question: column, answer: column}}, got {pair!r}")
+        if pair["question"] == pair["answer"]:
+            raise ValueError(f"{key}.conversations.{task}: column {pair['question']!r} is given twice, as question "
+                             f"and as answer; expected two columns")
+        if getattr(source, task) is not None:
+            raise ValueError(f"{key}.conversations.{task}: the task is also mapped by {key}.{task}; give one of "
+                             f"them (the conversation would replace the {task} answer)")
+    for name, value in [("image", source.image), ("id", source.id), *((task, getattr(source, task))
+                                                                       for task in _FIELD_TASKS[:3])]:
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{key}.{name}: expected a column name, got {value!r}")
+    if not any(getattr(source, task) for task in _FIELD_TASKS) and not source.conversations:
+        raise ValueError(f"{key}: no task is mapped; give at least one of {', '.join(_FIELD_TASKS)} or "
+                         f"conversations")
+
+
+def _is_string(feature) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def _is_strings(feature) -> bool:
+    listed = isinstance(feature, (datasets.Sequence, datasets.LargeList)) and _is_string(feature.feature)
+    return listed or _is_string(feature)
+
+
+def _is_integer(feature) -> bool:
+    return isinstance(feature, datasets.Value) and re.fullmatch(r"u?int\d+", feature.dtype) is not None
+
+
+def _is_number(feature) -> bool:
+    floating = isinstance(feature, datasets.Value) and re.fullmatch(r"float\d+", feature.dtype) is not None
+    return floating or _is_integer(feature) or _is_string(feature)
+
+
+def _is_image(feature) -> bool:
+    return isinstance(feature, datasets.Image) or _is_string(feature)
+
+
+def _is_label(feature) -> bool:
+    return isinstance(feature, datasets.ClassLabel) or _is_string(feature)
+
+
+def _is_id(feature) -> bool:
+    return _is_integer(feature) or _is_string(feature)
+
+
+def _column_checks(source: HuggingFaceSource):
+    """(config key, column, accepts(feature), what is expected) for every column the config names."""
+    yield "image", source.image, _is_image, "an Image feature or a string column of file paths"
+    if source.id is not None:
+        yield "id", source.id, _is_id, "a string or integer column"
+    if source.category is not None:
+        yield "category", source.category, _is_label, "a string or ClassLabel column"
+    for task in ("ingredients", "recipe"):
+        if getattr(source, task) is not None:
+            yield task, getattr(source, task), _is_strings, "a list-of-strings or a string column"
+    for name, column in (source.nutrition or {}).items():
+        yield f"nutrition.{name}", column, _is_number, "a numeric column (or strings holding numbers)"
+    for task, pair in (source.conversations or {}).items():
+        for role in ("question", "answer"):
+            yield f"conversations.{task}.{role}", pair[role], _is_string, "a string column"
+
+
+def _columns(source: HuggingFaceSource) -> list[str]:
+    columns = [source.image, source.id, source.category, source.ingredients, source.recipe,
+               *(source.nutrition or {}).values(),
+               *(column for pair in (source.conversations or {}).values() for column in pair.values())]
+    return list(dict.fromkeys(column for column in columns if column is not None))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Finding and loading the dataset
+
+
+def _split_names(source: HuggingFaceSource) -> dict[str, tuple[str, ...]]:
+    """Our split -> the dataset split names it may have, in order of preference."""
+    return {split: (source.splits[split],) if split in (source.splits or {}) else DEFAULT_SPLIT_NAMES[split]
+            for split in SPLITS}
+
+
+def _layout(source: HuggingFaceSource, key: str) -> _Layout:
+    """Which kind of dataset ``source.path`` is, and its splits; errors name the key, the path and what was expected."""
+    path = os.path.abspath(os.path.expanduser(source.path))
+    if glob.has_magic(source.path):
+        files = sorted(file for file in glob.glob(path, recursive=True)
+                       if file.endswith(".parquet") and os.path.isfile(file))
+        if not files:
+            raise FileNotFoundError(f"{key}.path: no parquet file matches {path}; expected {_EXPECTED_PATH}")
+        base = _glob_base(path)
+    elif not os.path.exists(path):
+        raise FileNotFoundError(f"{key}.path: {path} does not exist; expected {_EXPECTED_PATH}")
+    elif os.path.isdir(path):
+        if _is_saved_dataset(path):
+            named = (Path(path) / "dataset_dict.json").is_file()  # else one Dataset, without a split name
+            return _Layout(path, dict.fromkeys(_load_saved(path), ()), Path(path), named=named)
+        files = sorted(str(file) for file in Path(path).rglob("*.parquet") if file.is_file())
+        if not files:
+            raise ValueError(f"{key}.path: {path} is neither a dataset written by save_to_disk (no "
+                             f"dataset_dict.json, or state.json and dataset_info.json) nor a folder of parquet files; "
+                             f"expected {_EXPECTED_PATH}")
+        base = Path(path)
+    elif path.endswith(".parquet"):
+        files, base = [path], Path(path).parent
+    else:
+        raise ValueError(f"{key}.path: {path} is a file but not a .parquet file; expected {_EXPECTED_PATH}")
+    grouped = _group_by_split(files, base, _split_names(source), key)
+    if grouped is None:  # no file names a split: one split, as for a single file
+        return _Layout(path, {_UNNAMED: tuple(files)}, base, named=False)
+    return _Layout(path, grouped, base)
+
+
+def _is_saved_dataset(path: str) -> bool:
+    # The same test as datasets.load_from_disk, made here so that other folders are reported in our words.
+    folder = Path(path)
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file())
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob starts in: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    fixed = [part for part in parts[:next(i for i, part in enumerate(parts) if glob.has_magic(part))]]
+    return Path(*fixed)
+
+
+def _group_by_split(files: list[str], base: Path, names: dict[str, tuple[str, ...]], key: str
+                    ) -> dict[str, tuple[str, ...]] | None:
+    """Files by the split their name starts with (``None`` when no name starts with a split)."""
+    candidates = sorted({name for options in names.values() for name in options}, key=len, reverse=True)
+    grouped: dict[str, list[str]] = {}
+    unmatched = []
+    for file in files:
+        parts = Path(file).relative_to(base).parts if Path(file).is_relative_to(base) else (Path(file).name,)
+        split = next((name for part in parts for name in candidates
+                      if re.match(rf"{re.escape(name)}(?![A-Za-z])", part)), None)
+        if split is None:
+            unmatched.append(file)
+        else:
+            grouped.setdefault(split, []).append(file)
+    if not grouped:
+        return None
+    if unmatched:
+        raise ValueError(f"{key}.path: {unmatched[0]} names no split, while other files do "
+                         f"({', '.join(sorted(grouped))}); expected file names starting with one of "
+                         f"{', '.join(sorted(candidates))}, or no split names at all")
+    return {split: tuple(group) for split, group in grouped.items()}
+
+
+def _dataset_split(layout: _Layout, source: HuggingFaceSource, split: str, key: str) -> tuple[str, bool | None]:
+    """The dataset split that ``split`` is read from, and whether the held-out share is kept (``True``: carved
+    val), dropped (``False``: train when val is carved) or not involved (``None``)."""
+    names = _split_names(source)
+    present = list(layout.files)
+
+    def find(ours: str) -> str | None:
+        return next((name for name in names[ours] if name in layout.files), None)
+
+    if not layout.named:
+        val, name = None, _UNNAMED if split != "test" else None
+    else:
+        val = find("val")
+        name = find(split) if split != "val" else val
+        if name is None and split == "val":
+            name = find("train")
+    if name is None:
+        options = " or ".join(repr(name) for name in names[split])
+        extra = " (val is carved out of it when there is no validation split)" if split != "test" else ""
+        # A missing test split is the data module's to judge (fatal for `test` only); a missing train always fatal.
+        error = MissingSplitError if split == "test" else ValueError
+        raise error(f"{layout.path} has no {split} split{extra} (splits: {', '.join(present)}): add one named "
+                    f"{options}, or set {key}.splits.{split} to the split that holds it")
+    if val is not None or split == "test":
+        return name, None
+    return name, split == "val"
+
+
+# Per process: the loaded datasets (memory-mapped) and the one-column views that open() reads images through.
+# A data-loader worker started by fork inherits them; one started by spawn loads them on its first open().
+_DATASETS: dict[tuple, Any] = {}
+_IMAGE_VIEWS: dict[tuple, datasets.Dataset] = {}
+
+
+def _load_saved(path: str) -> dict[str, datasets.Dataset]:
+    key = ("saved", path)
+    if key not in _DATASETS:
+        loaded = datasets.load_from_disk(path)
+        # A single saved Dataset is one split, called train (like a single parquet file).
+        _DATASETS[key] = {_UNNAMED: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
+    return _DATASETS[key]
+
+
+def _split_dataset(path: str, split: str, files: tuple[str, ...]) -> datasets.Dataset:
+    if not files:
+        return _load_saved(path)[split]
+    key = ("parquet", files)
+    if key not in _DATASETS:
+        _DATASETS[key] = datasets.load_dataset("parquet", data_files={"train": list(files)}, split="train")
+    return _DATASETS[key]
+
+
+def _image_view(path: str, split: str, column: str, files: tuple[str, ...]) -> datasets.Dataset:
+    key = (path, split, column, files)
+    if key not in _IMAGE_VIEWS:
+        # One column: reading a row then decodes its image and nothing else.
+        _IMAGE_VIEWS[key] = _split_dataset(path, split, files).select_columns([column])
+    return _IMAGE_VIEWS[key]
+
+
+def _undecoded_rows(dataset: datasets.Dataset, columns: list[str]) -> Iterator[dict]:
+    """The rows with only ``columns``, images left as stored (``{"bytes", "path"}``): none is decoded here."""
+    view = dataset.select_columns(columns)
+    features = view.features
+    for column in columns:
+        if isinstance(features[column], datasets.Image):
+            view = view.cast_column(column, datasets.Image(decode=False))
+    return iter(view)
+
+
+@contextmanager
+def datasets_progress():
+    """``datasets`` draws its own bars (loading, converting parquet); let them show only where ours do
+    (:mod:`rode_lightning.progress`): a terminal, global rank 0."""
+    shown = sys.stderr.isatty() and getattr(rank_zero_only, "rank", 0) == 0
+    switch_off = not shown and not datasets.are_progress_bars_disabled()
+    if switch_off:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if switch_off:
+            datasets.enable_progress_bars()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rows
+
+
+def _record_id(example: dict, source: HuggingFaceSource, dataset_split: str, row: int) -> str:
+    if source.id is None:
+        return f"{dataset_split}/{row}"
+    value = example[source.id]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataFormatError(f"empty value: column {source.id!r} (id) is {value!r}")
+    return str(value)
+
+
+def _parse_row(example: dict, record_id: str, source: HuggingFaceSource, layout: _Layout,
+               features: datasets.Features, dataset_split: str, row: int) -> FoodRecord:
+    fields: dict[str, Any] = {}
+    if source.category is not None:
+        fields["category"] = _category(example[source.category], source.category, features[source.category])
+    if source.ingredients is not None:
+        names = _texts(example[source.ingredients], source.ingredients, "ingredients", separator=",")
+        # Answers list each ingredient once; the dataset gives no grams, so its order is kept.
+        fields["ingredients"] = merge_ingredients(((name, 0.0) for name in names),
+                                                  key=lambda name: normalize_ingredient(name) or name)
+    if source.recipe is not None:
+        fields["recipe"] = _texts(example[source.recipe], source.recipe, "recipe", separator="\n")
+    if source.nutrition is not None:
+        fields["nutrition"] = {name: _nutrient(example[source.nutrition[name]], source.nutrition[name], name)
+                               for name in NUTRITION_FIELDS if name in source.nutrition}
+    if source.conversations:
+        fields["conversations"] = {
+            task: tuple(_text(example[pair[role]], pair[role], f"{task} {role}") for role in ("question", "answer"))
+            for task, pair in source.conversations.items()}
+    # Last, because it is the one check that reads the image.
+    image = _image(example[source.image], source, layout, features[source.image], dataset_split, row)
+    check_image(image)
+    return FoodRecord(id=record_id, image=image, dataset=source.name, **fields)
+
+
+def _text(value, column: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DataFormatError(f"empty value: column {column!r} ({what}) is {value!r}")
+    return value.strip()
+
+
+def _category(value, column: str, feature) -> str:
+    if isinstance(feature, datasets.ClassLabel):
+        if value is None or value < 0:  # datasets writes -1 for a row without a label
+            raise DataFormatError(f"empty value: column {column!r} (category) is {value!r}, not a label")
+        value = feature.int2str(value)
+    return _text(value, column, "category")
+
+
+def _texts(value, column: str, what: str, separator: str) -> tuple[str, ...]:
+    """A list of strings, or one string split at ``separator``; blank items are left out, but not all of them."""
+    items = value.split(separator) if isinstance(value, str) else value or []
+    texts = tuple(item.strip() for item in items if item is not None and item.strip())
+    if not texts:
+        raise DataFormatError(f"empty value: column {column!r} ({what}) is {value!r}")
+    return texts
+
+
+def _nutrient(value, column: str, name: str) -> float:
+    where = f"column {column!r} (nutrition {name})"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataFormatError(f"empty value: {where} is {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise DataFormatError(f"non-numeric value: {where} is {value!r}, expected a number") from None
+    if not math.isfinite(number):
+        raise DataFormatError(f"non-numeric value: {where} is {value!r}, expected a finite number")
+    limit = NUTRITION_LIMITS[name]
+    if not 0 <= number <= limit:
+        raise DataFormatError(f"bad nutrition value: {where} is {number:g}, expected a number in [0, {limit}]")
+    return number
+
+
+def _image(value, source: HuggingFaceSource, layout: _Layout, feature, dataset_split: str,
+           row: int) -> str | DatasetImage:
+    if isinstance(feature, datasets.Image):
+        if value is None or (value.get("bytes") is None and value.get("path") is None):
+            raise DataFormatError(f"missing image: column {source.image!r} is empty")
+        return DatasetImage(layout.path, dataset_split, row, source.image, layout.files[dataset_split])
+    if value is None or not value.strip():
+        raise DataFormatError(f"missing image: column {source.image!r} is {value!r}, expected a file path")
+    return str(layout.base / value)  # an absolute value stays as it is
