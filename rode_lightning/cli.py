@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.cli import LightningCLI
 
 from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
@@ -48,6 +49,23 @@ class _WithoutAdvertising(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutAdvertising())
+
+
+def _on_rank_zero(record: logging.LogRecord) -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def show_project_log() -> None:
+    """Print this package's INFO messages (which data is served, splits held out, demo data generated) on the
+    process of rank 0, as Lightning prints its own; Python's default would show warnings only."""
+    logger = logging.getLogger("rode_lightning")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_on_rank_zero)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 # Loggers whose directory is save_dir/name/version, which write_next_to_trained_run can point at a trained run.
 _DIRECTORY_LOGGERS = ("lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger",
@@ -126,5 +144,6 @@ def _vision_config(value) -> VisionConfig:
 def main(args: list[str] | None = None, run: bool = True) -> RoDECLI:
     """Parse ``args`` (default: the command line) and run the subcommand; with ``run=False`` there is no subcommand,
     and the CLI only builds the trainer, model and data module from the arguments, for a script to drive."""
+    show_project_log()
     return RoDECLI(FoodLMMModule, FoodDataModule, args=args, run=run, save_config_kwargs={"overwrite": True},
                    auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf"})
