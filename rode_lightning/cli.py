@@ -89,13 +89,16 @@ def write_next_to_trained_run(config, subcommand: str) -> None:
     """Let ``validate``, ``test`` and ``predict`` of a trained adapter or checkpoint write into
     ``<run>/<subcommand>/`` (results tables, predictions, logs) instead of opening a new ``version_N`` beside the
     run, so that a run's directory holds everything done with it and README's ``version_0`` commands keep
-    matching. Runs without trained weights, or with another logger, keep the logger's own directory."""
+    matching. Runs without trained weights, with another logger or with a ``trainer.logger.init_args.version`` of
+    their own keep the logger's own directory."""
     run = trained_run_dir(config.get("model.adapter_path"), config.get("ckpt_path"))
     logger = config.get("trainer.logger")
     if run is None or logger is None or isinstance(logger, (bool, list)):
         return
     if getattr(logger, "class_path", None) not in _DIRECTORY_LOGGERS:
         return
+    if logger.init_args.get("version") is not None:
+        return  # a version chosen on purpose (the grid runner, scripts/demo_results.py) is kept
     logger.init_args.save_dir = str(run)
     logger.init_args.name = ""
     logger.init_args.version = subcommand

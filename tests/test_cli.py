@@ -147,3 +147,54 @@ def test_predict_with_cluster_routing_places_new_questions_in_the_training_clust
     [answer] = [json.loads(line) for line in output.read_text().splitlines()]
     assert answer["id"] == "free" and answer["task"] is None and "ingredients" not in answer
     assert cli.datamodule.predict_dataset.cluster_ids[0] in range(4)
+
+
+def test_test_and_predict_of_a_trained_adapter_write_into_its_run_and_print_a_readable_table(
+        cli_demo_dir, tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
+    logs = tmp_path / "logs"
+    main(["fit", *tiny_cli_args(cli_demo_dir, logs, "--trainer.limit_train_batches", "1", "--trainer.max_epochs", "1",
+                                "--trainer.limit_val_batches", "1")])
+    run = logs / "demo" / "version_0"
+    capsys.readouterr()
+    main(["test", *tiny_cli_args(cli_demo_dir, logs), "--model.adapter_path", str(run / "adapter")])
+    printed = capsys.readouterr()
+    saved = json.loads((run / "test" / "results" / "test_results.json").read_text())
+    assert saved["evaluated"] == f"test split, adapter {run / 'adapter'}"
+    assert (run / "test" / "results" / "test_results.md").read_text().startswith(
+        f"# test results: test split, adapter {run / 'adapter'}\n")
+    assert sorted(path.name for path in (logs / "demo").iterdir()) == ["version_0"]  # no version_1
+    # The console table: a heading naming what was evaluated, one row per metric, values rounded as in the table.
+    lines = printed.out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("test results: test split, adapter")))
+    assert lines[start + 1].split() == ["dataset", "task", "metric", "value", "floor"]
+    iou = saved["results"]["unifood"]["ingredient_iou"]
+    assert any(f"{iou:.4f}" in line for line in lines[start:] if " IoU " in line and "sample" not in line)
+    # Neither Lightning's advertising nor its unrounded copy of the table.
+    assert "Tip:" not in printed.out + printed.err and "┃" not in printed.out
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 100, 50)).save(images / "plate.png")
+    main(["predict", *tiny_cli_args(cli_demo_dir, logs), "--model.adapter_path", str(run / "adapter"),
+          "--data.predict_source", str(images), "--data.predict_tasks", "[ingredients]"])
+    answers = [json.loads(line) for line in (run / "predict" / "predictions.jsonl").read_text().splitlines()]
+    assert [answer["task"] for answer in answers] == ["ingredients"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["logs", "photos"]
+
+
+def test_an_adapter_outside_a_run_directory_gets_a_new_version(cli_demo_dir, tmp_path):
+    from rode_lightning.cli import trained_run_dir
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    assert trained_run_dir(str(run / "adapter"), None) is None  # no hparams.yaml beside it: not a run
+    (run / "hparams.yaml").write_text("{}")
+    assert trained_run_dir(str(run / "adapter"), None) == run
+    assert trained_run_dir(None, str(run / "checkpoints" / "last.ckpt")) == run
+    assert trained_run_dir(None, None) is None

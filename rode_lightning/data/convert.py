@@ -104,20 +104,24 @@ def served_dataset(name: str, root: str | None, config: str | None) -> ServedDat
 
 def convert(dataset: ServedDataset, out: Path, link: bool = False, on_error: str = "raise",
             val_fraction: float = DEFAULT_VAL_FRACTION) -> dict[str, int]:
-    """Writes every split ``dataset`` has into ``out``; returns the records written per split."""
+    """Writes every split ``dataset`` has into ``out``; returns the records written per split.
+
+    Every split is read before anything is written, so a bad record in ``test`` leaves no half-converted folder. A
+    dataset without a train split is refused (as by the data module); a missing val or test split is reported."""
     skipped = SkipCounter()
-    written = {}
+    splits: dict[str, list[FoodRecord]] = {}
     for split in SPLITS:
         try:
-            records = dataset.read(split, on_error, skipped, val_fraction)
+            splits[split] = dataset.read(split, on_error, skipped, val_fraction)
         except MissingSplitError as missing:
+            if split == "train":
+                raise
             print(f"{split}: not written ({missing})", file=sys.stderr)
-            continue
+    for split, records in splits.items():
         write_unifood_split(records, out, split, link)
-        written[split] = len(records)
     if skipped:
         print(f"skipped: {skipped.report()}", file=sys.stderr)
-    return written
+    return {split: len(records) for split, records in splits.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = served_dataset(args.source, args.root, args.config)
         written = convert(dataset, Path(args.out), args.link, args.on_error, args.val_fraction)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError, yaml.YAMLError) as error:  # the user's input, not a bug: one line, no traceback
+        message = " ".join(str(error).split())
+        print(f"error: {message}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{split} {count}" for split, count in written.items())
     print(f"wrote {dataset.name} as Uni-Food to {args.out}: {counts} records")

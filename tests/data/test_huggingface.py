@@ -8,7 +8,6 @@ import subprocess
 import sys
 from dataclasses import replace
 
-import datasets
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value, load_from_disk
@@ -30,14 +29,7 @@ EXPECTED_PATH = ("a folder written by save_to_disk, a folder of parquet files, a
                  "files")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_datasets(tmp_path_factory, monkeypatch):
-    # Parquet is converted into the datasets cache: keep it out of the home directory. Each test loads its own
-    # datasets, not those an earlier test left in this process.
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_cache")
-    clear_dataset_cache()
-    yield
-    clear_dataset_cache()
+pytestmark = pytest.mark.usefixtures("fresh_datasets")
 
 
 def png_bytes(colour=(200, 30, 30), size=8) -> bytes:

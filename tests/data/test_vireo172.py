@@ -74,7 +74,7 @@ def test_the_ingredient_count_comes_from_ingredient_list(tmp_path):
 
 
 def test_paths_with_or_without_slash_and_any_spacing_match(tmp_path):
-    write_release(tmp_path, train=("1/1_0.jpg", B), labels=(f"{A}  1\t-1 -1", f"2/5_0.jpg -1 1 1 "))
+    write_release(tmp_path, train=("1/1_0.jpg", B), labels=(f"{A}  1\t-1 -1", "2/5_0.jpg -1 1 1 "))
     assert [names(record) for record in read_vireo172_split(tmp_path, "train")] == [["pork"], ["rice", "egg"]]
 
 

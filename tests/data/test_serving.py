@@ -1,0 +1,318 @@
+"""Which datasets the data module serves, from where, and what it does when a split is missing.
+
+The rule under test (``rode_lightning/data/sources.py``): demo copies are served only when no data at all is
+configured; a user who configures one dataset gets that dataset and nothing synthetic mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict
+
+import datasets
+import pytest
+
+from rode_lightning.data.datamodule import FoodDataModule
+from rode_lightning.data.demo import generate_demo_unifood
+from rode_lightning.data.demo_food101 import generate_demo_food101
+from rode_lightning.data.demo_huggingface import demo_source, generate_demo_huggingface
+from rode_lightning.data.errors import MissingSplitError
+from rode_lightning.data.huggingface import HuggingFaceSource, clear_dataset_cache
+from rode_lightning.data.prompts import TASKS, answer_for
+from rode_lightning.data.sources import DEMO_DATASETS, HUGGINGFACE, KINDS, resolve_served_datasets
+from rode_lightning.data.splits import is_held_out
+from rode_lightning.data.unifood import read_unifood_split
+
+SMALL = dict(demo_train_size=12, demo_eval_size=4, demo_nutrition5k_size=40, image_size=32, num_image_tokens=4,
+             batch_size=4, eval_batch_size=4)
+NO_ROOTS = dict.fromkeys(KINDS)
+ALL_DATASETS = ["unifood", "nutrition5k", "recipe1m", "food101", "vireo172", HUGGINGFACE]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hf_cache(tmp_path_factory):
+    # Nothing here reads parquet, but keep any datasets cache out of the home directory all the same.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf_cache"))
+        clear_dataset_cache()
+        yield
+    clear_dataset_cache()
+
+
+def unifood_folder(root, splits=None):
+    return generate_demo_unifood(root, splits=splits or {"train": 12, "val": 4, "test": 4}, image_size=32)
+
+
+def ids_of(path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def small_hf(tmp_path_factory):
+    return generate_demo_huggingface(tmp_path_factory.mktemp("small_hf"), sizes={"train": 12, "validation": 4,
+                                                                                 "test": 4}, image_size=32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Nothing configured: the demo, and the log says so
+
+
+def test_nothing_configured_serves_the_demo_copies_and_says_so(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="rode_lightning.data.sources"):
+        module = FoodDataModule(demo_dir=str(tmp_path), **SMALL)
+    assert DEMO_DATASETS == ("unifood", "nutrition5k")
+    assert module.served == ["unifood", "nutrition5k"]
+    for name in ("unifood", "nutrition5k"):
+        source = module.sources[name]
+        assert (source.name, source.root, source.demo, source.kind) == (name, tmp_path / name, True, KINDS[name])
+        assert source.tasks == KINDS[name].tasks
+    assert module.evaluation_pairs == {"unifood": ["category", "ingredients", "recipe", "nutrition"],
+                                       "nutrition5k": ["ingredients", "nutrition"]}
+    assert caplog.messages == [
+        "no data configured (no data.<dataset>_root, no data.huggingface): serving the demo copies of unifood, "
+        f"nutrition5k generated in {tmp_path}"]
+    assert list(tmp_path.iterdir()) == []  # nothing is written before prepare_data / setup
+
+
+def test_resolving_with_nothing_configured_lists_only_the_named_demo_copies(tmp_path):
+    served = resolve_served_datasets(["food101"], NO_ROOTS, [], tmp_path)
+    assert list(served) == ["food101"]
+    assert (served["food101"].root, served["food101"].demo) == (tmp_path / "food101", True)
+    served = resolve_served_datasets([HUGGINGFACE], NO_ROOTS, [], tmp_path)
+    hf = served[HUGGINGFACE]
+    assert (hf.root, hf.demo, hf.kind, hf.tasks) == (tmp_path / HUGGINGFACE, True, None, TASKS)
+    assert (hf.huggingface.name, hf.huggingface.path) == (HUGGINGFACE, str(tmp_path / HUGGINGFACE))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configured data: served as configured, never mixed with demo copies
+
+
+def test_only_the_configured_unifood_root_is_served_with_no_synthetic_nutrition5k(tmp_path, caplog):
+    root = unifood_folder(tmp_path / "mine")
+    demo_dir = tmp_path / "demo"
+    with caplog.at_level(logging.INFO, logger="rode_lightning.data.sources"):
+        module = FoodDataModule(unifood_root=str(root), demo_dir=str(demo_dir), **SMALL)
+    assert "no data configured" not in caplog.text
+    assert module.served == ["unifood"]
+    assert (module.sources["unifood"].root, module.sources["unifood"].demo) == (root, False)
+    assert module.evaluation_pairs == {"unifood": ["category", "ingredients", "recipe", "nutrition"]}
+    module.setup("fit")
+    for split in ("train", "val", "test"):
+        samples = module.datasets[split].samples
+        assert {s.record.dataset for s in samples} == {"unifood"}
+        assert [r.id for r in module.records[split]] == ids_of(root / "annotations" / f"{split}.jsonl")
+        assert {s.record.id for s in samples} == set(ids_of(root / "annotations" / f"{split}.jsonl"))
+    assert len(module.datasets["train"]) == 12 * 4 and len(module.datasets["val"]) == len(module.datasets["test"]) == 16
+    assert not demo_dir.exists()  # no demo copy was generated
+    assert "nutrition5k" not in module.summary() and "demo copy" not in module.summary()
+
+
+def test_datasets_selects_among_configured_roots(tmp_path):
+    unifood = unifood_folder(tmp_path / "unifood")
+    food101 = generate_demo_food101(tmp_path / "food101", sizes={"train": 16, "test": 4}, image_size=32)
+    served = resolve_served_datasets(["food101"], {**NO_ROOTS, "unifood": str(unifood), "food101": str(food101)},
+                                     [], tmp_path / "demo")
+    assert list(served) == ["food101"]
+    assert (served["food101"].root, served["food101"].demo) == (food101, False)
+    served = resolve_served_datasets(None, {**NO_ROOTS, "unifood": str(unifood), "food101": str(food101)}, [],
+                                     tmp_path / "demo")
+    assert list(served) == ["unifood", "food101"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"unifood_root": "/data/mine", "datasets": ["unifood", "nutrition5k"]},
+     "data.datasets lists 'nutrition5k', which has no data: set data.nutrition5k_root, or remove 'nutrition5k' from "
+     "data.datasets (demo copies are served only when no data is configured at all)"),
+    ({"unifood_root": "/data/mine", "datasets": ["unifood", "huggingface"]},
+     "data.datasets lists 'huggingface', which has no data: set a data.huggingface block"),
+    ({"datasets": ["unifood", "food102"]},
+     "data.datasets: ['food102'] - expected names among ['food101', 'huggingface', 'nutrition5k', 'recipe1m', "
+     "'unifood', 'vireo172']"),
+    ({"datasets": []}, "data.datasets: empty list - expected names among"),
+    ({"datasets": ["food101", "food101"]}, "data.datasets: ['food101', 'food101'] names a dataset twice"),
+    ({"unifood_root": "/data/mine", "datasets": ["unifood", "unifood"]},
+     "data.datasets: ['unifood', 'unifood'] names a dataset twice"),
+])
+def test_bad_dataset_lists_are_refused_naming_the_key(tmp_path, overrides, message):
+    with pytest.raises(ValueError) as error:
+        FoodDataModule(demo_dir=str(tmp_path), **overrides)
+    assert message in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_a_huggingface_block_named_like_a_released_layout_is_refused(tmp_path, name):
+    with pytest.raises(ValueError) as error:
+        FoodDataModule(huggingface=[HuggingFaceSource(path=str(tmp_path), name=name)], demo_dir=str(tmp_path))
+    assert str(error.value) == (f"data.huggingface[0].name: {name!r} is already the name of another served "
+                                f"dataset; give each dataset its own name")
+
+
+def test_two_huggingface_blocks_of_one_name_are_refused_naming_the_second(small_hf, tmp_path):
+    blocks = [demo_source(small_hf), demo_source(small_hf)]
+    with pytest.raises(ValueError, match=r"^data\.huggingface\[1\]\.name: 'demo_huggingface' is already the name"):
+        FoodDataModule(huggingface=blocks, demo_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Missing splits
+
+
+def test_unifood_without_val_holds_out_train_records_by_id(tmp_path, caplog):
+    root = unifood_folder(tmp_path / "mine", {"train": 20, "test": 4})
+    assert not (root / "annotations" / "val.jsonl").exists()
+    original = ids_of(root / "annotations" / "train.jsonl")
+    held = [f"demo-train-{i:05d}" for i in (9, 11, 13, 18)]
+    assert [i for i in original if is_held_out(i, 0.2)] == held  # the split this test pins
+    module = FoodDataModule(unifood_root=str(root), val_fraction=0.2, demo_dir=str(tmp_path / "demo"), **SMALL)
+    with caplog.at_level(logging.INFO, logger="rode_lightning.data.unifood"):
+        module.setup("fit")
+    val = [r.id for r in module.records["val"]]
+    train = [r.id for r in module.records["train"]]
+    assert val == held
+    assert train == [i for i in original if i not in held]
+    assert not set(val) & set(train) and sorted(val + train) == sorted(original)
+    assert {s.record.id for s in module.datasets["val"].samples} == set(held)
+    assert {s.record.id for s in module.datasets["train"].samples} == set(train)
+    assert (f"Uni-Food {root} has no annotations/val.jsonl: validating on the 20% of train.jsonl held out by "
+            f"record id (data.val_fraction)") in caplog.messages
+    assert "val" not in module.missing_splits
+
+
+def test_unifood_without_val_and_no_val_fraction_says_what_to_add(tmp_path):
+    root = unifood_folder(tmp_path / "mine", {"train": 20, "test": 4})
+    with pytest.raises(MissingSplitError) as error:
+        read_unifood_split(root, "val", val_fraction=0.0)
+    assert str(error.value) == (f"Uni-Food root {root} has no annotations/val.jsonl: add it, or set "
+                                f"data.val_fraction (e.g. 0.1) to hold out part of train.jsonl for validation")
+    # Without a val_fraction, train is the whole file.
+    assert [r.id for r in read_unifood_split(root, "train", val_fraction=0.0)] == [
+        f"demo-train-{i:05d}" for i in range(20)]
+
+
+def test_unifood_without_test_fits_and_refuses_test_naming_the_file(tmp_path):
+    root = unifood_folder(tmp_path / "mine", {"train": 12, "val": 4})
+    module = FoodDataModule(unifood_root=str(root), demo_dir=str(tmp_path / "demo"), **SMALL)
+    module.setup("fit")
+    test_file = root / "annotations" / "test.jsonl"
+    assert module.missing_splits == {"test": [
+        f"Uni-Food split 'test': expected the annotation file {test_file}, which does not exist"]}
+    assert "test" not in module.datasets and module.records["test"] == []
+    with pytest.raises(ValueError) as error:
+        module.setup("test")
+    assert str(error.value).startswith("test needs a test split")
+    assert str(test_file) in str(error.value)
+    fresh = FoodDataModule(unifood_root=str(root), demo_dir=str(tmp_path / "demo"), **SMALL)
+    with pytest.raises(ValueError, match=r"^test needs a test split, and no served dataset has one: .*test\.jsonl"):
+        fresh.setup("test")
+
+
+def test_a_split_missing_from_one_dataset_is_served_by_the_others(tmp_path):
+    unifood = unifood_folder(tmp_path / "mine", {"train": 12, "val": 4})
+    food101 = generate_demo_food101(tmp_path / "food101", sizes={"train": 16, "test": 4}, image_size=32)
+    module = FoodDataModule(unifood_root=str(unifood), food101_root=str(food101), demo_dir=str(tmp_path / "demo"),
+                            **SMALL)
+    module.setup("test")
+    assert module.served == ["unifood", "food101"]
+    assert len(module.missing_splits["test"]) == 1 and "test.jsonl" in module.missing_splits["test"][0]
+    test = module.datasets["test"].samples
+    assert {(s.record.dataset, s.task) for s in test} == {("food101", "category")}
+    assert len(test) == 4
+    assert {s.record.dataset for s in module.datasets["val"].samples} == {"unifood", "food101"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every kind at once, from the demo copies
+
+
+@pytest.fixture(scope="module")
+def every_dataset(tmp_path_factory):
+    module = FoodDataModule(datasets=ALL_DATASETS, demo_dir=str(tmp_path_factory.mktemp("every_demo")), **SMALL)
+    module.prepare_data()
+    module.setup("fit")
+    return module
+
+
+def test_every_kind_is_served_with_the_tasks_its_labels_allow(every_dataset):
+    expected = {"unifood": ["category", "ingredients", "recipe", "nutrition"],
+                "nutrition5k": ["ingredients", "nutrition"],
+                "recipe1m": ["category", "ingredients", "recipe", "nutrition"],
+                "food101": ["category"],
+                "vireo172": ["category", "ingredients"],
+                HUGGINGFACE: ["category", "ingredients", "recipe", "nutrition"]}
+    assert every_dataset.evaluation_pairs == expected
+    assert every_dataset.served == ALL_DATASETS
+    assert all(source.demo for source in every_dataset.sources.values())
+    for split in ("train", "val", "test"):
+        pairs = {(s.record.dataset, s.task) for s in every_dataset.datasets[split].samples}
+        assert pairs == {(name, task) for name, tasks in expected.items() for task in tasks}, split
+    assert every_dataset.missing_splits == {}
+
+
+def test_every_kind_gives_a_batch_from_each_loader(every_dataset):
+    for loader in (every_dataset.train_dataloader(), every_dataset.val_dataloader(), every_dataset.test_dataloader()):
+        batch = next(iter(loader))
+        assert batch["images"].shape == (4, 3, 32, 32)
+        assert len(batch["tasks"]) == len(batch["datasets"]) == len(batch["answers"]) == 4
+    # Evaluation batches are grouped by dataset, so the first ones may never reach the Hugging Face rows: read one of
+    # its samples of every split through InstructionDataset (and so through open_image on a DatasetImage).
+    for split in ("train", "val", "test"):
+        dataset = every_dataset.datasets[split]
+        index = next(i for i, s in enumerate(dataset.samples) if s.record.dataset == HUGGINGFACE)
+        assert not isinstance(dataset.samples[index].record.image, str)
+        item = dataset[index]
+        assert item["dataset"] == HUGGINGFACE and tuple(item["image"].shape) == (3, 32, 32)
+
+
+def test_recipe1m_nutrition_has_no_carbohydrate(every_dataset):
+    for split in ("train", "val", "test"):
+        samples = every_dataset.datasets[split].samples
+        recipe1m = [answer_for(s.record, s.task) for s in samples if (s.record.dataset, s.task) == ("recipe1m",
+                                                                                                    "nutrition")]
+        assert recipe1m and not any("carbohydrate" in answer for answer in recipe1m)
+        assert all(answer.startswith("mass: ") and ", protein: " in answer for answer in recipe1m)
+        assert not any("carbohydrate_g" in r.nutrition for r in every_dataset.records[split]
+                       if r.dataset == "recipe1m" and r.nutrition)
+        unifood = [answer_for(s.record, s.task) for s in samples if (s.record.dataset, s.task) == ("unifood",
+                                                                                                   "nutrition")]
+        assert unifood and all("carbohydrate: " in answer for answer in unifood)
+
+
+def test_every_kind_counts_per_dataset(every_dataset):
+    # Demo sizes: Uni-Food 12/4/4 (demo_train_size, demo_eval_size); the Hugging Face demo its own 64/16/16.
+    for split, unifood, hf in (("train", 12, 64), ("val", 4, 16), ("test", 4, 16)):
+        counts = Counter(r.dataset for r in every_dataset.records[split])
+        assert (counts["unifood"], counts[HUGGINGFACE]) == (unifood, hf), split
+        assert set(counts) == set(ALL_DATASETS)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sampling weights by a Hugging Face block's name
+
+
+def test_sampling_weights_by_a_huggingface_block_name(small_hf, tmp_path):
+    source = HuggingFaceSource(**{**asdict(demo_source(small_hf)), "name": "mine"})
+    unifood = unifood_folder(tmp_path / "unifood")
+    module = FoodDataModule(unifood_root=str(unifood), huggingface=[source], demo_dir=str(tmp_path / "demo"),
+                            sampling_weights={"mine": 3.0, "mine/recipe": 0.0}, **SMALL)
+    assert module.served == ["unifood", "mine"]
+    assert module.sources["mine"].config_key == "data.huggingface[0]"
+    module.setup("fit")
+    samples = module.datasets["train"].samples
+    expected = [1.0 if s.record.dataset == "unifood" else 0.0 if s.task == "recipe" else 3.0 for s in samples]
+    assert module.sample_weights().tolist() == expected
+    assert Counter(expected) == {1.0: 48, 3.0: 12 * 3, 0.0: 12}
+    batch = next(iter(module.train_dataloader()))
+    assert not any(d == "mine" and t == "recipe" for d, t in zip(batch["datasets"], batch["tasks"]))
+
+
+@pytest.mark.parametrize("key", ["unifood", "huggingface", "demo_huggingface/recipe"])
+def test_sampling_weights_by_an_unserved_dataset_are_refused(small_hf, tmp_path, key):
+    source = HuggingFaceSource(**{**asdict(demo_source(small_hf)), "name": "mine"})
+    with pytest.raises(ValueError) as error:
+        FoodDataModule(huggingface=[source], demo_dir=str(tmp_path), sampling_weights={key: 1.0})
+    assert str(error.value).startswith(f"data.sampling_weights: unknown key {key!r}; expected a served dataset "
+                                       f"(mine) or '<dataset>/<task>'")
