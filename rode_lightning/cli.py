@@ -52,7 +52,9 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutAdv
 
 
 def _on_rank_zero(record: logging.LogRecord) -> bool:
-    return getattr(rank_zero_only, "rank", 0) == 0
+    # Where a library has configured the root logger (logging.basicConfig), the record reaches it anyway: once is
+    # enough.
+    return getattr(rank_zero_only, "rank", 0) == 0 and not logging.getLogger().handlers
 
 
 def show_project_log() -> None:

@@ -81,11 +81,13 @@ FLOOR_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def floors_table(floors: dict[str, dict[str, float]]) -> str:
-    lines = ["| dataset | " + " | ".join(title for _, title in FLOOR_COLUMNS) + " |",
-             "| --- |" + " --- |" * len(FLOOR_COLUMNS)]
+    """Markdown table of the label-only floors, one row per dataset; only the columns some dataset has."""
+    columns = [(key, title) for key, title in FLOOR_COLUMNS if any(key in row for row in floors.values())]
+    lines = ["| dataset | " + " | ".join(title for _, title in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
     for dataset, row in sorted(floors.items()):
         cells = ["" if key not in row else f"{row[key]:.4f}" if key.startswith("ingredient") else f"{row[key]:.2f}"
-                 for key, _ in FLOOR_COLUMNS]
+                 for key, _ in columns]
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from rode_lightning.metrics.results import console_table, results_table, write_results
+from rode_lightning.metrics.results import console_table, floors_table, results_table, write_results
 
 
 def test_table_has_the_paper_columns_in_order_and_blank_cells_for_missing_tasks():
@@ -66,3 +66,9 @@ def test_console_table_aligns_rounds_and_names_each_dataset_and_task_once():
         "                            sample IoU    0.4000",
         "               nutrition    pMAE average   30.12   29.53",
     ]
+
+
+def test_floors_table_leaves_out_a_floor_no_dataset_has():
+    table = floors_table({"my_food": {"ingredient_iou_most_frequent": 0.21333}})
+    assert table.splitlines() == ["| dataset | IoU of the most frequent ingredients |", "| --- | --- |",
+                                  "| my_food | 0.2133 |"]
