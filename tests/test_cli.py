@@ -198,3 +198,21 @@ def test_an_adapter_outside_a_run_directory_gets_a_new_version(cli_demo_dir, tmp
     assert trained_run_dir(str(run / "adapter"), None) == run
     assert trained_run_dir(None, str(run / "checkpoints" / "last.ckpt")) == run
     assert trained_run_dir(None, None) is None
+
+
+def test_the_demo_of_every_layout_trains_and_scores_each_dataset_on_its_own_tasks(tmp_path):
+    """configs/demo_all_layouts.yaml: a demo copy of every layout read by its reader, mixed into one fit, each
+    dataset scored on the tasks its labels serve (Recipe1M+ has no carbohydrate: not scored, not a zero)."""
+    import json
+
+    config = str(__import__("pathlib").Path(__file__).parents[1] / "configs" / "demo_all_layouts.yaml")
+    main(["fit", *tiny_cli_args(tmp_path / "demo", tmp_path / "logs", "--config", config,
+                                "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1",
+                                "--data.eval_batch_size", "16")])
+    saved = json.loads((tmp_path / "logs" / "demo" / "version_0" / "results" / "val_results.json").read_text())
+    results = saved["results"]
+    assert set(results) == {"unifood", "nutrition5k", "recipe1m", "food101", "vireo172", "huggingface"}
+    assert set(results["food101"]) == {"category_accuracy"}
+    assert set(results["vireo172"]) == {"category_accuracy", "ingredient_iou", "ingredient_sample_iou"}
+    assert "pmae_average" in results["recipe1m"] and "pmae_carbohydrate" not in results["recipe1m"]
+    assert "pmae_carbohydrate" in results["unifood"] and "recipe_rouge_l" in results["huggingface"]
