@@ -17,10 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.atomic import replaced_atomically, write_text_atomically
 from rode_lightning.messages import few
 
 WEIGHTS_NAME = "adapter.safetensors"
@@ -64,8 +66,11 @@ def save_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.contiguous().cpu() for name, tensor in adapter_state_dict(model).items()}
-    save_file(state, directory / WEIGHTS_NAME)
-    (directory / CONFIG_NAME).write_text(json.dumps({"format_version": 1, "adapter": asdict(config)}, indent=2))
+    # Each file complete or absent (rode_lightning/atomic.py): an interrupted save keeps the previous adapter.
+    with replaced_atomically(directory / WEIGHTS_NAME) as partial:
+        save_file(state, partial)
+    write_text_atomically(directory / CONFIG_NAME, json.dumps({"format_version": 1, "adapter": asdict(config)},
+                                                              indent=2))
     return directory
 
 
@@ -77,10 +82,13 @@ def saved_cluster_embedding_shape(directory: str | Path) -> tuple[int, ...] | No
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         return None
-    with safe_open(str(weights), framework="pt") as file:
-        if "cluster_embedding" not in file.keys():
-            return None
-        return tuple(file.get_slice("cluster_embedding").get_shape())
+    try:
+        with safe_open(str(weights), framework="pt") as file:
+            if "cluster_embedding" not in file.keys():
+                return None
+            return tuple(file.get_slice("cluster_embedding").get_shape())
+    except SafetensorError:
+        return None  # a truncated file: load_adapter names it
 
 
 def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path) -> None:
@@ -90,14 +98,22 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     for path in (weights, config_file):
         if not path.is_file():
             raise FileNotFoundError(f"adapter checkpoint: {path} does not exist")
-    saved = json.loads(config_file.read_text())["adapter"]
+    try:
+        saved = json.loads(config_file.read_text())["adapter"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"adapter checkpoint: {config_file} is not an adapter config (truncated or written by "
+                         f"something else); save the adapter again") from None
     current = asdict(config)
     differences = [f"{key}: checkpoint {saved.get(key)!r}, model {current[key]!r}"
                    for key in _STRUCTURAL_KEYS if saved.get(key) != current[key]]
     if differences:
         raise ValueError(f"adapter checkpoint {directory} does not fit the configured adapter: "
                          + "; ".join(differences))
-    state = load_file(weights)
+    try:
+        state = load_file(weights)
+    except SafetensorError as error:
+        raise ValueError(f"adapter checkpoint: {weights} is truncated or corrupt ({error}); save the adapter "
+                         f"again, or point model.adapter_path at a complete one") from None
     expected = adapter_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

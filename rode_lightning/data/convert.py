@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
+from rode_lightning.atomic import write_text_atomically
 from rode_lightning.data.errors import MissingSplitError, SkipCounter
 from rode_lightning.data.huggingface import HuggingFaceSource
 from rode_lightning.data.records import FoodRecord
@@ -51,8 +51,8 @@ def unifood_line(record: FoodRecord, image: str) -> dict:
 
 def write_unifood_split(records: list[FoodRecord], out: Path, split: str, link: bool = False) -> Path:
     """``out/annotations/<split>.jsonl`` and its images (copied, or symbolic links with ``link``; an image stored
-    inside a dataset is written as PNG). The annotation file is written last, under a temporary name renamed into
-    place, so an interrupted conversion never leaves a split that looks complete."""
+    inside a dataset is written as PNG). The annotation file is written last and complete or absent
+    (:mod:`rode_lightning.atomic`), so an interrupted conversion never leaves a split that looks complete."""
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     image_dir = out / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -71,11 +71,7 @@ def write_unifood_split(records: list[FoodRecord], out: Path, split: str, link: 
             with record.image.open() as image:
                 image.convert("RGB").save(target)
         lines.append(json.dumps(unifood_line(record, str(target.relative_to(out)))))
-    path = out / "annotations" / f"{split}.jsonl"
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text("".join(f"{line}\n" for line in lines))
-    os.replace(partial, path)
-    return path
+    return write_text_atomically(out / "annotations" / f"{split}.jsonl", "".join(f"{line}\n" for line in lines))
 
 
 def served_dataset(name: str, root: str | None, config: str | None) -> ServedDataset:

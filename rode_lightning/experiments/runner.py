@@ -29,6 +29,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from rode_lightning.atomic import write_json_atomically
 from rode_lightning.experiments.grid import Grid, Run
 
 RESULT = "run.json"
@@ -100,9 +101,7 @@ def trainable_parameters(adapter_dir: Path) -> int:
 
 
 def _write_atomically(path: Path, value: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    partial.replace(path)
+    write_json_atomically(path, value, indent=2, sort_keys=True)
 
 
 def run_one(grid: Grid, run: Run, threads: int | None = None, announce=print) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rode_lightning.atomic import write_text_atomically
 from rode_lightning.provenance import provenance
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -64,13 +65,13 @@ def write_results(directory: str | Path, stage: str, results: dict[str, dict[str
     text = f"# {stage} results: {heading}\n\n{results_table(results)}\n\n{SCALES}\n"
     if floors:
         text += "\nFloors from the labels alone, on the same split:\n\n" + floors_table(floors) + "\n"
-    markdown.write_text(text)
+    # Complete or absent: an interrupted write leaves the previous evaluation's files (rode_lightning/atomic.py).
+    write_text_atomically(markdown, text)
     record = {"stage": stage, "evaluated": heading, "epoch": epoch, "step": step, "loss": loss, "results": results,
               "floors": floors or {}, "provenance": provenance()}
-    (directory / f"{stage}_results.json").write_text(json.dumps(record, indent=2, sort_keys=True))
-    with open(directory / f"{stage}_predictions.jsonl", "w") as handle:
-        for example in examples:
-            handle.write(json.dumps(example) + "\n")
+    write_text_atomically(directory / f"{stage}_results.json", json.dumps(record, indent=2, sort_keys=True))
+    write_text_atomically(directory / f"{stage}_predictions.jsonl",
+                          "".join(json.dumps(example) + "\n" for example in examples))
     return markdown
 
 

@@ -1,0 +1,91 @@
+"""Complete or absent: a write cut short leaves the previous file, and a truncated file is named when read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import rode_lightning.adapters.saving as saving
+from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.saving import CONFIG_NAME, WEIGHTS_NAME, load_adapter, save_adapter
+from rode_lightning.atomic import replaced_atomically, write_text_atomically
+from rode_lightning.metrics.results import write_results
+from tests.adapters.test_saving import trained_like
+from tests.model.test_lmm import batch, build
+
+
+class WriteCutShort(RuntimeError):
+    pass
+
+
+def test_an_error_inside_the_block_leaves_the_previous_file_and_no_temporary_one(tmp_path):
+    target = tmp_path / "table.md"
+    write_text_atomically(target, "previous\n")
+    with pytest.raises(WriteCutShort):
+        with replaced_atomically(target) as partial:
+            partial.write_text("half of the new")
+            raise WriteCutShort
+    assert target.read_text() == "previous\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["table.md"]
+    write_text_atomically(target, "new\n")
+    assert target.read_text() == "new\n" and sorted(path.name for path in tmp_path.iterdir()) == ["table.md"]
+
+
+def test_an_adapter_save_cut_halfway_keeps_the_previous_adapter_loadable(tmp_path, monkeypatch):
+    adapter = AdapterConfig()
+    torch.manual_seed(0)
+    first = trained_like(build(adapter)).eval()
+    save_adapter(first, adapter, tmp_path)
+    input_ids, mask, images = batch(first)
+    expected = first(input_ids, mask, images)
+
+    second = trained_like(build(adapter))
+    real_save = saving.save_file
+
+    def save_half(state, path):  # the disk fills up halfway through the weights
+        real_save(state, path)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+        raise WriteCutShort
+
+    monkeypatch.setattr(saving, "save_file", save_half)
+    with pytest.raises(WriteCutShort):
+        save_adapter(second, adapter, tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([WEIGHTS_NAME, CONFIG_NAME])
+
+    torch.manual_seed(0)
+    target = build(adapter).eval()
+    load_adapter(target, adapter, tmp_path)
+    torch.testing.assert_close(target(input_ids, mask, images), expected, rtol=0, atol=0)
+
+
+def test_a_truncated_adapter_is_named_with_what_to_do(tmp_path):
+    adapter = AdapterConfig()
+    model = build(adapter)
+    save_adapter(model, adapter, tmp_path)
+    weights = tmp_path / WEIGHTS_NAME
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError) as error:
+        load_adapter(model, adapter, tmp_path)
+    assert str(error.value).startswith(f"adapter checkpoint: {weights} is truncated or corrupt")
+    assert "save the adapter again" in str(error.value)
+    (tmp_path / CONFIG_NAME).write_text('{"format_version": 1, "adap')
+    with pytest.raises(ValueError, match=f"{tmp_path / CONFIG_NAME} is not an adapter config"):
+        load_adapter(model, adapter, tmp_path)
+
+
+def test_results_written_again_replace_every_file_whole(tmp_path, monkeypatch):
+    write_results(tmp_path, "val", {"unifood": {"ingredient_iou": 0.25}}, [{"id": "a"}], epoch=0, step=1)
+    import rode_lightning.metrics.results as results
+
+    def provenance_fails():
+        raise WriteCutShort
+
+    monkeypatch.setattr(results, "provenance", provenance_fails)
+    with pytest.raises(WriteCutShort):
+        write_results(tmp_path, "val", {"unifood": {"ingredient_iou": 0.75}}, [{"id": "b"}], epoch=1, step=2)
+    saved = json.loads((tmp_path / "val_results.json").read_text())
+    assert saved["results"] == {"unifood": {"ingredient_iou": 0.25}}  # the previous, whole
+    assert [path.name for path in tmp_path.iterdir() if "partial" in path.name] == []
