@@ -13,6 +13,7 @@ from pathlib import Path
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.cli import LightningCLI
 
+from rode_lightning.callbacks.interrupt import GracefulInterrupt
 from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
 from rode_lightning.data.datamodule import FoodDataModule, default_demo_dir
 from rode_lightning.model.module import FoodLMMModule
@@ -29,6 +30,8 @@ class RoDECLI(LightningCLI):
         parser.link_arguments("model.adapter", "data.num_clusters", compute_fn=_clusters_needed, apply_on="parse")
         # Always present, so `predict` writes its answers without extra configuration (`--predictions.output_path`).
         parser.add_lightning_class_args(JSONLPredictionWriter, "predictions")
+        # Always present: Ctrl-C or SIGTERM during fit ends with a resumable checkpoint and the command to resume.
+        parser.add_lightning_class_args(GracefulInterrupt, "interrupt")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -150,5 +153,9 @@ def main(args: list[str] | None = None, run: bool = True) -> RoDECLI:
     """Parse ``args`` (default: the command line) and run the subcommand; with ``run=False`` there is no subcommand,
     and the CLI only builds the trainer, model and data module from the arguments, for a script to drive."""
     show_project_log()
-    return RoDECLI(FoodLMMModule, FoodDataModule, args=args, run=run, save_config_kwargs={"overwrite": True},
-                   auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf"})
+    cli = RoDECLI(FoodLMMModule, FoodDataModule, args=args, run=run, save_config_kwargs={"overwrite": True},
+                  auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf"})
+    interrupt = next((callback for callback in cli.trainer.callbacks if isinstance(callback, GracefulInterrupt)), None)
+    if interrupt is not None and interrupt.received is not None:
+        raise SystemExit(128 + interrupt.received)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+    return cli
