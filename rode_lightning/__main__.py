@@ -1,4 +1,4 @@
-from rode_lightning.cli import main
+from rode_lightning.cli import run_command_line
 
 if __name__ == "__main__":
-    main()
+    run_command_line()

@@ -8,9 +8,12 @@ and linked into the data module so the two can never disagree.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 
 from rode_lightning.callbacks.interrupt import GracefulInterrupt
@@ -45,10 +48,11 @@ class RoDECLI(LightningCLI):
 
 class _WithoutAdvertising(logging.Filter):
     """Drops Lightning's "💡 Tip: ... try installing ..." lines, which advertise services and say nothing about
-    the run."""
+    the run, and its "TPU available: False" line (this tool runs on CPUs and GPUs)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        message = str(record.msg)
+        return not (message.startswith("💡 Tip") or message.startswith("TPU available: False"))
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutAdvertising())
@@ -149,13 +153,41 @@ def _vision_config(value) -> VisionConfig:
     return VisionConfig(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
 
 
-def main(args: list[str] | None = None, run: bool = True) -> RoDECLI:
+def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = True) -> RoDECLI:
     """Parse ``args`` (default: the command line) and run the subcommand; with ``run=False`` there is no subcommand,
     and the CLI only builds the trainer, model and data module from the arguments, for a script to drive."""
     show_project_log()
     cli = RoDECLI(FoodLMMModule, FoodDataModule, args=args, run=run, save_config_kwargs={"overwrite": True},
-                  auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf"})
+                  auto_configure_optimizers=False,
+                  parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": exit_on_error})
     interrupt = next((callback for callback in cli.trainer.callbacks if isinstance(callback, GracefulInterrupt)), None)
     if interrupt is not None and interrupt.received is not None:
         raise SystemExit(128 + interrupt.received)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     return cli
+
+
+TRACEBACK_VARIABLE = "RODE_TRACEBACK"
+"""Set it (``RODE_TRACEBACK=1``) to see the full traceback of an error the command line reports in one line."""
+
+USER_MISTAKES: tuple[type[BaseException], ...] = (ValueError, OSError)
+"""What a wrong configuration, a missing or malformed file or bad data raise here (every message names the key,
+file or value); reported as one line, since a traceback would make a user's mistake look like a bug of the tool."""
+
+
+def run_command_line(args: list[str] | None = None) -> None:
+    """``python -m rode_lightning``: :func:`main`, with a user's mistake reported as one ``error:`` line on stderr
+    and exit status 2, and the traceback only with ``RODE_TRACEBACK=1``."""
+    try:
+        main(args, exit_on_error=False)
+    except ArgumentError as error:  # the configuration: jsonargparse's message names the key and the value
+        if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        message = " ".join(str(error).split())
+        print(f"error: {message} (--help lists every key)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except USER_MISTAKES as error:
+        if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message} ({TRACEBACK_VARIABLE}=1 shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -253,7 +253,8 @@ class FoodDataModule(L.LightningDataModule):
 
     def _check_split_for(self, stage: str | None) -> None:
         """Refuse a stage whose split no served dataset has, naming what to add."""
-        split = {"fit": "val", "validate": "val", "test": "test"}.get(stage or "")
+        stage = str(getattr(stage, "value", stage) or "")  # Lightning passes its TrainerFn enum
+        split = {"fit": "val", "validate": "val", "test": "test"}.get(stage)
         if split and split not in self.datasets:
             reasons = "; ".join(self.missing_splits.get(split, [])) or f"no {split} samples"
             raise ValueError(f"{stage} needs a {split} split, and no served dataset has one: {reasons}")

@@ -154,6 +154,9 @@ def resolve_served_datasets(datasets: list[str] | None, roots: dict[str, str | N
     for name, root in roots.items():
         if root is not None:
             kind = KINDS[name]
+            if not Path(root).expanduser().is_dir():
+                raise FileNotFoundError(f"{kind.root_key}: {root} does not exist or is not a directory; expected the "
+                                        f"{kind.title} folder (README.md, Data)")
             configured[name] = ServedDataset(name, Path(root).expanduser(), False, kind.tasks, kind=kind)
     for index, source in enumerate(huggingface):
         if source.name in configured or source.name in KINDS:

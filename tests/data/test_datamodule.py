@@ -65,7 +65,7 @@ def test_only_one_dataset_can_be_served(demo_dir):
     ({"datasets": []}, "data.datasets: empty list"),
     ({"predict_tasks": ["taste"]}, "data.predict_tasks: ['taste']"),
     ({"val_fraction": 1.5}, "data.val_fraction: 1.5 is not in (0, 1)"),
-    ({"unifood_root": "/data/mine", "datasets": ["unifood", "nutrition5k"]},
+    ({"unifood_root": "/", "datasets": ["unifood", "nutrition5k"]},
      "data.datasets lists 'nutrition5k', which has no data: set data.nutrition5k_root"),
     ({"datasets": ["unifood", "unifood"]}, "names a dataset twice"),
 ])

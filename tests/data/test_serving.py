@@ -123,17 +123,17 @@ def test_datasets_selects_among_configured_roots(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"unifood_root": "/data/mine", "datasets": ["unifood", "nutrition5k"]},
+    ({"unifood_root": "/", "datasets": ["unifood", "nutrition5k"]},
      "data.datasets lists 'nutrition5k', which has no data: set data.nutrition5k_root, or remove 'nutrition5k' from "
      "data.datasets (demo copies are served only when no data is configured at all)"),
-    ({"unifood_root": "/data/mine", "datasets": ["unifood", "huggingface"]},
+    ({"unifood_root": "/", "datasets": ["unifood", "huggingface"]},
      "data.datasets lists 'huggingface', which has no data: set a data.huggingface block"),
     ({"datasets": ["unifood", "food102"]},
      "data.datasets: ['food102'] - expected names among ['food101', 'huggingface', 'nutrition5k', 'recipe1m', "
      "'unifood', 'vireo172']"),
     ({"datasets": []}, "data.datasets: empty list - expected names among"),
     ({"datasets": ["food101", "food101"]}, "data.datasets: ['food101', 'food101'] names a dataset twice"),
-    ({"unifood_root": "/data/mine", "datasets": ["unifood", "unifood"]},
+    ({"unifood_root": "/", "datasets": ["unifood", "unifood"]},
      "data.datasets: ['unifood', 'unifood'] names a dataset twice"),
 ])
 def test_bad_dataset_lists_are_refused_naming_the_key(tmp_path, overrides, message):
@@ -316,3 +316,10 @@ def test_sampling_weights_by_an_unserved_dataset_are_refused(small_hf, tmp_path,
         FoodDataModule(huggingface=[source], demo_dir=str(tmp_path), sampling_weights={key: 1.0})
     assert str(error.value).startswith(f"data.sampling_weights: unknown key {key!r}; expected a served dataset "
                                        f"(mine) or '<dataset>/<task>'")
+
+
+def test_a_root_that_does_not_exist_is_refused_at_construction_naming_the_key(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        FoodDataModule(food101_root=str(tmp_path / "food-101"))
+    assert str(error.value) == (f"data.food101_root: {tmp_path / 'food-101'} does not exist or is not a directory; "
+                                f"expected the Food-101 folder (README.md, Data)")
