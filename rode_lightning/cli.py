@@ -7,21 +7,21 @@ and linked into the data module so the two can never disagree.
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
+import zipfile
 from pathlib import Path
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
 
 from rode_lightning.callbacks.interrupt import GracefulInterrupt
 from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
+from rode_lightning.console import configure_console
 from rode_lightning.data.datamodule import FoodDataModule, default_demo_dir
 from rode_lightning.model.module import FoodLMMModule
+from rode_lightning.model.sharded_checkpoint import is_sharded_checkpoint
 from rode_lightning.model.vision import VisionConfig
 from rode_lightning.pretrain.build import DEMO_BASE
+from rode_lightning.user_errors import reported_in_one_line
 
 
 class RoDECLI(LightningCLI):
@@ -36,6 +36,13 @@ class RoDECLI(LightningCLI):
         # Always present: Ctrl-C or SIGTERM during fit ends with a resumable checkpoint and the command to resume.
         parser.add_lightning_class_args(GracefulInterrupt, "interrupt")
 
+    def parse_arguments(self, parser, args) -> None:
+        check_config_files(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            check_checkpoint_path(self.config[subcommand].get("ckpt_path"))
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         resolve_demo_base(config)
@@ -46,35 +53,49 @@ class RoDECLI(LightningCLI):
             config["verbose"] = False
 
 
-class _WithoutAdvertising(logging.Filter):
-    """Drops Lightning's "💡 Tip: ... try installing ..." lines, which advertise services and say nothing about
-    the run, and its "TPU available: False" line (this tool runs on CPUs and GPUs)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return not (message.startswith("💡 Tip") or message.startswith("TPU available: False"))
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutAdvertising())
-
-
-def _on_rank_zero(record: logging.LogRecord) -> bool:
-    # Where a library has configured the root logger (logging.basicConfig), the record reaches it anyway: once is
-    # enough.
-    return getattr(rank_zero_only, "rank", 0) == 0 and not logging.getLogger().handlers
-
-
-def show_project_log() -> None:
-    """Print this package's INFO messages (which data is served, splits held out, demo data generated) on the
-    process of rank 0, as Lightning prints its own; Python's default would show warnings only."""
-    logger = logging.getLogger("rode_lightning")
-    if logger.handlers:
+def check_config_files(args) -> None:
+    """Read every ``--config`` YAML file first, so that a syntax error names the file (jsonargparse's own message
+    says ``"<unicode string>"``)."""
+    if not isinstance(args, (list, tuple)):
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.addFilter(_on_rank_zero)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    import yaml
+
+    paths = [value for flag, value in zip(args, args[1:]) if flag == "--config"]
+    paths += [argument.split("=", 1)[1] for argument in args if argument.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"--config {path}:{where}: not valid YAML ({problem})") from None
+
+
+# Values of --ckpt_path that Lightning resolves itself (``Trainer.fit(ckpt_path=...)``), not file names.
+_LIGHTNING_CHECKPOINT_NAMES = ("last", "best", "hpc", "registry")
+
+
+def check_checkpoint_path(ckpt_path: str | None) -> None:
+    """Refuse a ``--ckpt_path`` that is not a checkpoint before Lightning reads it, naming the file: a missing
+    path, or a file that is not a ``torch.save`` archive (truncated, or something else), which ``torch.load``
+    reports as an unpickling error naming neither. A folder is a sharded FSDP checkpoint (``model/strategy.py``)."""
+    if not ckpt_path or ckpt_path.split(":")[0] in _LIGHTNING_CHECKPOINT_NAMES or "://" in ckpt_path:
+        return  # Lightning finds "last" / "best" itself; remote storage is read by fsspec
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        if not is_sharded_checkpoint(path):
+            raise FileNotFoundError(f"--ckpt_path {path}: the folder is not a sharded checkpoint (no .metadata)")
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {path} does not exist; the run's checkpoints are in "
+                                "<log dir>/checkpoints/ (last.ckpt, interrupted-step=S.ckpt)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--ckpt_path {path} is not a Lightning checkpoint (truncated, or another kind of file); "
+                         "resume from another one in the same folder, e.g. last.ckpt")
+
 
 # Loggers whose directory is save_dir/name/version, which write_next_to_trained_run can point at a trained run.
 _DIRECTORY_LOGGERS = ("lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger",
@@ -156,7 +177,7 @@ def _vision_config(value) -> VisionConfig:
 def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = True) -> RoDECLI:
     """Parse ``args`` (default: the command line) and run the subcommand; with ``run=False`` there is no subcommand,
     and the CLI only builds the trainer, model and data module from the arguments, for a script to drive."""
-    show_project_log()
+    configure_console()
     cli = RoDECLI(FoodLMMModule, FoodDataModule, args=args, run=run, save_config_kwargs={"overwrite": True},
                   auto_configure_optimizers=False,
                   parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": exit_on_error})
@@ -166,28 +187,8 @@ def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = 
     return cli
 
 
-TRACEBACK_VARIABLE = "RODE_TRACEBACK"
-"""Set it (``RODE_TRACEBACK=1``) to see the full traceback of an error the command line reports in one line."""
-
-USER_MISTAKES: tuple[type[BaseException], ...] = (ValueError, OSError)
-"""What a wrong configuration, a missing or malformed file or bad data raise here (every message names the key,
-file or value); reported as one line, since a traceback would make a user's mistake look like a bug of the tool."""
-
-
 def run_command_line(args: list[str] | None = None) -> None:
     """``python -m rode_lightning``: :func:`main`, with a user's mistake reported as one ``error:`` line on stderr
-    and exit status 2, and the traceback only with ``RODE_TRACEBACK=1``."""
-    try:
+    and exit status 2 (``rode_lightning/user_errors.py``), the traceback only with ``RODE_TRACEBACK=1``."""
+    with reported_in_one_line():
         main(args, exit_on_error=False)
-    except ArgumentError as error:  # the configuration: jsonargparse's message names the key and the value
-        if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
-            raise
-        message = " ".join(str(error).split())
-        print(f"error: {message} (--help lists every key)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except USER_MISTAKES as error:
-        if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
-            raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"error: {message} ({TRACEBACK_VARIABLE}=1 shows the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -3,11 +3,13 @@ loading checkpoint shards.
 
 One place decides when a bar shows: on an interactive terminal (tqdm's ``disable=None``: logs, CI and captured test
 output get none), and in the process of global rank 0 only, since every process of a distributed run reads the same
-data and weights and one bar says enough.
+data and weights and one bar says enough. Bars go to stdout, as Lightning's do, so that stderr keeps warnings and
+errors only (``rode_lightning/console.py``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -21,4 +23,4 @@ def progress(items: Iterable[T], description: str, unit: str, total: int | None 
     """``items``, with a bar named ``description`` counting ``unit``s where a person is watching."""
     quiet = getattr(rank_zero_only, "rank", 0) != 0
     return tqdm(items, desc=description, unit=unit, total=total, disable=True if quiet else None, leave=False,
-                dynamic_ncols=True)
+                dynamic_ncols=True, file=sys.stdout)

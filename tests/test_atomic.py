@@ -89,3 +89,56 @@ def test_results_written_again_replace_every_file_whole(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "val_results.json").read_text())
     assert saved["results"] == {"unifood": {"ingredient_iou": 0.25}}  # the previous, whole
     assert [path.name for path in tmp_path.iterdir() if "partial" in path.name] == []
+
+
+def test_a_checkpoint_save_cut_halfway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """Lightning's checkpoints go through TrainingCheckpointIO: a torch.save that dies halfway (the job preempted
+    while last.ckpt is written) leaves the previous last.ckpt, which loads."""
+    from rode_lightning.cli import check_checkpoint_path
+    from rode_lightning.model import sharded_checkpoint
+
+    io = sharded_checkpoint.TrainingCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 4, "state_dict": {"w": torch.arange(3.0)}}, path)
+    real_save = torch.save
+
+    def save_half(value, file):
+        real_save(value, file)
+        data = open(file, "rb").read()
+        open(file, "wb").write(data[: len(data) // 2])
+        raise WriteCutShort
+
+    monkeypatch.setattr(sharded_checkpoint.torch, "save", save_half)
+    with pytest.raises(WriteCutShort):
+        io.save_checkpoint({"global_step": 8, "state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert [file.name for file in path.parent.iterdir()] == ["last.ckpt"]
+    checkpoint = io.load_checkpoint(path)
+    assert checkpoint["global_step"] == 4 and torch.equal(checkpoint["state_dict"]["w"], torch.arange(3.0))
+
+    # A checkpoint truncated some other way (copied in part) is refused before Lightning reads it, naming it.
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=f"--ckpt_path {path} is not a Lightning checkpoint"):
+        check_checkpoint_path(str(path))
+
+
+def test_a_sharded_folder_replaced_keeps_nothing_of_the_previous_one(tmp_path):
+    from rode_lightning.model.strategy import replace_folder
+
+    target, new = tmp_path / "last.ckpt", tmp_path / ".last.ckpt.partial"
+    target.mkdir()
+    (target / "__0_0.distcp").write_text("old shard")
+    (target / "old-only.distcp").write_text("old")
+    new.mkdir()
+    (new / "__0_0.distcp").write_text("new shard")
+    replace_folder(new, target)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["last.ckpt"]
+    assert sorted(path.name for path in target.iterdir()) == ["__0_0.distcp"]
+    assert (target / "__0_0.distcp").read_text() == "new shard"
+
+
+@pytest.mark.parametrize("name", ["last", "best", "hpc", "registry:version:v2", "s3://bucket/run/last.ckpt"])
+def test_checkpoint_names_lightning_resolves_itself_are_not_taken_for_missing_files(name):
+    from rode_lightning.cli import check_checkpoint_path
+
+    check_checkpoint_path(name)

@@ -46,7 +46,7 @@ def test_ddp_trains_sparse_routers_without_unused_parameter_search(cli_demo_dir,
     result = subprocess.run([sys.executable, "-m", "rode_lightning", "fit", *args], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=480)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "MEMBER: 2/2" in result.stderr, result.stderr[-2000:]
+    assert "MEMBER: 2/2" in result.stdout, result.stdout[-2000:]
     summary = printed_results(result.stdout + result.stderr, "val")
     expected = ["val/unifood/ingredient_iou", "val/unifood/category_accuracy", "val/nutrition5k/ingredient_iou"]
     if not extra:
@@ -56,3 +56,20 @@ def test_ddp_trains_sparse_routers_without_unused_parameter_search(cli_demo_dir,
     adapter_dir = log_dir / "demo" / "version_0" / "adapter"
     saved = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert saved["adapter"]["method"] == variant
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_one_failing_process_stops_the_run_with_its_message_and_no_hang(cli_demo_dir, tmp_path, rank):
+    """The launching process (rank 0) or a child (rank 1) fails mid-epoch: every process ends, within the
+    timeout, and stderr shows the failing one's error line, with no traceback of the broken connection."""
+    args = tiny_cli_args(cli_demo_dir, tmp_path / "logs", "--trainer.limit_train_batches", "4",
+                         "--trainer.max_epochs", "1", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                         "--trainer.callbacks+=tests.fail_on_rank.FailOnRank", f"--trainer.callbacks.rank={rank}")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "rode_lightning", "fit", *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and errors[0].startswith(f"error: rank {rank} cannot go on at step 1"), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -18,20 +18,20 @@ class Terminal(io.StringIO):
 
 def test_a_bar_shows_on_a_terminal_and_passes_every_item(monkeypatch):
     terminal = Terminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(sys, "stdout", terminal)
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     assert list(progress(range(5), "reading Uni-Food train", "record")) == [0, 1, 2, 3, 4]
     assert "reading Uni-Food train" in terminal.getvalue() and "/5 " in terminal.getvalue()  # it knows the total
 
 
 def test_no_bar_off_a_terminal_or_off_rank_zero(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file, CI, captured output
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # a log file, CI, captured output
     monkeypatch.setattr(rank_zero_only, "rank", 0)
     assert list(progress(range(3), "quiet", "item")) == [0, 1, 2]
-    assert sys.stderr.getvalue() == ""
+    assert sys.stdout.getvalue() == ""
 
     terminal = Terminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(sys, "stdout", terminal)
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     generate_demo_unifood(tmp_path / "demo", splits={"train": 3})  # long work, with its bar, on rank 1: silent
     assert terminal.getvalue() == ""

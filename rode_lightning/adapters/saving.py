@@ -100,6 +100,8 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
             raise FileNotFoundError(f"adapter checkpoint: {path} does not exist")
     try:
         saved = json.loads(config_file.read_text())["adapter"]
+        if not set(_STRUCTURAL_KEYS) <= set(saved):
+            raise KeyError("structural keys")
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ValueError(f"adapter checkpoint: {config_file} is not an adapter config (truncated or written by "
                          f"something else); save the adapter again") from None

@@ -28,8 +28,8 @@ from rode_lightning.model.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_
                                                 restore_rng_states, trainable_names)
 from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.lmm import FoodLMM
-from rode_lightning.model.sharded_checkpoint import (is_sharded_checkpoint, read_sharded_checkpoint,
-                                                     read_sharded_folders_in)
+from rode_lightning.model.sharded_checkpoint import (install_checkpoint_io, is_sharded_checkpoint,
+                                                     read_sharded_checkpoint)
 from rode_lightning.model.vision import VisionConfig
 
 
@@ -73,6 +73,8 @@ class FoodLMMModule(L.LightningModule):
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
+        _check_training_numbers(learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                                max_new_tokens=max_new_tokens, prediction_examples=prediction_examples)
         self.save_hyperparameters()
         # Kept as objects: under LightningCLI ``hparams`` holds the raw config (plain dicts) for logging.
         self.vision_config, self.language_config, self.adapter_config = vision, language, adapter
@@ -115,9 +117,10 @@ class FoodLMMModule(L.LightningModule):
             self._warn_if_checkpoints_cannot_resume()
 
     def setup(self, stage: str) -> None:
-        # Lightning restores --ckpt_path after this hook: let a one-process or DDP run read a sharded FSDP folder.
+        # Lightning restores --ckpt_path after this hook: let a one-process or DDP run read a sharded FSDP folder
+        # (and every run write its checkpoint files complete or absent).
         if self._trainer is not None:
-            read_sharded_folders_in(self.trainer.strategy)
+            install_checkpoint_io(self.trainer.strategy)
         datamodule = getattr(self._trainer, "datamodule", None)
         # One metric per (dataset, task) the data module serves; metric states are not saved in checkpoints, so
         # rebuilding them here changes nothing that is restored.
@@ -389,3 +392,13 @@ class FoodLMMModule(L.LightningModule):
         scheduler = get_cosine_schedule_with_warmup(optimizer, min(self.hparams.warmup_steps, total_steps),
                                                     total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _check_training_numbers(**values: float) -> None:
+    """Refuse a number the optimizer or ``generate`` would refuse later, far from the key: ``model.<name>``."""
+    lowest = {"learning_rate": (0.0, False), "max_new_tokens": (1, True)}
+    for name, value in values.items():
+        bound, inclusive = lowest.get(name, (0, True))
+        if value < bound or (value == bound and not inclusive):
+            wanted = f"at least {bound}" if inclusive else f"above {bound}"
+            raise ValueError(f"model.{name}: {value}; expected a number {wanted}")

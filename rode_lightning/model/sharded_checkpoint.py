@@ -6,7 +6,8 @@ folder only under ``ModelParallelStrategy``; every other strategy (one process, 
 hand the path to ``torch.load``, which fails on a folder with ``IsADirectoryError``. Yet the folder of this module
 holds the trainable tensors only, each whole (replicated over the ranks that wrote it), so it fits in memory and reads
 into the dict a single-file checkpoint holds: :func:`read_sharded_checkpoint` does that, and
-:class:`ShardedFolderCheckpointIO` lets ``validate``, ``test``, ``predict`` and ``fit --ckpt_path`` take either.
+:class:`TrainingCheckpointIO` lets ``validate``, ``test``, ``predict`` and ``fit --ckpt_path`` take either.
+:class:`TrainingCheckpointIO` also writes every checkpoint file complete or absent (``rode_lightning/atomic.py``).
 
 Optimizer states stay keyed by parameter name, as FSDP saved them (``param_groups`` list names, not indices).
 ``torch.optim.Optimizer.load_state_dict`` pairs saved and current parameters by their position in the groups, so
@@ -20,11 +21,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.strategies.model_parallel import _is_sharded_checkpoint
 from lightning.fabric.utilities.load import _load_distributed_checkpoint
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.strategies import ModelParallelStrategy, Strategy
+from lightning.pytorch.strategies import Strategy
+
+from rode_lightning.atomic import replaced_atomically
 
 _OPTIMIZER_KEY = re.compile(r"optimizer_(\d+)")
 
@@ -49,10 +53,17 @@ def read_sharded_checkpoint(folder: _PATH) -> dict[str, Any]:
     return checkpoint
 
 
-class ShardedFolderCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``torch.save`` / ``torch.load`` checkpoint IO, which also reads sharded checkpoint folders.
+class TrainingCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` / ``torch.load`` checkpoint IO, which also reads sharded checkpoint folders and
+    writes each checkpoint file complete or absent.
 
-    :class:`~rode_lightning.model.module.FoodLMMModule` installs it in ``setup`` (:func:`read_sharded_folders_in`),
+    Lightning's own writer serialises the checkpoint into memory and moves it into place from a temporary file in
+    the system's temporary folder: across file systems (``/tmp`` on local disk, logs on a shared one) that move is
+    a copy, which a preemption can cut short, leaving a truncated ``last.ckpt``. Here ``torch.save`` writes
+    straight to a temporary file beside the checkpoint, which then replaces it in one rename (no second copy of
+    the checkpoint in memory either).
+
+    :class:`~rode_lightning.model.module.FoodLMMModule` installs it in ``setup`` (:func:`install_checkpoint_io`),
     before Lightning restores ``--ckpt_path``, so a run in one process or under DDP takes a checkpoint written under
     FSDP as it is."""
 
@@ -61,9 +72,15 @@ class ShardedFolderCheckpointIO(TorchCheckpointIO):
             return read_sharded_checkpoint(path)
         return super().load_checkpoint(path, *args, **kwargs)
 
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with replaced_atomically(path) as partial:
+            torch.save(checkpoint, partial)
 
-def read_sharded_folders_in(strategy: Strategy) -> None:
-    """Let ``strategy`` read sharded checkpoint folders, unless it reads them itself (``ModelParallelStrategy``) or
-    was given its own checkpoint IO."""
-    if not isinstance(strategy, ModelParallelStrategy) and type(strategy.checkpoint_io) is TorchCheckpointIO:
-        strategy.checkpoint_io = ShardedFolderCheckpointIO()
+
+def install_checkpoint_io(strategy: Strategy) -> None:
+    """Give ``strategy`` a :class:`TrainingCheckpointIO`, unless it was given a checkpoint IO of its own. (Under
+    ``ModelParallelStrategy``, which reads folders itself, it writes the single-file checkpoints.)"""
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = TrainingCheckpointIO()

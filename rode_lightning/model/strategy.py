@@ -17,6 +17,7 @@ true``, the default; torch.distributed.checkpoint writes each replicated tensor 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,24 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
         if self._save_distributed_checkpoint:
             return {name: parameter.detach() for name, parameter in trainable_parameters(self.lightning_module).items()}
         return {name: tensor.cpu() for name, tensor in adapter_state_dict(self.lightning_module).items()}
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str | Path,
+                        storage_options: Any | None = None) -> None:
+        """A sharded checkpoint folder complete or absent: every rank writes into a temporary folder beside it,
+        which replaces the previous folder once all ranks are done (a single file goes through
+        ``TrainingCheckpointIO``, which does the same for files)."""
+        if not self._save_distributed_checkpoint:
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(str(filepath)))
+        partial = path.with_name(f".{path.name}.partial")
+        if self.global_rank == 0 and partial.exists():
+            shutil.rmtree(partial)  # left by a run killed while writing
+        self.barrier("checkpoint-folder-clean")
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        self.barrier("checkpoint-folder-written")
+        if self.global_rank == 0:
+            replace_folder(partial, path)
+        self.barrier("checkpoint-folder-in-place")
 
     def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
         """Restore the trainable tensors and optimizer states from either format; return the rest of the checkpoint
@@ -76,6 +95,21 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
             set_optimizer_state_dict(module, optimizer, optim_state_dict=_by_name(state, module), options=options)
         rank_zero_info(f"restored the trainable state from {path}")
         return checkpoint
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` where ``target`` is. A folder cannot replace another in one rename, so the old one is
+    renamed aside first: a crash in between leaves ``target`` absent, never half-written."""
+    previous = target.with_name(f".{target.name}.previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    if target.is_dir():
+        target.rename(previous)
+    elif target.exists():
+        target.unlink()
+    new.rename(target)
+    if previous.exists():
+        shutil.rmtree(previous)
 
 
 def _like(parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,7 +308,7 @@ def _listed_names(directory: LlavaDirectory) -> dict[str, Path] | None:
 
         listed = {}
         for file in directory.weight_files:
-            with safe_open(str(file), framework="pt") as handle:
+            with _readable(file, "model.language.path"), safe_open(str(file), framework="pt") as handle:
                 listed.update({name: file for name in handle.keys()})
         return listed
     return None
@@ -361,11 +362,13 @@ def _read_tensors(directory: LlavaDirectory) -> Iterator[tuple[Path, str, torch.
         if file.suffix == ".safetensors":
             from safetensors import safe_open
 
-            with safe_open(str(file), framework="pt", device="cpu") as handle:
+            with (_readable(file, "model.language.path"),
+                  safe_open(str(file), framework="pt", device="cpu") as handle):
                 for name in handle.keys():
                     yield file, name, handle.get_tensor(name)
         else:
-            state = _torch_load(file)
+            with _readable(file, "model.language.path"):
+                state = _torch_load(file)
             for name in list(state):
                 yield file, name, state.pop(name)
             del state
@@ -410,12 +413,13 @@ def read_open_clip_visual(path: str | Path) -> dict[str, torch.Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"model.vision.checkpoint: {file} does not exist")
-    if _is_torchscript(file):
-        state = torch.jit.load(str(file), map_location="cpu").state_dict()
-    else:
-        from open_clip.factory import load_state_dict
+    with _readable(file, "model.vision.checkpoint"):
+        if _is_torchscript(file):
+            state = torch.jit.load(str(file), map_location="cpu").state_dict()
+        else:
+            from open_clip.factory import load_state_dict
 
-        state = load_state_dict(str(file), device="cpu", weights_only=True)
+            state = load_state_dict(str(file), device="cpu", weights_only=True)
     visual = {name[len("visual."):]: tensor for name, tensor in state.items() if name.startswith("visual.")}
     if not visual and "conv1.weight" in state:
         visual = dict(state)
@@ -458,6 +462,22 @@ def _is_torchscript(file: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _readable(file: Path, key: str) -> Iterator[None]:
+    """A weight file that cannot be read (truncated by an interrupted download or copy, or not a weight file) is
+    an error naming the key and the file; safetensors and ``torch.load`` name neither."""
+    from pickle import UnpicklingError
+
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, UnpicklingError, EOFError, RuntimeError) as error:
+        detail = " ".join(str(error).split())[:160]
+        raise ValueError(f"{key}: {file} is truncated or not a weight file ({type(error).__name__}: {detail}); "
+                         "download or copy it again") from None
 
 
 def _check_shape(expected, found, file, name: str, what: str) -> None:
