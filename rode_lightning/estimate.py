@@ -38,9 +38,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.inject import inject_adapters, is_adapter_parameter
-from rode_lightning.model.vision import VisionConfig, VisionEncoder
+from rode_lightning.adapters.inject import find_target_modules, inject_adapters, is_adapter_parameter
+from rode_lightning.conventions import CLUSTER_WIDTH
 from rode_lightning.data.tokenizer import load_tokenizer
+from rode_lightning.model.vision import VisionConfig, VisionEncoder
 from rode_lightning.pretrain.build import DEMO_BASE
 from rode_lightning.pretrain.recipe import BaseRecipe
 
@@ -104,7 +105,7 @@ def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterC
     """Builds vision tower and adapted LLaMA on the meta device and counts their parameters."""
     with torch.device("meta"):
         language_model = LlamaForCausalLM(llama)
-        cluster_dim = 64 if adapter.method == "cluster" else None
+        cluster_dim = CLUSTER_WIDTH if adapter.method == "cluster" else None
         inject_adapters(language_model, adapter, RoutingContext(), cluster_dim)
         vision_encoder = VisionEncoder(vision)
     adapter_count = sum(p.numel() for name, p in language_model.named_parameters() if is_adapter_parameter(name))
@@ -118,19 +119,19 @@ def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterC
                            projector, train_projector)
 
 
-def adapted_layers_per_block(llama: LlamaConfig, adapter: AdapterConfig) -> list[tuple[str, int, int]]:
-    """``(name, d_in, d_out)`` of each adapted projection in one decoder block."""
+def adapted_layers_by_block(llama: LlamaConfig, adapter: AdapterConfig) -> list[list[tuple[str, int, int]]]:
+    """``(name, d_in, d_out)`` of each adapted projection, per decoder block, as ``inject.py``'s own matcher picks
+    them on the whole LLaMA (built on the meta device): suffixes and full-name regexes alike, so a regex that adapts
+    some blocks only is estimated block by block."""
     with torch.device("meta"):
-        block = LlamaForCausalLM(replace_layers(llama, 1)).model.layers[0]
-    names = [name for name, module in block.named_modules() if isinstance(module, nn.Linear)]
-    matched = [name for name in names if any(name == target or name.endswith("." + target)
-                                             for target in adapter.target_modules)]
-    return [(name, block.get_submodule(name).in_features, block.get_submodule(name).out_features) for name in matched]
-
-
-def replace_layers(llama: LlamaConfig, layers: int) -> LlamaConfig:
-    config = LlamaConfig(**{**llama.to_dict(), "num_hidden_layers": layers})
-    return config
+        model = LlamaForCausalLM(llama)
+    blocks: list[list[tuple[str, int, int]]] = [[] for _ in range(llama.num_hidden_layers)]
+    for name in find_target_modules(model, adapter.target_modules):
+        parts = name.split(".")
+        if "layers" in parts and parts.index("layers") + 1 < len(parts) and parts[parts.index("layers") + 1].isdigit():
+            layer = model.get_submodule(name)
+            blocks[int(parts[parts.index("layers") + 1])].append((name, layer.in_features, layer.out_features))
+    return blocks
 
 
 def block_activation_bytes(llama: LlamaConfig) -> float:
@@ -218,9 +219,12 @@ def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: Adapte
         largest_unit = max(block * BYTES[weight_dtype], vocab * h * BYTES[weight_dtype],
                            counts.frozen_vision * BYTES[vision_dtype])
         frozen = frozen / shards + 2 * largest_unit
-    adapters = adapter_activation_bytes(adapter, adapted_layers_per_block(llama, adapter))
-    per_block = tokens * (block_activation_bytes(llama) + adapters)
-    activations = (tokens * h * 2 * layers + per_block) if checkpointing else per_block * layers
+    adapters = [adapter_activation_bytes(adapter, block) for block in adapted_layers_by_block(llama, adapter)]
+    frozen_block = tokens * block_activation_bytes(llama)
+    if checkpointing:  # every block's input, and the largest block being recomputed
+        activations = tokens * h * 2 * layers + frozen_block + tokens * max(adapters, default=0.0)
+    else:
+        activations = frozen_block * layers + tokens * sum(adapters)
     return {
         # The LLaMA in model.language.dtype, the tower in model.vision.dtype; the projector is kept in fp32.
         "frozen_weights": frozen + (0 if counts.projector_trained else counts.projector) * 4,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def few(names: list[str], limit: int = 5) -> str:
+def first_names(names: list[str], limit: int = 5) -> str:
     """The first ``limit`` names and how many more: a message that names what is wrong without listing 7B tensors."""
     if not names:
         return "none"

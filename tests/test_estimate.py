@@ -139,3 +139,33 @@ def test_a_shard_count_below_one_is_refused(shards, capsys):
     with pytest.raises(SystemExit):
         estimate(["--config", str(configs / "rode.yaml"), "--shards", shards])
     assert f"--shards {shards}: the number of processes sharing the weights must be at least 1" in capsys.readouterr().err
+
+
+def test_a_regex_target_modules_is_estimated_as_the_layers_it_matches():
+    """inject.py matches an entry with regex characters against the full module name; the estimate uses the same
+    matcher, so a regex is neither estimated without adapter activations nor as if it adapted every block."""
+    from transformers import LlamaConfig
+
+    from rode_lightning.estimate import adapted_layers_by_block, count_parameters, memory_estimate
+    from rode_lightning.model.vision import VisionConfig
+
+    llama = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                        num_key_value_heads=4, vocab_size=100)
+    vision = VisionConfig()
+
+    def estimate(targets, checkpointing=False):
+        adapter = AdapterConfig(method="rode", ranks=[2, 4], dropout=0.0, target_modules=targets)
+        counts = count_parameters(vision, llama, adapter, train_projector=False)
+        return memory_estimate(counts, llama, adapter, 2, 8, "fp32", checkpointing), counts
+
+    suffix, suffix_counts = estimate(["q_proj"])
+    regex, regex_counts = estimate([r"model\.layers\.\d+\.self_attn\.q_proj"])
+    assert regex == suffix and regex_counts == suffix_counts
+    # One block adapted: its adapter term once, not three times, and a third of the adapter parameters.
+    only_first, first_counts = estimate([r"model\.layers\.0\.self_attn\.q_proj"])
+    blocks = adapted_layers_by_block(llama, AdapterConfig(target_modules=[r"model\.layers\.0\.self_attn\.q_proj"]))
+    assert [len(block) for block in blocks] == [1, 0, 0]
+    one_block = 2 * 8 * adapter_activation_bytes(AdapterConfig(method="rode", ranks=[2, 4], dropout=0.0), blocks[0])
+    assert one_block > 0
+    assert suffix["activations"] - only_first["activations"] == pytest.approx(2 * one_block)
+    assert first_counts.adapter * 3 == suffix_counts.adapter

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from rode_lightning.adapters.precision import input_for
+from rode_lightning.adapters.precision import matmul_input
 
 
 class LoRAExperts(nn.Module):
@@ -69,7 +69,7 @@ class LoRAExperts(nn.Module):
         ``gates`` has the leading shape of ``x`` and one column per expert.
         """
         column_gates = gates.index_select(-1, self.expert_of_column) * self.column_scaling
-        hidden = self.dropout(input_for(x, self.lora_A)) @ self.lora_A.t()
+        hidden = self.dropout(matmul_input(x, self.lora_A)) @ self.lora_A.t()
         return (hidden * column_gates.to(hidden.dtype)) @ self.lora_B.t()
 
     def forward_top1(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class LoRAExperts(nn.Module):
         Tokens are grouped by their expert, so each expert runs one matmul pair on its own tokens and the total
         cost stays that of a single LoRA of one expert's rank (LLaVA-MoLE Eq. 6).
         """
-        flat = self.dropout(input_for(x, self.lora_A)).reshape(-1, x.shape[-1])
+        flat = self.dropout(matmul_input(x, self.lora_A)).reshape(-1, x.shape[-1])
         flat_gates = gates.reshape(-1, gates.shape[-1])
         chosen = flat_gates.abs().argmax(dim=-1)
         weight = flat_gates.gather(1, chosen.unsqueeze(1)).to(flat.dtype)
@@ -106,7 +106,7 @@ class LoRAExperts(nn.Module):
 
     def reference_forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The same mixture computed expert by expert; slow, for tests and benchmarks."""
-        x = self.dropout(input_for(x, self.lora_A))
+        x = self.dropout(matmul_input(x, self.lora_A))
         out = 0
         for index, scaling in enumerate(self.scaling):
             a, b = self.expert(index)

@@ -89,3 +89,32 @@ def adapter_layers(model: nn.Module) -> dict[str, MixtureOfLoRALinear]:
 def is_adapter_parameter(name: str) -> bool:
     """Parameters created by adapters: mixture experts and routers, or peft's LoRA matrices."""
     return any(part in name for part in (".experts.", ".router.", "lora_A", "lora_B"))
+
+
+def add_adapters(model: nn.Module, config: AdapterConfig, cluster_dim: int | None = None) -> list[str]:
+    """Adapt any PyTorch or transformers model for training with ``config``'s method, as peft's ``get_peft_model``
+    does: every targeted linear layer gets its adapter (in place), every other parameter is frozen. Returns the
+    adapted layers' names.
+
+    The routers of the model share one :class:`RoutingContext` (:func:`routing_context`): set its ``token_mask``
+    to the batch's attention mask so that top-1's load balancing counts real tokens only, and for ``cluster``
+    its ``cluster_features`` (one ``cluster_dim``-wide row per sample) before each forward.
+    """
+    names = inject_adapters(model, config, RoutingContext(), cluster_dim)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(is_adapter_parameter(name))
+    return names
+
+
+def routing_context(model: nn.Module) -> RoutingContext | None:
+    """The routing context shared by the routers of ``model`` (None for plain LoRA, which has no router)."""
+    for layer in adapter_layers(model).values():
+        return layer.router.context
+    return None
+
+
+def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
+    """Mean over the adapted layers of their routers' auxiliary losses from the last training forward (top-1's
+    load balancing, ReMoE's L1 term), or None when no router has one; add it, weighted, to the training loss."""
+    losses = [layer.aux_loss for layer in adapter_layers(model).values() if layer.aux_loss is not None]
+    return torch.stack(losses).mean() if losses else None

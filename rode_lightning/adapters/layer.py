@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rode_lightning.adapters.experts import LoRAExperts
-from rode_lightning.adapters.routers import ClusterRouter, LinearRouter
+from rode_lightning.adapters.routers import Router
 
 
 class MixtureOfLoRALinear(nn.Module):
@@ -16,7 +16,7 @@ class MixtureOfLoRALinear(nn.Module):
     and for the router-sparsity statistics.
     """
 
-    def __init__(self, base: nn.Linear, experts: LoRAExperts, router: LinearRouter | ClusterRouter):
+    def __init__(self, base: nn.Linear, experts: LoRAExperts, router: Router):
         super().__init__()
         self.base = base
         self.experts = experts

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 
-def input_for(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def matmul_input(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x`` as the matmul with ``weight`` should receive it: unchanged under autocast or when the dtypes agree,
     else cast to the weight's dtype."""
     if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):

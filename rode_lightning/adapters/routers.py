@@ -21,11 +21,13 @@ import torch
 from torch import nn
 
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.precision import input_for
+from rode_lightning.adapters.precision import matmul_input
 
 
-class LinearRouter(nn.Module):
-    """A bias-free linear map ``h(x) = W x`` (``W``: experts x d_in); subclasses choose the normalisation."""
+class Router(nn.Module):
+    """The base of every router: a bias-free linear map ``h(x) = W x`` (``W``: experts x d_in) scoring the experts,
+    and the routing context it reads. Token routers (ReLU, softmax, top-1) score each token and choose the
+    normalisation in :meth:`gates_from_logits`; the cluster router scores a sample's cluster embedding instead."""
 
     sparse_execution = False  # True: the layer runs only each token's chosen expert
 
@@ -41,13 +43,13 @@ class LinearRouter(nn.Module):
         return self.linear.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gates_from_logits(self.linear(input_for(x, self.linear.weight)))
+        return self.gates_from_logits(self.linear(matmul_input(x, self.linear.weight)))
 
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
-class ReLURouter(LinearRouter):
+class ReLURouter(Router):
     """With ``l1_penalty`` (set for ``adapter.sparsity_target``), a training forward also keeps ReMoE's L1 term,
     the mean gate over real tokens and experts (gates are non-negative), as its auxiliary loss, and the counts of
     zero and all gates, which ``adapters/sparsity.py`` turns into the step's sparsity."""
@@ -67,7 +69,7 @@ class ReLURouter(LinearRouter):
         return gates
 
 
-class SoftmaxRouter(LinearRouter):
+class SoftmaxRouter(Router):
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1).to(logits.dtype)
 
@@ -93,7 +95,7 @@ def load_balancing_loss(probabilities: torch.Tensor, chosen: torch.Tensor, mask:
     return (counts / tokens * probabilities.sum(dim=0) / tokens).sum()
 
 
-class Top1Router(LinearRouter):
+class Top1Router(Router):
     sparse_execution = True
 
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -108,7 +110,7 @@ class Top1Router(LinearRouter):
         return (one_hot * probabilities).to(logits.dtype)
 
 
-class ClusterRouter(LinearRouter):
+class ClusterRouter(Router):
     """MoCLE's gate: per-sample gates from the sample's cluster embedding, plus a universal expert's gate.
 
     The linear map reads the cluster embedding (``cluster_dim`` wide), not the token. Returns ``E + 1`` columns:
@@ -142,4 +144,4 @@ class ClusterRouter(LinearRouter):
         return gates.reshape(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[-1]).expand(*x.shape[:-1], -1)
 
 
-TOKEN_ROUTERS: dict[str, type[LinearRouter]] = {"rode": ReLURouter, "softmax": SoftmaxRouter, "top1": Top1Router}
+TOKEN_ROUTERS: dict[str, type[Router]] = {"rode": ReLURouter, "softmax": SoftmaxRouter, "top1": Top1Router}

@@ -23,7 +23,7 @@ from torch import nn
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.atomic import replaced_atomically, write_text_atomically
-from rode_lightning.messages import few
+from rode_lightning.messages import first_names
 
 WEIGHTS_NAME = "adapter.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -121,7 +121,7 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ValueError(f"adapter checkpoint {weights} does not fit the model: "
-                         f"missing tensors {few(missing)}; unexpected tensors {few(unexpected)}")
+                         f"missing tensors {first_names(missing)}; unexpected tensors {first_names(unexpected)}")
     mismatched = [f"{name}: checkpoint {tuple(state[name].shape)}, model {tuple(tensor.shape)}"
                   for name, tensor in expected.items() if state[name].shape != tensor.shape]
     if mismatched:

@@ -37,7 +37,7 @@ from rode_lightning.adapters.inject import adapter_layers
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
 from rode_lightning.callbacks.gate_statistics import HISTOGRAM_BINS, GateStatistics, gate_histogram, gate_statistics
 from rode_lightning.callbacks.router_heatmaps import EvaluationRouting, router_heatmap_figure
-from rode_lightning.data.prompts import TASKS
+from rode_lightning.conventions import TASKS
 
 def short_layer_names(names: list[str]) -> dict[str, str]:
     """Readable, unique tag names: ``...layers.3.self_attn.q_proj`` -> ``layers.3.q_proj``.

@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
+from rode_lightning.conventions import CLUSTER_WIDTH
+
 Encoder = Literal["auto", "minilm", "tfidf"]
 
 
@@ -45,7 +47,7 @@ class InstructionEncoder:
 
             self._tfidf = TfidfVectorizer(ngram_range=(1, 2)).fit(texts)
             width = len(self._tfidf.vocabulary_)
-            components = min(64, width - 1, len(texts) - 1)
+            components = min(CLUSTER_WIDTH, width - 1, len(texts) - 1)
             self._svd = (TruncatedSVD(n_components=components, random_state=0).fit(self._tfidf.transform(texts))
                          if components >= 2 else None)
         return self

@@ -19,14 +19,14 @@ from rode_lightning.data.huggingface import HuggingFaceSource
 from rode_lightning.data.instructions import InstructionCollator, InstructionDataset, Sample
 from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, drop_unreadable_images,
                                          read_prediction_requests)
-from rode_lightning.data.prompts import TASKS, task_available
+from rode_lightning.conventions import TASKS
+from rode_lightning.data.prompts import task_available
 from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.resumable import ResumableDataLoader
 from rode_lightning.data.sources import ServedDataset, resolve_served_datasets
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
 from rode_lightning.data.tokenizer import load_tokenizer
-from rode_lightning.metrics.ingredients import most_frequent_baseline
-from rode_lightning.metrics.nutrition import train_mean_baseline
+from rode_lightning.metrics.floors import label_floors
 from rode_lightning.metrics.vocabulary import IngredientVocabulary
 
 def default_demo_dir() -> Path:
@@ -260,26 +260,22 @@ class FoodDataModule(L.LightningDataModule):
             raise ValueError(f"{stage} needs a {split} split, and no served dataset has one: {reasons}")
 
     def _compute_floors(self) -> None:
-        """The label-only floors of the validation and test splits (``floors[split][dataset]``)."""
+        """The label-only floors of the validation and test splits (``floors[split][dataset]``,
+        ``metrics/floors.py``)."""
         for split in ("val", "test"):
             for dataset in self.served:
-                floors = {}
-                train = [r.ingredient_names for r in self.records["train"] if r.dataset == dataset and r.ingredients]
-                held = [r.ingredient_names for r in self.records[split] if r.dataset == dataset and r.ingredients]
-                if train and held:
-                    baseline = most_frequent_baseline(train, held)
-                    floors["ingredient_iou_most_frequent"] = baseline["dataset_iou"]
-                    if split == "val":
-                        self.ingredient_baselines[dataset] = baseline
-                train = [r.nutrition for r in self.records["train"] if r.dataset == dataset and r.nutrition]
-                held = [r.nutrition for r in self.records[split] if r.dataset == dataset and r.nutrition]
-                if train and held:
-                    baseline = train_mean_baseline(train, held)
-                    floors["pmae_average_train_mean"] = baseline["average"]
-                    if split == "val":
-                        self.nutrition_baselines[dataset] = baseline
-                if floors:
-                    self.floors.setdefault(split, {})[dataset] = floors
+                train = [r for r in self.records["train"] if r.dataset == dataset]
+                held = [r for r in self.records[split] if r.dataset == dataset]
+                result = label_floors([r.ingredient_names for r in train if r.ingredients],
+                                      [r.ingredient_names for r in held if r.ingredients],
+                                      [r.nutrition for r in train if r.nutrition],
+                                      [r.nutrition for r in held if r.nutrition])
+                if split == "val" and result.ingredients is not None:
+                    self.ingredient_baselines[dataset] = result.ingredients
+                if split == "val" and result.nutrition is not None:
+                    self.nutrition_baselines[dataset] = result.nutrition
+                if result.floors:
+                    self.floors.setdefault(split, {})[dataset] = result.floors
 
     @property
     def image_transform(self):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rode_lightning.data.records import NUTRITION_FIELDS
+from rode_lightning.conventions import NUTRITION_FIELDS
 from rode_lightning.progress import progress
 
 log = logging.getLogger(__name__)

@@ -48,12 +48,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from rode_lightning.data.errors import (DataFormatError, MissingSplitError, OnError, SkipCounter, check_on_error,
                                        report_bad_record)
+from rode_lightning.conventions import NUTRITION_FIELDS, TASKS, normalize_ingredient
 from rode_lightning.data.images import check_image
-from rode_lightning.data.prompts import TASKS
-from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, merge_ingredients
+from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction, is_held_out
 from rode_lightning.data.unifood import NUTRITION_LIMITS
-from rode_lightning.metrics.parsing import normalize_ingredient
 from rode_lightning.progress import progress
 
 if TYPE_CHECKING:

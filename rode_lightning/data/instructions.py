@@ -13,11 +13,10 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from rode_lightning.conventions import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from rode_lightning.data.images import open_image
-from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, answer_for, build_prompt, question_for
+from rode_lightning.data.prompts import answer_for, build_prompt, question_for
 from rode_lightning.data.records import FoodRecord
-
-IGNORE_INDEX = -100
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str, num_image_tokens: int) -> list[int]:

@@ -33,12 +33,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from rode_lightning.conventions import NUTRITION_FIELDS, normalize_ingredient
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
+from rode_lightning.data.records import FoodRecord, Ingredient, merge_ingredients
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, is_held_out
-from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient, merge_ingredients
 from rode_lightning.data.unifood import NUTRITION_LIMITS
-from rode_lightning.metrics.parsing import normalize_ingredient
 from rode_lightning.progress import progress
 
 log = logging.getLogger(__name__)

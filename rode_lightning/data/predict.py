@@ -16,9 +16,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from rode_lightning.conventions import TASKS
 from rode_lightning.data.errors import DataFormatError, SkipCounter
 from rode_lightning.data.instructions import encode_prompt, pad_sequences
-from rode_lightning.data.prompts import QUESTIONS, TASKS
+from rode_lightning.data.prompts import QUESTIONS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

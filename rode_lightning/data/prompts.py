@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 
+from rode_lightning.conventions import IMAGE_PLACEHOLDER, NUTRITION_UNITS, TASKS
 from rode_lightning.data.records import FoodRecord
 
-IMAGE_PLACEHOLDER = "<image>"
 
 # LLaVA v1 ("vicuna_v1") conversation: a system prompt, then "USER: ... ASSISTANT: ..." turns separated by spaces,
 # each assistant turn closed by the end-of-sequence token.
@@ -19,7 +19,6 @@ SYSTEM_PROMPT = (
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 
-TASKS: tuple[str, ...] = ("category", "ingredients", "recipe", "nutrition")
 
 QUESTIONS: dict[str, tuple[str, ...]] = {
     "category": (
@@ -44,14 +43,6 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-NUTRITION_UNITS: dict[str, tuple[str, str]] = {
-    # field -> (label in answers, unit)
-    "mass_g": ("mass", "g"),
-    "energy_kcal": ("energy", "kcal"),
-    "fat_g": ("fat", "g"),
-    "carbohydrate_g": ("carbohydrate", "g"),
-    "protein_g": ("protein", "g"),
-}
 
 
 def task_available(record: FoodRecord, task: str) -> bool:

@@ -63,7 +63,8 @@ from rode_lightning.data.errors import (DataFormatError, OnError, SkipCounter, c
 from rode_lightning.data.images import check_image
 from rode_lightning.data.inverse_cooking import (DEFAULT_MIN_INGREDIENT_COUNT, InverseCookingVocabulary, RecipeRules,
                                                  build_vocabulary, ingredient_key, instruction_key)
-from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
+from rode_lightning.conventions import NUTRITION_FIELDS
+from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.unifood import NUTRITION_LIMITS
 from rode_lightning.progress import progress
 

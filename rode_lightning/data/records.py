@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-NUTRITION_FIELDS: tuple[str, ...] = ("mass_g", "energy_kcal", "fat_g", "carbohydrate_g", "protein_g")
-"""Dish-level nutrition fields, in the order the paper's tables list them."""
+from rode_lightning.conventions import NUTRITION_FIELDS
+
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rode_lightning.conventions import TASKS
 from rode_lightning.data.demo import generate_demo_unifood
 from rode_lightning.data.demo_food101 import generate_demo_food101
 from rode_lightning.data.demo_huggingface import demo_source, generate_demo_huggingface
@@ -23,7 +24,6 @@ from rode_lightning.data.errors import OnError, SkipCounter
 from rode_lightning.data.food101 import read_food101_split
 from rode_lightning.data.huggingface import HuggingFaceSource, check_huggingface_source, read_huggingface_split
 from rode_lightning.data.nutrition5k import read_nutrition5k_split
-from rode_lightning.data.prompts import TASKS
 from rode_lightning.data.recipe1m import read_recipe1m_split
 from rode_lightning.data.records import FoodRecord
 from rode_lightning.data.unifood import read_unifood_split

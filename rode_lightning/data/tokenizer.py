@@ -17,7 +17,8 @@ from pathlib import Path
 from tokenizers import AddedToken
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from rode_lightning.data.prompts import IMAGE_PLACEHOLDER, NUTRITION_UNITS, QUESTIONS, SYSTEM_PROMPT
+from rode_lightning.conventions import IMAGE_PLACEHOLDER, NUTRITION_UNITS
+from rode_lightning.data.prompts import QUESTIONS, SYSTEM_PROMPT
 
 DEMO_TOKENIZER = "demo"
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}

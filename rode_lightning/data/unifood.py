@@ -17,9 +17,9 @@ from pathlib import Path
 
 from rode_lightning.data.errors import (DataFormatError, MissingSplitError, OnError, SkipCounter, check_on_error,
                                        report_bad_record)
+from rode_lightning.conventions import NUTRITION_FIELDS, TASKS
 from rode_lightning.data.images import check_image
-from rode_lightning.data.prompts import TASKS
-from rode_lightning.data.records import NUTRITION_FIELDS, FoodRecord, Ingredient
+from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.splits import check_fraction, is_held_out
 from rode_lightning.progress import progress
 

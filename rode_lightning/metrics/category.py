@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torchmetrics import Metric
 
-from rode_lightning.metrics.parsing import normalize_ingredient
+from rode_lightning.conventions import normalize_ingredient
 
 
 def normalize_category(text: str) -> str:

@@ -14,35 +14,18 @@ a model for its wording rather than for what it recognised, so the parser reads 
    quantity and unit, its parenthetical note and any trailing prose before it is normalised.
 
 Names come back unique, in the answer's order (the trained answers list the heaviest ingredient first).
-:func:`normalize_ingredient` itself is unchanged by all this: it also builds the training targets and the dataset
-readers' keys, so quantity stripping lives here, in the parsing step.
+:func:`rode_lightning.conventions.normalize_ingredient` itself is unchanged by all this: it also builds the training
+targets and the dataset readers' keys, so quantity stripping lives here, in the parsing step.
 """
 
 from __future__ import annotations
 
 import re
 
+from rode_lightning.conventions import normalize_ingredient
+
 # --------------------------------------------------------------------------------------------------------------------
 # Names
-
-
-def normalize_ingredient(name: str) -> str:
-    """Canonical form of an ingredient name, used for targets and predictions alike: lower case, digits and
-    punctuation removed, ``&`` read as ``and``, simple plurals folded to the singular (as InverseCooking does)."""
-    name = name.lower().replace("&", " and ")
-    name = re.sub(r"[^a-z\s]", " ", name)
-    words = [_singular(word) for word in name.split()]
-    return " ".join(words)
-
-
-def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("oes", "ches", "shes", "xes", "sses")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
 
 
 # --------------------------------------------------------------------------------------------------------------------

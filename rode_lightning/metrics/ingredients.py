@@ -8,7 +8,8 @@ from collections.abc import Iterable
 import torch
 from torchmetrics import Metric
 
-from rode_lightning.metrics.parsing import normalize_ingredient, parse_ingredients
+from rode_lightning.conventions import normalize_ingredient
+from rode_lightning.metrics.parsing import parse_ingredients
 from rode_lightning.metrics.vocabulary import IngredientVocabulary
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torchmetrics import Metric
 
-from rode_lightning.data.records import NUTRITION_FIELDS
+from rode_lightning.conventions import NUTRITION_FIELDS
 from rode_lightning.metrics.parsing import parse_nutrition
 
 

@@ -13,10 +13,10 @@ import bisect
 import math
 import re
 
-from rode_lightning.data.records import NUTRITION_FIELDS
-from rode_lightning.metrics.ingredient_parsing import final_answer, normalize_ingredient, parse_ingredients
+from rode_lightning.conventions import NUTRITION_FIELDS, normalize_ingredient
+from rode_lightning.metrics.ingredient_parsing import final_answer, parse_ingredients
 
-__all__ = ["final_answer", "normalize_ingredient", "normalize_recipe", "parse_ingredients", "parse_nutrition"]
+__all__ = ["final_answer", "normalize_recipe", "parse_ingredients", "parse_nutrition"]
 
 # --------------------------------------------------------------------------------------------------------------------
 # Nutrition

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rode_lightning.metrics.parsing import normalize_ingredient
+from rode_lightning.conventions import normalize_ingredient
 
 
 class IngredientVocabulary:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rode_lightning.adapters.saving import is_dtensor
-from rode_lightning.messages import few
+from rode_lightning.messages import first_names
 
 RNG_KEY = "rng_states"
 FINGERPRINT_KEY = "frozen_fingerprint"
@@ -43,7 +43,8 @@ def check_checkpoint_keys(module: nn.Module, keys: Iterable[str]) -> None:
     if missing or unexpected:
         raise ValueError(
             "checkpoint does not fit the model: "
-            f"missing trainable tensors: {few(missing)}; tensors the model does not have: {few(unexpected)}. "
+            f"missing trainable tensors: {first_names(missing)}; "
+            f"tensors the model does not have: {first_names(unexpected)}. "
             "A checkpoint holds the trainable tensors of the model that wrote it; build the model with the same "
             "model.adapter (method, ranks, target_modules, num_clusters) and model.train_projector.")
 

@@ -14,9 +14,9 @@ from transformers import PreTrainedTokenizerBase
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.inject import adapter_layers, inject_adapters, is_adapter_parameter
+from rode_lightning.adapters.inject import auxiliary_loss, inject_adapters, is_adapter_parameter
 from rode_lightning.adapters.routers import ClusterRouter
-from rode_lightning.data.prompts import IMAGE_PLACEHOLDER
+from rode_lightning.conventions import CLUSTER_WIDTH, IMAGE_PLACEHOLDER
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
@@ -27,7 +27,7 @@ class FoodLMM(nn.Module):
                  tokenizer: PreTrainedTokenizerBase, train_projector: bool = True,
                  cluster_centroids: torch.Tensor | None = None):
         """``cluster_centroids`` (``num_clusters x dim``, from the data side's k-means) initialise MoCLE's cluster
-        embedding; without them (e.g. before loading a checkpoint) it starts random with width 64."""
+        embedding; without them (e.g. before loading a checkpoint) it starts random, ``CLUSTER_WIDTH`` wide."""
         super().__init__()
         self.vision = VisionEncoder(vision)
         # With ``language.path``: LLaMA and projector weights from the checkpoint, the LLaMA's own hidden size, and
@@ -49,7 +49,7 @@ class FoodLMM(nn.Module):
         cluster_dim = None
         if adapter.method == "cluster":
             if cluster_centroids is None:
-                cluster_centroids = torch.randn(adapter.num_clusters, 64)
+                cluster_centroids = torch.randn(adapter.num_clusters, CLUSTER_WIDTH)
             if cluster_centroids.shape[0] != adapter.num_clusters:
                 raise ValueError(f"adapter.num_clusters is {adapter.num_clusters} but {cluster_centroids.shape[0]} "
                                  "cluster centroids were given")
@@ -66,7 +66,7 @@ class FoodLMM(nn.Module):
 
         The width is the instruction encoder's (``data/clusters.py``: 384 for MiniLM, up to 64 for TF-IDF), known
         only once the data module has clustered. A model built without its centroids (``load_from_checkpoint``, an
-        adapter loaded outside the CLI) starts at 64 and takes the width of the tensors it is about to load. The
+        adapter loaded outside the CLI) starts ``CLUSTER_WIDTH`` wide and takes the width of the tensors it is about to load. The
         new tensors are placeholders for those; call it before the optimizer exists.
         """
         if self.cluster_embedding is None:
@@ -96,9 +96,7 @@ class FoodLMM(nn.Module):
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """Mean over adapted layers of their routers' auxiliary losses from the last forward, or None."""
-        losses = [layer.aux_loss for layer in adapter_layers(self.language_model).values()
-                  if layer.aux_loss is not None]
-        return torch.stack(losses).mean() if losses else None
+        return auxiliary_loss(self.language_model)
 
     def embed(self, input_ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with projected image patches written over the ``<image>`` positions."""

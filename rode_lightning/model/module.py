@@ -16,9 +16,9 @@ from transformers import get_cosine_schedule_with_warmup
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.inject import adapter_layers
-from rode_lightning.adapters.sparsity import SparsityController, gate_counts
 from rode_lightning.adapters.saving import load_adapter, save_adapter, saved_cluster_embedding_shape
-from rode_lightning.data.instructions import IGNORE_INDEX
+from rode_lightning.adapters.sparsity import SparsityController, gate_counts
+from rode_lightning.conventions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.answers import structured_answer
 from rode_lightning.metrics.results import console_table, write_results

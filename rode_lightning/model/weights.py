@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rode_lightning.messages import few
+from rode_lightning.messages import first_names
 from rode_lightning.progress import progress
 
 LLAVA, LLAVA_HF, LLAMA = "llava", "llava-hf", "llama"
@@ -62,8 +62,8 @@ _NOT_LLAMA_KEYS = {"model_type", "architectures", "_name_or_path", "torch_dtype"
 _SAFETENSORS_INDEX, _BIN_INDEX = "model.safetensors.index.json", "pytorch_model.bin.index.json"
 
 
-def _few(names: list[str]) -> str:
-    return few(names, limit=8)  # checkpoints hold hundreds of tensors: name a few more than elsewhere
+def _first_names(names: list[str]) -> str:
+    return first_names(names, limit=8)  # checkpoints hold hundreds of tensors: name a few more than elsewhere
 
 
 @dataclass
@@ -252,17 +252,17 @@ def load_llava_weights(directory: LlavaDirectory, model: nn.Module,
         loaded.add(ours)
     if unexpected:
         raise ValueError(f"{directory.describe()}: tensors this model does not have: "
-                         + _few([f"{name} (in {file.name})" for name, file in unexpected]))
+                         + _first_names([f"{name} (in {file.name})" for name, file in unexpected]))
     tied = _tie_if_configured(model)
     missing = sorted(expected - loaded - tied)
     if missing:
-        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {_few(missing)}")
+        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {_first_names(missing)}")
     if not directory.has_projector:
         return None
     missing_projector = [key for key in PROJECTOR_KEYS if key not in projector]
     if missing_projector:
         raise ValueError(f"{directory.describe()}: missing projector tensors: "
-                         + _few([_checkpoint_projector_name(directory.layout, key) for key in missing_projector]))
+                         + _first_names([_checkpoint_projector_name(directory.layout, key) for key in missing_projector]))
     return ProjectorWeights(projector, directory.describe(), projector_files)
 
 
@@ -284,7 +284,7 @@ def _weight_files(directory: Path) -> tuple[list[Path], dict[str, str] | None]:
             names = list(dict.fromkeys(weight_map.values()))
             absent = [name for name in names if not (directory / name).is_file()]
             if absent:
-                raise FileNotFoundError(f"{index_file} names shard files that are not in {directory}: {_few(absent)}")
+                raise FileNotFoundError(f"{index_file} names shard files that are not in {directory}: {_first_names(absent)}")
             return [directory / name for name in names], weight_map
         if (directory / single).is_file():
             return [directory / single], None
@@ -328,15 +328,15 @@ def _check_names(directory: LlavaDirectory, expected: set[str], listed: dict[str
         else:
             unexpected.append(f"{name} (in {file.name})")
     if unexpected:
-        raise ValueError(f"{directory.describe()}: tensors this model does not have: {_few(unexpected)}")
+        raise ValueError(f"{directory.describe()}: tensors this model does not have: {_first_names(unexpected)}")
     optional = {"lm_head.weight"} if directory.text_config.get("tie_word_embeddings") else set()
     missing = sorted(expected - found - optional)
     if missing:
-        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {_few(missing)}")
+        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {_first_names(missing)}")
     if directory.has_projector:
         missing = [_checkpoint_projector_name(directory.layout, key) for key in PROJECTOR_KEYS if key not in projector]
         if missing:
-            raise ValueError(f"{directory.describe()}: missing projector tensors: {_few(missing)}")
+            raise ValueError(f"{directory.describe()}: missing projector tensors: {_first_names(missing)}")
 
 
 def _projector_shapes(input_dim: int | None, hidden: int) -> dict[str, tuple[int, ...]]:
@@ -428,7 +428,7 @@ def read_open_clip_visual(path: str | Path) -> dict[str, torch.Tensor]:
                 "weights (e.g. open_clip_pytorch_model.bin of the open_clip/timm release)."
                 if any(name.startswith(("vision_model.", "vision_tower.")) for name in state) else "")
         raise ValueError(f"model.vision.checkpoint: {file} has no visual.* tensors (open_clip naming); it holds "
-                         f"{_few(sorted(state))}.{hint}")
+                         f"{_first_names(sorted(state))}.{hint}")
     return visual
 
 
@@ -447,8 +447,8 @@ def load_open_clip_visual(tower: nn.Module, path: str | Path) -> None:
     unexpected = sorted(set(visual) - set(own))
     if missing or unexpected:
         raise ValueError(f"model.vision.checkpoint {file} does not fit the tower built from model.vision: missing "
-                         f"tensors: {_few(['visual.' + n for n in missing])}; unexpected tensors: "
-                         f"{_few(['visual.' + n for n in unexpected])}")
+                         f"tensors: {_first_names(['visual.' + n for n in missing])}; unexpected tensors: "
+                         f"{_first_names(['visual.' + n for n in unexpected])}")
     with torch.no_grad():
         for name, tensor in visual.items():
             own[name].copy_(tensor)

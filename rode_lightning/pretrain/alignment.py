@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from rode_lightning.data.instructions import IGNORE_INDEX
-from rode_lightning.data.prompts import IMAGE_PLACEHOLDER
+from rode_lightning.conventions import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionEncoder
 from rode_lightning.pretrain.plates import Plates

@@ -13,7 +13,8 @@ from rode_lightning.data.demo_recipe1m import DEMO_MIN_INGREDIENT_COUNT, generat
 from rode_lightning.data.errors import DataFormatError, SkipCounter
 from rode_lightning.data.inverse_cooking import (RecipeRules, build_vocabulary, ingredient_key,
                                                  instruction_key)
-from rode_lightning.data.prompts import TASKS, task_available
+from rode_lightning.conventions import TASKS
+from rode_lightning.data.prompts import task_available
 from rode_lightning.data.recipe1m import RECIPE_NUTRITION_LIMITS, read_recipe1m_split, recipe_image
 
 L1, L2, DET, NUT = "layer1.json", "layer2.json", "det_ingrs.json", "recipes_with_nutritional_info.json"

@@ -6,10 +6,11 @@ import re
 import pytest
 import torch
 
+from rode_lightning.conventions import normalize_ingredient
 from rode_lightning.metrics.answers import structured_answer
 from rode_lightning.metrics.category import CategoryAccuracy
 from rode_lightning.metrics.ingredients import IngredientIoU, most_frequent_baseline
-from rode_lightning.metrics.parsing import normalize_ingredient, parse_ingredients
+from rode_lightning.metrics.parsing import parse_ingredients
 
 
 def test_iou_on_hand_computed_examples():

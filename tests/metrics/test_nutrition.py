@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 
+from rode_lightning.conventions import NUTRITION_FIELDS
 from rode_lightning.data.prompts import format_nutrition
-from rode_lightning.data.records import NUTRITION_FIELDS
 from rode_lightning.metrics.nutrition import NutritionPMAE
 from rode_lightning.metrics.parsing import parse_nutrition
 

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from rode_lightning.data.records import NUTRITION_FIELDS
+from rode_lightning.conventions import NUTRITION_FIELDS
 from rode_lightning.metrics.parsing import normalize_recipe, parse_nutrition
 
 

@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from rode_lightning.conventions import TASKS
 from rode_lightning.data.demo import DEFAULT_SPLITS, directory_digest, generate_demo_unifood
 from rode_lightning.data.demo_nutrition5k import generate_demo_nutrition5k
 from rode_lightning.data.demo_text import caption, food_text
 from rode_lightning.data.errors import SkipCounter
 from rode_lightning.data.nutrition5k import read_nutrition5k_split
-from rode_lightning.data.prompts import QUESTIONS, TASKS, answer_for
+from rode_lightning.data.prompts import QUESTIONS, answer_for
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.data.unifood import read_unifood_split
 from rode_lightning.model.language import LanguageConfig, load_language_model
