@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
+from rode_lightning.adapters.methods import METHODS
 from rode_lightning.callbacks.interrupt import GracefulInterrupt
 from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
 from rode_lightning.console import configure_console
@@ -164,7 +165,8 @@ def _clusters_needed(adapter) -> int | None:
     """The data side clusters instructions only for MoCLE routing."""
     method = adapter.method if hasattr(adapter, "method") else adapter["method"]
     number = adapter.num_clusters if hasattr(adapter, "num_clusters") else adapter["num_clusters"]
-    return number if method == "cluster" else None
+    # An unknown method is not this link's to report: the adapter config names it when it is built.
+    return number if method in METHODS and METHODS[method].needs_cluster_features else None
 
 
 def _vision_config(value) -> VisionConfig:

@@ -39,7 +39,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import find_target_modules, inject_adapters, is_adapter_parameter
-from rode_lightning.conventions import CLUSTER_WIDTH
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
 from rode_lightning.pretrain.build import DEMO_BASE
@@ -105,12 +104,13 @@ def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterC
     """Builds vision tower and adapted LLaMA on the meta device and counts their parameters."""
     with torch.device("meta"):
         language_model = LlamaForCausalLM(llama)
-        cluster_dim = CLUSTER_WIDTH if adapter.method == "cluster" else None
+        cluster_embedding = adapter.adapter_method.cluster_embedding(adapter, None)
+        cluster_dim = None if cluster_embedding is None else cluster_embedding.shape[1]
         inject_adapters(language_model, adapter, RoutingContext(), cluster_dim)
         vision_encoder = VisionEncoder(vision)
     adapter_count = sum(p.numel() for name, p in language_model.named_parameters() if is_adapter_parameter(name))
-    if adapter.method == "cluster":
-        adapter_count += adapter.num_clusters * cluster_dim  # the shared cluster embedding
+    if cluster_embedding is not None:
+        adapter_count += cluster_embedding.numel()  # MoCLE's shared cluster embedding
     frozen_language = sum(p.numel() for name, p in language_model.named_parameters()
                           if not is_adapter_parameter(name))
     width, hidden = vision.width, llama.hidden_size
@@ -155,38 +155,18 @@ _SHARED_INPUTS = {"q_proj": "attention input", "k_proj": "attention input", "v_p
 def adapter_activation_bytes(adapter: AdapterConfig, layers: list[tuple[str, int, int]]) -> float:
     """Bytes per token that the adapters of one block keep for backward, in bf16 mixed precision on a GPU.
 
-    ``layers``: ``(name, d_in, d_out)`` of each adapted layer. Per layer reading ``D`` features:
-
-    * its input, ``2 D``, once per group of layers reading the same tensor (q, k, v; gate, up): a token router reads
-      it (RoDE, softmax, top-1), and so does the first expert matmul when there is no dropout;
-    * with dropout, the dropped input that matmul reads, ``2 D``, and the mask, ``D`` (CUDA keeps it as bools);
-      top-1 keeps the input grouped by expert instead of the dropped one (``2 D`` in either case);
-    * peft's LoRA casts its input to its fp32 weights and autocast casts that back to bf16 for the matmul, so each
-      LoRA layer keeps its own ``2 D`` copy, dropout or not (plus the mask with dropout);
-    * rank-wide tensors: ``2 r`` for LoRA (the rank-``r`` activation); for mixtures the activation, its per-column
-      gates and their product, ``6 r`` with ``r`` the summed ranks (top-1: the largest, each token runs one), plus
-      the router's gates, ``2 E``; top-1 also three int64 token indices (24 bytes).
-
-    Compared with autograd's saved tensors of real layers in tests/test_estimate.py.
+    ``layers``: ``(name, d_in, d_out)`` of each adapted layer. Each layer's terms are its method's
+    (``AdapterMethod.activation_bytes``): what it keeps of its own, and whether it keeps its input, ``2 D``, which
+    is counted once per group of layers reading the same tensor (q, k, v; gate, up).
     """
-    dropout = adapter.dropout > 0
-    token_router = adapter.method in ("rode", "softmax", "top1")
-    ranks = adapter.layer_ranks
+    method = adapter.adapter_method
     total = 0.0
     kept_inputs: dict[str, int] = {}  # width of each shared input kept, by group
     for name, d_in, _ in layers:
-        if adapter.method != "lora" and (token_router or not dropout):
+        keeps_input, own = method.activation_bytes(adapter, d_in)
+        if keeps_input:
             kept_inputs[_SHARED_INPUTS.get(name.rsplit(".", 1)[-1], name)] = d_in
-        if dropout or adapter.method in ("top1", "lora"):
-            total += 2 * d_in
-        if dropout:
-            total += d_in
-        if adapter.method == "lora":
-            total += 2 * ranks[0]
-        elif adapter.method == "top1":
-            total += 6 * max(ranks) + 2 * len(ranks) + 24
-        else:
-            total += 6 * sum(ranks) + 2 * len(ranks)
+        total += own
     return total + 2 * sum(kept_inputs.values())
 
 

@@ -10,12 +10,14 @@
 README.md, "Use the adapters in your own training code", has the whole example.
 """
 
-from rode_lightning.adapters.config import METHODS, AdapterConfig
+from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import (add_adapters, adapter_layers, auxiliary_loss, find_target_modules,
                                             routing_context)
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
+from rode_lightning.adapters.methods import METHODS, AdapterMethod, get_method, register_method
 from rode_lightning.adapters.saving import adapter_state_dict, load_adapter, save_adapter
 
-__all__ = ["METHODS", "AdapterConfig", "MixtureOfLoRALinear", "RoutingContext", "adapter_layers", "adapter_state_dict",
-           "add_adapters", "auxiliary_loss", "find_target_modules", "load_adapter", "routing_context", "save_adapter"]
+__all__ = ["METHODS", "AdapterConfig", "AdapterMethod", "MixtureOfLoRALinear", "RoutingContext", "adapter_layers",
+           "adapter_state_dict", "add_adapters", "auxiliary_loss", "find_target_modules", "get_method", "load_adapter",
+           "register_method", "routing_context", "save_adapter"]

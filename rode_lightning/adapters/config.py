@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
-Method = Literal["rode", "softmax", "top1", "cluster", "lora"]
-
-METHODS: tuple[str, ...] = ("rode", "softmax", "top1", "cluster", "lora")
+from rode_lightning.adapters.methods import AdapterMethod, get_method
 
 
 @dataclass
@@ -18,7 +15,8 @@ class AdapterConfig:
         method: ``rode`` (experts mixed by a ReLU-rectified linear router, RoDE Eq. 2), ``softmax`` (dense mixture
             weighted by a softmax router, RoDE Eq. 1), ``top1`` (LLaVA-MoLE: one expert per token, load-balancing
             loss), ``cluster`` (MoCLE: expert chosen by the instruction's cluster, plus a universal expert) or
-            ``lora`` (one plain LoRA through ``peft``; uses ``ranks[0]``).
+            ``lora`` (one plain LoRA through ``peft``; uses ``ranks[0]``); each is declared in
+            ``adapters/methods/`` and any registered method may be named.
         ranks: rank of each LoRA expert; experts may differ (RoDE's "diverse" experts), e.g. ``[2, 4, 8, 16]``.
         alpha: LoRA scaling numerator; expert ``i`` is scaled by ``alpha / ranks[i]``.
         dropout: dropout on the experts' input (not on the router's).
@@ -38,7 +36,7 @@ class AdapterConfig:
             it) after every training step (ReMoE: 1.2).
     """
 
-    method: Method = "rode"
+    method: str = "rode"
     ranks: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
     alpha: float = 16.0
     dropout: float = 0.05
@@ -52,15 +50,12 @@ class AdapterConfig:
     sparsity_update_rate: float = 1.2
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"adapter.method: {self.method!r} is not one of {', '.join(METHODS)}")
+        method = get_method(self.method)
         if not self.ranks:
             raise ValueError("adapter.ranks: the list of expert ranks is empty; give at least one rank, e.g. [8]")
         bad = [rank for rank in self.ranks if not isinstance(rank, int) or rank < 1]
         if bad:
             raise ValueError(f"adapter.ranks: every rank must be a positive integer, got {bad}")
-        if self.method == "lora" and len(self.ranks) != 1:
-            raise ValueError(f"adapter.ranks: method 'lora' takes exactly one rank, got {self.ranks}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"adapter.dropout: {self.dropout} is outside [0, 1)")
         if self.alpha <= 0:
@@ -71,25 +66,25 @@ class AdapterConfig:
             raise ValueError(f"adapter.cluster_temperature: {self.cluster_temperature} must be positive")
         if self.universal_rank is not None and self.universal_rank < 1:
             raise ValueError(f"adapter.universal_rank: {self.universal_rank} must be a positive integer")
-        if self.sparsity_target is not None:
-            if self.method != "rode":
-                raise ValueError(f"adapter.sparsity_target: only method 'rode' (ReLU routing) has it, not "
-                                 f"{self.method!r}")
-            if not 0.0 <= self.sparsity_target < 1.0:
-                raise ValueError(f"adapter.sparsity_target: {self.sparsity_target} is outside [0, 1)")
+        if self.sparsity_target is not None and not 0.0 <= self.sparsity_target < 1.0:
+            raise ValueError(f"adapter.sparsity_target: {self.sparsity_target} is outside [0, 1)")
         if self.sparsity_coefficient <= 0 or self.sparsity_update_rate <= 1:
             raise ValueError(f"adapter.sparsity_coefficient {self.sparsity_coefficient} must be positive and "
                              f"adapter.sparsity_update_rate {self.sparsity_update_rate} above 1")
         if not self.target_modules:
             raise ValueError("adapter.target_modules: empty; name at least one layer, e.g. [q_proj, k_proj]")
+        method.validate(self)
 
     @property
     def num_experts(self) -> int:
         return len(self.ranks)
 
     @property
+    def adapter_method(self) -> AdapterMethod:
+        """The registered method ``method`` names (``adapters/methods/``): ask it, rather than compare names."""
+        return get_method(self.method)
+
+    @property
     def layer_ranks(self) -> list[int]:
         """Ranks of the experts each adapted layer holds (MoCLE's universal expert appended for ``cluster``)."""
-        if self.method == "cluster":
-            return [*self.ranks, self.universal_rank or max(self.ranks)]
-        return list(self.ranks)
+        return self.adapter_method.expert_ranks(self)

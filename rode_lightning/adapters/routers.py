@@ -142,6 +142,3 @@ class ClusterRouter(Router):
         gates = self.sample_gates(features).to(x.dtype)
         # Same gates for every token of a sample.
         return gates.reshape(gates.shape[0], *([1] * (x.dim() - 2)), gates.shape[-1]).expand(*x.shape[:-1], -1)
-
-
-TOKEN_ROUTERS: dict[str, type[Router]] = {"rode": ReLURouter, "softmax": SoftmaxRouter, "top1": Top1Router}

@@ -27,8 +27,6 @@ from rode_lightning.messages import first_names
 
 WEIGHTS_NAME = "adapter.safetensors"
 CONFIG_NAME = "adapter_config.json"
-# Settings that change which tensors exist or what they mean; the others (dropout, coefficients) may differ.
-_STRUCTURAL_KEYS = ("method", "ranks", "alpha", "target_modules", "num_clusters", "universal_rank")
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -98,16 +96,19 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     for path in (weights, config_file):
         if not path.is_file():
             raise FileNotFoundError(f"adapter checkpoint: {path} does not exist")
+    # The settings that change which tensors exist or what they mean, as the method declares them; the others
+    # (dropout, coefficients) may differ.
+    structural_keys = config.adapter_method.structural_keys
     try:
         saved = json.loads(config_file.read_text())["adapter"]
-        if not set(_STRUCTURAL_KEYS) <= set(saved):
+        if not set(structural_keys) <= set(saved):
             raise KeyError("structural keys")
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ValueError(f"adapter checkpoint: {config_file} is not an adapter config (truncated or written by "
                          f"something else); save the adapter again") from None
     current = asdict(config)
     differences = [f"{key}: checkpoint {saved.get(key)!r}, model {current[key]!r}"
-                   for key in _STRUCTURAL_KEYS if saved.get(key) != current[key]]
+                   for key in structural_keys if saved.get(key) != current[key]]
     if differences:
         raise ValueError(f"adapter checkpoint {directory} does not fit the configured adapter: "
                          + "; ".join(differences))

@@ -14,9 +14,9 @@ from transformers import PreTrainedTokenizerBase
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.inject import auxiliary_loss, inject_adapters, is_adapter_parameter
+from rode_lightning.adapters.inject import add_adapters, auxiliary_loss
 from rode_lightning.adapters.routers import ClusterRouter
-from rode_lightning.conventions import CLUSTER_WIDTH, IMAGE_PLACEHOLDER
+from rode_lightning.conventions import IMAGE_PLACEHOLDER
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
@@ -27,7 +27,8 @@ class FoodLMM(nn.Module):
                  tokenizer: PreTrainedTokenizerBase, train_projector: bool = True,
                  cluster_centroids: torch.Tensor | None = None):
         """``cluster_centroids`` (``num_clusters x dim``, from the data side's k-means) initialise MoCLE's cluster
-        embedding; without them (e.g. before loading a checkpoint) it starts random, ``CLUSTER_WIDTH`` wide."""
+        embedding; without them (e.g. before loading a checkpoint) it starts random, ``CLUSTER_WIDTH`` wide
+        (``adapters/methods/cluster.py``)."""
         super().__init__()
         self.vision = VisionEncoder(vision)
         # With ``language.path``: LLaMA and projector weights from the checkpoint, the LLaMA's own hidden size, and
@@ -45,21 +46,10 @@ class FoodLMM(nn.Module):
         self.language_model.requires_grad_(False)
         self.projector.requires_grad_(train_projector)
         self.routing = RoutingContext()
-        self.cluster_embedding: nn.Parameter | None = None
-        cluster_dim = None
-        if adapter.method == "cluster":
-            if cluster_centroids is None:
-                cluster_centroids = torch.randn(adapter.num_clusters, CLUSTER_WIDTH)
-            if cluster_centroids.shape[0] != adapter.num_clusters:
-                raise ValueError(f"adapter.num_clusters is {adapter.num_clusters} but {cluster_centroids.shape[0]} "
-                                 "cluster centroids were given")
-            # One embedding per cluster, shared by every layer's gate (MoCLE Eq. 1), starting at the centroids.
-            self.cluster_embedding = nn.Parameter(cluster_centroids.detach().clone().float())
-            cluster_dim = cluster_centroids.shape[1]
-        self.adapted_modules = inject_adapters(self.language_model, adapter, self.routing, cluster_dim)
-        for name, parameter in self.language_model.named_parameters():
-            if is_adapter_parameter(name):
-                parameter.requires_grad_(True)
+        # MoCLE's: one embedding per cluster, shared by every layer's gate (Eq. 1); None for other methods.
+        self.cluster_embedding = adapter.adapter_method.cluster_embedding(adapter, cluster_centroids)
+        cluster_dim = None if self.cluster_embedding is None else self.cluster_embedding.shape[1]
+        self.adapted_modules = add_adapters(self.language_model, adapter, cluster_dim, self.routing)
 
     def set_cluster_width(self, width: int) -> None:
         """Rebuild MoCLE's cluster embedding and every layer's cluster gate for ``width``-wide cluster features.
@@ -70,7 +60,8 @@ class FoodLMM(nn.Module):
         new tensors are placeholders for those; call it before the optimizer exists.
         """
         if self.cluster_embedding is None:
-            raise ValueError("set_cluster_width: this model has no cluster routing (adapter.method is not 'cluster')")
+            raise ValueError("set_cluster_width: this model has no cluster routing (its adapter method does not "
+                             "route by cluster)")
         old = self.cluster_embedding
         self.cluster_embedding = nn.Parameter(old.new_zeros(old.shape[0], width), requires_grad=old.requires_grad)
         for router in self.modules():
@@ -89,7 +80,7 @@ class FoodLMM(nn.Module):
         self.routing.token_mask = attention_mask.bool() if attention_mask is not None else None
         if self.cluster_embedding is not None:
             if cluster_ids is None:
-                raise ValueError("adapter.method 'cluster' needs cluster_ids for every sample")
+                raise ValueError("cluster routing (adapter.method 'cluster') needs cluster_ids for every sample")
             self.routing.cluster_features = self.cluster_embedding[cluster_ids]
         else:
             self.routing.cluster_features = None

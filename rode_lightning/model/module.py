@@ -100,11 +100,12 @@ class FoodLMMModule(L.LightningModule):
         """
         if self.model is None:
             centroids = None
-            if self.adapter_config.method == "cluster" and self._trainer is not None:
+            routes_by_cluster = self.adapter_config.adapter_method.needs_cluster_features
+            if routes_by_cluster and self._trainer is not None:
                 centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
             self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
                                  self.hparams.train_projector, cluster_centroids=centroids)
-            if self.adapter_config.method == "cluster" and centroids is None and self.hparams.adapter_path:
+            if routes_by_cluster and centroids is None and self.hparams.adapter_path:
                 self._fit_cluster_width(saved_cluster_embedding_shape(self.hparams.adapter_path))
             if self.hparams.gradient_checkpointing:
                 self.model.enable_activation_checkpointing()
@@ -235,13 +236,16 @@ class FoodLMMModule(L.LightningModule):
         # Collected right after the forward: activation checkpointing re-runs layers during backward, and the
         # losses recorded then are not the ones in this graph.
         auxiliary = self.model.auxiliary_loss()
-        if auxiliary is not None and self.sparsity is not None:
-            loss = loss + self.sparsity.coefficient * auxiliary
-            self.log("train/router_l1", auxiliary, batch_size=len(batch["ids"]))
-            self._update_sparsity_coefficient(len(batch["ids"]))
-        elif auxiliary is not None:
-            self.log("train/load_balancing_loss", auxiliary, batch_size=len(batch["ids"]))
-            loss = loss + self.adapter_config.load_balancing_coefficient * auxiliary
+        if auxiliary is not None:
+            # The method's own loss (top-1: load balancing) at its weight, or with adapter.sparsity_target ReMoE's
+            # L1 term at the adaptive coefficient.
+            method = self.adapter_config.adapter_method
+            weight = (self.sparsity.coefficient if self.sparsity is not None
+                      else method.auxiliary_loss_weight(self.adapter_config))
+            loss = loss + weight * auxiliary
+            self.log(f"train/{method.auxiliary_loss_name or 'auxiliary_loss'}", auxiliary, batch_size=len(batch["ids"]))
+            if self.sparsity is not None:
+                self._update_sparsity_coefficient(len(batch["ids"]))
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch["ids"]))
         return loss
 
