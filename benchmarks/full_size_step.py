@@ -18,7 +18,6 @@ tiny shapes on the CPU, to check that it works.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import statistics
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from rode_lightning.cli import main as cli_main
-    from rode_lightning.estimate import count_parameters, language_shape, memory_estimate
+    from rode_lightning.estimate import count_parameters, memory_estimate
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="full_size_step_"))
     cli = cli_main(["--config", str(REPO / "configs" / "rode.yaml"), *(TINY if args.tiny else FULL_SIZE),
@@ -93,8 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     language = module.language_config
     batch_size = cli.datamodule.hparams.batch_size
     sequence_length = max(clock.tokens) // batch_size
-    llama = language_shape({**dataclasses.asdict(language),
-                            "vocab_size": module.model.language_model.config.vocab_size}, [])
+    llama = module.model.language_model.config  # the shape of the model that trained
     counts = count_parameters(module.vision_config, llama, module.adapter_config, hparams.train_projector)
     estimate = memory_estimate(counts, llama, module.adapter_config, batch_size, sequence_length, language.dtype,
                                hparams.gradient_checkpointing, module.vision_config.dtype)

@@ -19,7 +19,7 @@ from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
 from rode_lightning.console import configure_console
 from rode_lightning.data.datamodule import FoodDataModule, default_demo_dir
 from rode_lightning.model.module import FoodLMMModule
-from rode_lightning.model.sharded_checkpoint import is_sharded_checkpoint
+from rode_lightning.scale.sharded_checkpoint import is_sharded_checkpoint
 from rode_lightning.model.vision import VisionConfig
 from rode_lightning.pretrain.build import DEMO_BASE
 from rode_lightning.user_errors import reported_in_one_line
@@ -82,7 +82,7 @@ _LIGHTNING_CHECKPOINT_NAMES = ("last", "best", "hpc", "registry")
 def check_checkpoint_path(ckpt_path: str | None) -> None:
     """Refuse a ``--ckpt_path`` that is not a checkpoint before Lightning reads it, naming the file: a missing
     path, or a file that is not a ``torch.save`` archive (truncated, or something else), which ``torch.load``
-    reports as an unpickling error naming neither. A folder is a sharded FSDP checkpoint (``model/strategy.py``)."""
+    reports as an unpickling error naming neither. A folder is a sharded FSDP checkpoint (``scale/strategy.py``)."""
     if not ckpt_path or ckpt_path.split(":")[0] in _LIGHTNING_CHECKPOINT_NAMES or "://" in ckpt_path:
         return  # Lightning finds "last" / "best" itself; remote storage is read by fsspec
     path = Path(ckpt_path).expanduser()
@@ -176,13 +176,42 @@ def _vision_config(value) -> VisionConfig:
     return VisionConfig(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
 
 
+class _ParseOnly(RoDECLI):
+    """The CLI's parser and nothing after it: no seed set, no class built, no subcommand run."""
+
+    def _set_seed(self) -> None:
+        pass
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def parse_fit_arguments(args: list[str]):
+    """The configuration ``fit`` would run with ``args`` (``--config`` files and overlays, ``--key value``
+    overrides), parsed and type-checked by the same parser and links, with nothing built or read: ``demo-base`` and
+    paths stay as written. For tools that reason about a run before it starts (``python -m rode_lightning.estimate``).
+    A mistake raises as it does for ``fit``."""
+    check_config_files(args)
+    cli = _ParseOnly(FoodLMMModule, FoodDataModule, args=["fit", *args], run=True, **_CLI_OPTIONS,
+                     parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False})
+    return cli.config["fit"]
+
+
+_CLI_OPTIONS = {"auto_configure_optimizers": False}
+
+
 def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = True) -> RoDECLI:
     """Parse ``args`` (default: the command line) and run the subcommand; with ``run=False`` there is no subcommand,
     and the CLI only builds the trainer, model and data module from the arguments, for a script to drive."""
     configure_console()
     cli = RoDECLI(FoodLMMModule, FoodDataModule, args=args, run=run, save_config_kwargs={"overwrite": True},
-                  auto_configure_optimizers=False,
-                  parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": exit_on_error})
+                  **_CLI_OPTIONS, parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": exit_on_error})
     interrupt = next((callback for callback in cli.trainer.callbacks if isinstance(callback, GracefulInterrupt)), None)
     if interrupt is not None and interrupt.received is not None:
         raise SystemExit(128 + interrupt.received)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM

@@ -1,23 +1,28 @@
 """Trainable parameters and an estimate of training memory for a config, before renting a GPU.
 
-    python -m rode_lightning.estimate --config configs/rode.yaml [--config overlay.yaml] [--batch-size 4]
+    python -m rode_lightning.estimate --config configs/rode.yaml [--config overlay.yaml] [--model.key value]
+                                      [--batch-size 4] [--sequence-length 1024] [--shards 8]
 
-The model is built on PyTorch's meta device (shapes only, no memory, no weights read), with the real adapter
-injection code, so parameter counts are exact. Memory is an estimate per GPU for one process without sharding:
+The configuration is parsed by the command line's own parser (``rode_lightning.cli.parse_fit_arguments``), so
+overlays, ``--key value`` overrides and their checks are those of ``fit``. The model is built on PyTorch's meta
+device (shapes only, no memory, no weights read) with the real code: the language model from the shape its
+checkpoint's ``config.json`` gives (or ``model.language``'s sizes, or the demo base's recipe), the vision tower, the
+projector, and the adapters injected by ``inject.py`` (the method's own layers, matched by its own matcher), so the
+parameter counts are exact. Memory is an estimate per GPU for one process without sharding:
 
 * frozen weights: the LLaMA in ``model.language.dtype``, the vision tower in ``model.vision.dtype``, the
   projector in fp32;
 * trainable parameters in fp32 with their fp32 gradients and AdamW's two fp32 moments: 16 bytes each;
 * activations kept for backward under bf16 autocast, per decoder block and token: what the frozen block keeps
-  (:func:`block_activation_bytes`) plus what its adapters keep (:func:`adapter_activation_bytes`: mostly copies of
-  their input, a few rank-wide tensors). With activation checkpointing only each block's input is kept, plus one
+  (:func:`block_activation_bytes`) plus what its adapters keep (:func:`adapter_activation_bytes`, from each method's
+  ``activation_bytes``: mostly copies of their input, a few rank-wide tensors). With activation checkpointing only each block's input is kept, plus one
   block being recomputed;
 * logits: the vocabulary-sized output in bf16, its fp32 copy for the loss and its gradient.
 
 Under FSDP (``trainer.strategy`` an ``AdapterFSDPStrategy`` or ``ModelParallelStrategy``, as configs/fsdp.yaml sets
 it, or ``--shards N``) each GPU holds ``1 / N`` of the frozen weights plus the units it has gathered: the one it
 runs and the next, prefetched, so twice the largest unit (the vision tower or a decoder block); the trainable state
-is replicated, as ``model/sharding.py`` shards it.
+is replicated, as ``scale/sharding.py`` shards it.
 
 Allocator overhead, CUDA context (~0.5-1 GB) and the vision tower's transient activations are not included; treat
 the total as a lower bound within about 20 %. The comparison table puts the config's adapter beside the RoDE
@@ -28,25 +33,32 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import yaml
-from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.inject import find_target_modules, inject_adapters, is_adapter_parameter
+from rode_lightning.adapters.inject import inject_adapters, is_adapter_parameter
+from rode_lightning.cli import parse_fit_arguments
 from rode_lightning.data.tokenizer import load_tokenizer
+from rode_lightning.model.language import LanguageConfig, language_model_config
+from rode_lightning.model.llava_weights import inspect_llava_directory
+from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
 from rode_lightning.pretrain.build import DEMO_BASE
+from rode_lightning.pretrain.language import llama_config
 from rode_lightning.pretrain.recipe import BaseRecipe
+from rode_lightning.user_errors import reported_in_one_line
 
 LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
             "num_key_value_heads": 32, "vocab_size": 32000}
-"""LLaMA-7B (and Vicuna-7B, the language model of LLaVA-7B)."""
+"""The text config of LLaVA-v1.5-7B's ``config.json`` (Vicuna-7B, LLaMA-7B's shape): assumed, with a note, only when
+``model.language.path`` is not on this machine (the placeholder of configs/rode.yaml), so that a GPU can be sized
+before the weights are downloaded."""
 
 COMPARED: dict[str, AdapterConfig] = {
     "lora r32": AdapterConfig(method="lora", ranks=[32]),
@@ -62,76 +74,65 @@ GIB = 1024 ** 3
 
 @dataclass
 class ParameterCounts:
+    """What the estimate reads off the model built on the meta device."""
+
     frozen_language: int
     frozen_vision: int
     adapter: int
     projector: int
     projector_trained: bool
+    adapted_layers: list[list[tuple[str, int, int]]] = field(default_factory=list)
+    """``(name, d_in, d_out)`` of each adapted projection, per decoder block."""
 
     @property
     def trainable(self) -> int:
         return self.adapter + (self.projector if self.projector_trained else 0)
 
 
-def language_shape(language: dict, warnings: list[str]) -> LlamaConfig:
-    """The LLaMA shape: from ``config.json`` of ``model.language.path`` when readable, else from the config's sizes
-    (no path), else LLaMA-7B (a path that is not on this machine, e.g. the placeholder of configs/rode.yaml)."""
-    path = language.get("path")
-    if path == DEMO_BASE:  # the demo base (rode_lightning/pretrain), built or not: its recipe has the shape
-        recipe = BaseRecipe()
-        return LlamaConfig(hidden_size=recipe.hidden_size, intermediate_size=recipe.intermediate_size,
-                           num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads,
-                           num_key_value_heads=recipe.heads, vocab_size=len(load_tokenizer("demo")))
-    if path:
-        config_file = Path(path) / "config.json"
-        if config_file.is_file():
-            raw = json.loads(config_file.read_text())
-            raw = raw.get("text_config", raw)  # llava-hf nests the LLaMA config
-            keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-            values = {key: raw[key] for key in keys if key in raw}
-            values["num_key_value_heads"] = raw.get("num_key_value_heads", values.get("num_attention_heads"))
-            return LlamaConfig(**{**LLAMA_7B, **values})
-        warnings.append(f"{config_file} not found: assuming the LLaMA-7B shape")
-        return LlamaConfig(**LLAMA_7B)
-    return LlamaConfig(hidden_size=language.get("hidden_size", 128),
-                       intermediate_size=language.get("intermediate_size", 256),
-                       num_hidden_layers=language.get("layers", 2), num_attention_heads=language.get("heads", 4),
-                       num_key_value_heads=language.get("heads", 4), vocab_size=language.get("vocab_size", 32000))
+def language_shape(language: LanguageConfig, tokenizer: str, warnings: list[str]) -> LlamaConfig:
+    """The LLaMA the model would be built as: the demo base's recipe (``demo-base``, built or not), the text config
+    of ``model.language.path`` (as ``model/language.py`` reads it), or, without a path, ``model.language``'s sizes
+    with the tokenizer's vocabulary. A path not on this machine is assumed to be LLaVA-7B's, with a note."""
+    if language.path == DEMO_BASE:
+        demo_tokenizer = load_tokenizer("demo")
+        return llama_config(BaseRecipe(), len(demo_tokenizer), demo_tokenizer)
+    if language.path:
+        if not Path(language.path, "config.json").is_file():
+            warnings.append(f"{Path(language.path, 'config.json')} not found: assuming the LLaMA-7B shape")
+            return LlamaConfig(**LLAMA_7B)
+        return LlamaConfig(**inspect_llava_directory(language.path).text_config)
+    return language_model_config(language, len(load_tokenizer(tokenizer)))
+
+
+_BLOCK_INDEX = re.compile(r"\.layers\.(\d+)\.")
 
 
 def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterConfig,
                      train_projector: bool) -> ParameterCounts:
-    """Builds vision tower and adapted LLaMA on the meta device and counts their parameters."""
+    """Builds the vision tower, the projector and the adapted LLaMA on the meta device and counts their parameters;
+    the adapted layers are those ``inject.py`` adapted, read per decoder block (so a regex ``target_modules`` that
+    adapts some blocks only is estimated block by block)."""
+    method = adapter.adapter_method
     with torch.device("meta"):
         language_model = LlamaForCausalLM(llama)
-        cluster_embedding = adapter.adapter_method.cluster_embedding(adapter, None)
+        cluster_embedding = method.cluster_embedding(adapter, None)
         cluster_dim = None if cluster_embedding is None else cluster_embedding.shape[1]
-        inject_adapters(language_model, adapter, RoutingContext(), cluster_dim)
+        names = inject_adapters(language_model, adapter, RoutingContext(), cluster_dim)
         vision_encoder = VisionEncoder(vision)
+        projector = MLPProjector(vision_encoder.output_dim, llama.hidden_size)
     adapter_count = sum(p.numel() for name, p in language_model.named_parameters() if is_adapter_parameter(name))
     if cluster_embedding is not None:
         adapter_count += cluster_embedding.numel()  # MoCLE's shared cluster embedding
     frozen_language = sum(p.numel() for name, p in language_model.named_parameters()
                           if not is_adapter_parameter(name))
-    width, hidden = vision.width, llama.hidden_size
-    projector = width * hidden + hidden + hidden * hidden + hidden  # Linear(width, h), GELU, Linear(h, h)
-    return ParameterCounts(frozen_language, sum(p.numel() for p in vision_encoder.parameters()), adapter_count,
-                           projector, train_projector)
-
-
-def adapted_layers_by_block(llama: LlamaConfig, adapter: AdapterConfig) -> list[list[tuple[str, int, int]]]:
-    """``(name, d_in, d_out)`` of each adapted projection, per decoder block, as ``inject.py``'s own matcher picks
-    them on the whole LLaMA (built on the meta device): suffixes and full-name regexes alike, so a regex that adapts
-    some blocks only is estimated block by block."""
-    with torch.device("meta"):
-        model = LlamaForCausalLM(llama)
     blocks: list[list[tuple[str, int, int]]] = [[] for _ in range(llama.num_hidden_layers)]
-    for name in find_target_modules(model, adapter.target_modules):
-        parts = name.split(".")
-        if "layers" in parts and parts.index("layers") + 1 < len(parts) and parts[parts.index("layers") + 1].isdigit():
-            layer = model.get_submodule(name)
-            blocks[int(parts[parts.index("layers") + 1])].append((name, layer.in_features, layer.out_features))
-    return blocks
+    for name in names:
+        block = _BLOCK_INDEX.search(name)
+        if block is not None:
+            layer = language_model.get_submodule(name)
+            blocks[int(block.group(1))].append((name, layer.in_features, layer.out_features))
+    return ParameterCounts(frozen_language, sum(p.numel() for p in vision_encoder.parameters()), adapter_count,
+                           sum(p.numel() for p in projector.parameters()), train_projector, blocks)
 
 
 def block_activation_bytes(llama: LlamaConfig) -> float:
@@ -199,7 +200,7 @@ def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: Adapte
         largest_unit = max(block * BYTES[weight_dtype], vocab * h * BYTES[weight_dtype],
                            counts.frozen_vision * BYTES[vision_dtype])
         frozen = frozen / shards + 2 * largest_unit
-    adapters = [adapter_activation_bytes(adapter, block) for block in adapted_layers_by_block(llama, adapter)]
+    adapters = [adapter_activation_bytes(adapter, block) for block in counts.adapted_layers]
     frozen_block = tokens * block_activation_bytes(llama)
     if checkpointing:  # every block's input, and the largest block being recomputed
         activations = tokens * h * 2 * layers + frozen_block + tokens * max(adapters, default=0.0)
@@ -214,43 +215,32 @@ def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: Adapte
     }
 
 
-def merged_config(paths: list[str]) -> dict:
-    merged: dict = {}
-    for path in paths:
-        _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
-    return merged
-
-
-def _merge(target: dict, source: dict) -> None:
-    for key, value in source.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value
-
-
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", required=True, help="config file(s), later ones override")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Every other argument is fit's: --config FILE (repeatable, later ones "
+                                            "override), --model.adapter.method top1, ...")
     parser.add_argument("--batch-size", type=int, help="per-GPU batch size (default: data.batch_size)")
     parser.add_argument("--sequence-length", type=int, help="tokens per sample (default: data.max_length)")
     parser.add_argument("--shards", type=int, help="FSDP processes sharing the frozen weights (default: from "
                                                    "trainer.strategy; 1 unless it is FSDP)")
-    args = parser.parse_args(argv)
+    args, fit_arguments = parser.parse_known_args(argv)
     if args.shards is not None and args.shards < 1:
         parser.error(f"--shards {args.shards}: the number of processes sharing the weights must be at least 1")
-    config = merged_config(args.config)
+    if not fit_arguments:
+        parser.error("give the run's configuration as for fit, e.g. --config configs/rode.yaml")
+    config = parse_fit_arguments(fit_arguments).as_dict()
     shards = args.shards or fsdp_shards(config.get("trainer") or {})
-    model, data = config.get("model", {}), config.get("data", {})
+    model, data = config["model"], config["data"]
     warnings: list[str] = []
-    vision = VisionConfig(**{k: v for k, v in (model.get("vision") or {}).items() if k != "checkpoint"})
-    llama = language_shape(model.get("language") or {}, warnings)
-    adapter = AdapterConfig(**(model.get("adapter") or {}))
-    train_projector = model.get("train_projector", True)
-    weight_dtype = (model.get("language") or {}).get("dtype", "fp32")
-    checkpointing = bool(model.get("gradient_checkpointing", False))
-    batch_size = args.batch_size or data.get("batch_size", 8)
-    sequence_length = args.sequence_length or data.get("max_length", 512)
+    vision = VisionConfig(**{k: v for k, v in model["vision"].items() if k != "checkpoint"})
+    language = LanguageConfig(**model["language"])
+    llama = language_shape(language, model["tokenizer"], warnings)
+    adapter = AdapterConfig(**model["adapter"])
+    train_projector = model["train_projector"]
+    weight_dtype = language.dtype
+    checkpointing = bool(model["gradient_checkpointing"])
+    batch_size = args.batch_size or data["batch_size"]
+    sequence_length = args.sequence_length or data["max_length"]
 
     rows = {"this config": adapter, **COMPARED}
     report = {}
@@ -286,4 +276,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with reported_in_one_line():
+        main()

@@ -95,7 +95,7 @@ def test_a_checkpoint_save_cut_halfway_keeps_the_previous_checkpoint(tmp_path, m
     """Lightning's checkpoints go through TrainingCheckpointIO: a torch.save that dies halfway (the job preempted
     while last.ckpt is written) leaves the previous last.ckpt, which loads."""
     from rode_lightning.cli import check_checkpoint_path
-    from rode_lightning.model import sharded_checkpoint
+    from rode_lightning.scale import sharded_checkpoint
 
     io = sharded_checkpoint.TrainingCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"
@@ -123,7 +123,7 @@ def test_a_checkpoint_save_cut_halfway_keeps_the_previous_checkpoint(tmp_path, m
 
 
 def test_a_sharded_folder_replaced_keeps_nothing_of_the_previous_one(tmp_path):
-    from rode_lightning.model.strategy import replace_folder
+    from rode_lightning.scale.strategy import replace_folder
 
     target, new = tmp_path / "last.ckpt", tmp_path / ".last.ckpt.partial"
     target.mkdir()

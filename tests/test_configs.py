@@ -81,11 +81,12 @@ def closed_form_trainable(layers: int, hidden: int, targets: int, ranks: list[in
 
 def test_the_paper_model_on_the_meta_device_has_the_closed_form_trainable_parameters():
     from rode_lightning.adapters.config import AdapterConfig
-    from rode_lightning.estimate import LLAMA_7B, count_parameters, merged_config
+    from rode_lightning.cli import parse_fit_arguments
+    from rode_lightning.estimate import LLAMA_7B, count_parameters
     from rode_lightning.model.vision import VisionConfig
     from transformers import LlamaConfig
 
-    paper = merged_config([str(CONFIGS / "rode.yaml")])["model"]
+    paper = parse_fit_arguments(["--config", str(CONFIGS / "rode.yaml")]).as_dict()["model"]
     adapter = AdapterConfig(**paper["adapter"])
     vision = VisionConfig(preset=paper["vision"]["preset"])
     llama = LlamaConfig(**LLAMA_7B)

@@ -127,7 +127,7 @@ def test_under_fsdp_each_gpu_holds_its_share_of_the_frozen_weights_plus_two_gath
     assert fsdp_shards({"devices": 4, "num_nodes": 2, "strategy": {
         "class_path": "lightning.pytorch.strategies.ModelParallelStrategy", "init_args": {}}}) == 8
     with pytest.raises(ValueError, match="data_parallel_size 'auto' and devices -1; pass --shards N"):
-        fsdp_shards({"devices": -1, "strategy": {"class_path": "rode_lightning.model.strategy.AdapterFSDPStrategy",
+        fsdp_shards({"devices": -1, "strategy": {"class_path": "rode_lightning.scale.strategy.AdapterFSDPStrategy",
                                                  "init_args": {"data_parallel_size": "auto"}}})
 
 
@@ -146,7 +146,7 @@ def test_a_regex_target_modules_is_estimated_as_the_layers_it_matches():
     matcher, so a regex is neither estimated without adapter activations nor as if it adapted every block."""
     from transformers import LlamaConfig
 
-    from rode_lightning.estimate import adapted_layers_by_block, count_parameters, memory_estimate
+    from rode_lightning.estimate import count_parameters, memory_estimate
     from rode_lightning.model.vision import VisionConfig
 
     llama = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
@@ -163,9 +163,36 @@ def test_a_regex_target_modules_is_estimated_as_the_layers_it_matches():
     assert regex == suffix and regex_counts == suffix_counts
     # One block adapted: its adapter term once, not three times, and a third of the adapter parameters.
     only_first, first_counts = estimate([r"model\.layers\.0\.self_attn\.q_proj"])
-    blocks = adapted_layers_by_block(llama, AdapterConfig(target_modules=[r"model\.layers\.0\.self_attn\.q_proj"]))
+    blocks = first_counts.adapted_layers
     assert [len(block) for block in blocks] == [1, 0, 0]
     one_block = 2 * 8 * adapter_activation_bytes(AdapterConfig(method="rode", ranks=[2, 4], dropout=0.0), blocks[0])
     assert one_block > 0
     assert suffix["activations"] - only_first["activations"] == pytest.approx(2 * one_block)
     assert first_counts.adapter * 3 == suffix_counts.adapter
+
+
+def test_the_estimate_takes_fit_s_overrides_and_refuses_what_fit_refuses(capsys):
+    """Parsed by the CLI's own parser: a ``--key value`` override changes the estimated adapter as it would change
+    the trained one, and a value fit refuses is refused with fit's message."""
+    from rode_lightning.estimate import main as estimate
+
+    rode = str(Path(__file__).parents[1] / "configs" / "rode.yaml")
+    overridden = estimate(["--config", rode, "--model.adapter.method", "lora", "--model.adapter.ranks", "[32]"])
+    mine, compared = overridden["this config"], overridden["lora r32"]
+    assert (mine["method"], mine["ranks"]) == ("lora", [32])
+    assert mine["trainable_parameters"] == compared["trainable_parameters"] == 32 * 2 * 32 * (4096 + 4096)
+    with pytest.raises(ValueError, match=r"adapter.ranks: every rank must be a positive integer, got \[0\]"):
+        estimate(["--config", rode, "--model.adapter.ranks", "[0]"])
+    with pytest.raises(ValueError, match="method 'lora' takes exactly one rank"):
+        estimate(["--config", rode, "--model.adapter.method", "lora"])
+
+
+def test_a_mistake_on_the_estimate_s_command_line_is_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    rode = str(Path(__file__).parents[1] / "configs" / "rode.yaml")
+    result = subprocess.run([sys.executable, "-m", "rode_lightning.estimate", "--config", rode,
+                             "--model.adapter.rank", "4"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "rank" in result.stderr

@@ -112,7 +112,7 @@ def test_two_processes_train_the_adapter_one_process_trains(runs, strategy, meth
         assert "FSDPFoodLMM" in output  # the model summary names the sharded root
         saved = yaml.safe_load((run / "config.yaml").read_text())
         assert saved["model"]["gradient_checkpointing"] is True  # from configs/fsdp.yaml, recomputed per block
-        assert saved["trainer"]["strategy"]["class_path"] == "rode_lightning.model.strategy.AdapterFSDPStrategy"
+        assert saved["trainer"]["strategy"]["class_path"] == "rode_lightning.scale.strategy.AdapterFSDPStrategy"
     expected, trained = adapter(runs["one_process" + suffix][0]), adapter(run)
     assert set(trained) == set(expected)
     assert any(name.endswith("lora_B") for name in expected)
@@ -228,9 +228,9 @@ def test_fsdp_checkpoints_hold_only_the_trainable_state(runs):
 def test_fsdp_checkpoints_fingerprint_the_sharded_frozen_weights(runs, name):
     """Rank 0 holds the first part of every sharded frozen tensor, so the checkpoint it writes keeps their first
     values: loaded onto the frozen model it was trained with, nothing is said; onto another, a warning."""
-    from rode_lightning.model.checkpointing import FINGERPRINT_KEY
+    from rode_lightning.scale.checkpointing import FINGERPRINT_KEY
     from rode_lightning.model.module import FoodLMMModule
-    from rode_lightning.model.sharded_checkpoint import read_sharded_checkpoint
+    from rode_lightning.scale.sharded_checkpoint import read_sharded_checkpoint
 
     path = checkpoint_at(runs[name][0], 3)
     checkpoint = read_sharded_checkpoint(path) if path.is_dir() else torch.load(path, weights_only=True)
@@ -255,7 +255,7 @@ def test_a_sharded_fsdp_checkpoint_is_read_in_one_process(runs, cli_demo_dir, tm
     step, its name-keyed optimizer state loads into the plain AdamW one process builds, and ``validate --ckpt_path``
     in one process scores what ``validate --model.adapter_path`` scores with the same weights."""
     from rode_lightning.model.module import FoodLMMModule
-    from rode_lightning.model.sharded_checkpoint import read_sharded_checkpoint
+    from rode_lightning.scale.sharded_checkpoint import read_sharded_checkpoint
 
     fsdp_run = runs["fsdp"][0]
     folder = checkpoint_at(fsdp_run, 3)
@@ -328,7 +328,7 @@ def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path)
 
     from rode_lightning.adapters.config import AdapterConfig
     from rode_lightning.model.module import FoodLMMModule
-    from rode_lightning.adapters.saving import is_replicated
+    from rode_lightning.dtensors import is_replicated
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -367,18 +367,12 @@ def test_configure_model_shards_once_and_keeps_trainable_tensors_whole(tmp_path)
 
 def test_plain_model_parallel_strategy_is_pointed_to_the_resumable_one():
     """Lightning's own ModelParallelStrategy would write checkpoints this module cannot resume from: say so."""
-    from types import SimpleNamespace
-
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    from rode_lightning.model.module import FoodLMMModule
-    from rode_lightning.model.strategy import AdapterFSDPStrategy
+    from rode_lightning.scale.strategy import AdapterFSDPStrategy, warn_if_checkpoints_cannot_resume
 
-    module = FoodLMMModule()
-    module._trainer = SimpleNamespace(strategy=ModelParallelStrategy())
     with pytest.warns(UserWarning, match="ModelParallelStrategy: its checkpoints cannot be resumed.*AdapterFSDPStrategy"):
-        module._warn_if_checkpoints_cannot_resume()
-    module._trainer = SimpleNamespace(strategy=AdapterFSDPStrategy())
+        warn_if_checkpoints_cannot_resume(ModelParallelStrategy())
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*cannot be resumed.*")
-        module._warn_if_checkpoints_cannot_resume()
+        warn_if_checkpoints_cannot_resume(AdapterFSDPStrategy())

@@ -23,6 +23,7 @@ from torch import nn
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.atomic import replaced_atomically, write_text_atomically
+from rode_lightning.dtensors import whole_tensor
 from rode_lightning.messages import first_names
 
 WEIGHTS_NAME = "adapter.safetensors"
@@ -32,32 +33,12 @@ CONFIG_NAME = "adapter_config.json"
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every trainable tensor of ``model`` (adapters, cluster embedding, projector if trained), by name, whole.
 
-    Under FSDP2 parameters are DTensors. ``rode_lightning.model.sharding`` replicates every trainable one, so each
+    Under FSDP2 parameters are DTensors. ``rode_lightning.scale.sharding`` replicates every trainable one, so each
     rank reads its local copy, with no communication (the end of ``fit`` saves on rank 0 alone). A tensor sharded
     across ranks is gathered instead: a collective, which every rank must then join.
     """
-    return {name: _whole(parameter.detach()) for name, parameter in model.named_parameters()
+    return {name: whole_tensor(parameter.detach()) for name, parameter in model.named_parameters()
             if parameter.requires_grad}
-
-
-def is_dtensor(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a DTensor (an FSDP2 parameter), without importing the distributed package."""
-    return hasattr(tensor, "placements") and hasattr(tensor, "device_mesh")
-
-
-def is_replicated(tensor: torch.Tensor) -> bool:
-    """Whether every rank holds the whole tensor: a plain tensor, or a DTensor replicated or sharded over a one-wide
-    mesh dimension (its local part is then the whole value)."""
-    if not is_dtensor(tensor):
-        return True
-    mesh = tensor.device_mesh
-    return all(placement.is_replicate() or mesh.size(dim) == 1 for dim, placement in enumerate(tensor.placements))
-
-
-def _whole(tensor: torch.Tensor) -> torch.Tensor:
-    if not is_dtensor(tensor):
-        return tensor
-    return tensor.to_local() if is_replicated(tensor) else tensor.full_tensor()
 
 
 def save_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path) -> Path:

@@ -6,7 +6,7 @@ checkpoint is lost. Here the first signal only asks to stop: at the next optimiz
 ``ModelCheckpoint(every_n_train_steps=...)`` saves, every process (they agree by one small all-reduce, so all stop
 at the same step) writes ``<log dir>/checkpoints/interrupted-step=<S>.ckpt``, the command that resumes is printed,
 and the run ends; resumed with that command it finishes with the weights an uninterrupted run ends with (the
-checkpoint holds the data position and every random state, ``model/checkpointing.py``). A second Ctrl-C stops at
+checkpoint holds the data position and every random state, ``scale/checkpointing.py``). A second Ctrl-C stops at
 once, as usual.
 
 SLURM's requeue signal (``SIGUSR1`` with ``SLURMEnvironment(auto_requeue=True)``) is left to Lightning, which saves

@@ -28,7 +28,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
 
 from rode_lightning.data.demo import CATEGORIES, draw_dish, nutrition_of, recipe_of, sample_dish
-from rode_lightning.data.huggingface import HuggingFaceSource, datasets_progress
+from rode_lightning.data.huggingface import HuggingFaceSource
+from rode_lightning.data.huggingface_files import datasets_progress
 from rode_lightning.progress import progress
 
 log = logging.getLogger(__name__)

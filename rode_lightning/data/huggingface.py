@@ -15,7 +15,8 @@ holds file paths, relative to the dataset folder or absolute, and records get ab
 starts with a split name followed by a non-letter (``train-00000-of-00002.parquet``, ``test.parquet``,
 ``validation/0.parquet``) belongs to that split. When no file names a split, all of them are one split that is our
 ``train`` (as a single saved ``Dataset`` is), whatever ``splits`` says. ``datasets`` converts parquet to an arrow
-copy in its cache (``HF_DATASETS_CACHE``) the first time, then memory-maps that copy.
+copy in its cache (``HF_DATASETS_CACHE``) the first time, then memory-maps that copy. Finding the files and
+splits, and loading them once per process, is ``huggingface_files.py``'s part.
 
 **Checks.** The config is checked before any row is read, each problem in one line naming its key
 (``data.huggingface[0].category: column 'dish' is not in ...``), including a column whose type cannot hold the field.
@@ -31,23 +32,18 @@ must have a value in every row: a dataset with gaps is read with ``on_error="ski
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
-import os
 import re
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from rode_lightning.data.errors import (DataFormatError, MissingSplitError, OnError, SkipCounter, check_on_error,
-                                       report_bad_record)
+from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
+from rode_lightning.data.huggingface_files import (EXPECTED_PATH, SPLITS, DatasetLayout, dataset_split_for,
+                                                   datasets_progress, find_layout, image_view, split_dataset,
+                                                   undecoded_rows)
 from rode_lightning.conventions import NUTRITION_FIELDS, TASKS, normalize_ingredient
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, merge_ingredients
@@ -60,15 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-DEFAULT_SPLIT_NAMES: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("validation", "val"),
-                                                   "test": ("test",)}
-"""The dataset's split names tried for each of ours, in order, where ``splits`` does not name one."""
-
 _FIELD_TASKS: tuple[str, ...] = ("category", "ingredients", "recipe", "nutrition")  # config fields named like tasks
-_UNNAMED = "train"  # what the one split of a dataset without split names is called, in ids and messages
-_EXPECTED_PATH = ("a folder written by save_to_disk, a folder of parquet files, a parquet file or a glob of parquet "
-                  "files")
 
 
 @dataclass
@@ -83,7 +71,7 @@ class HuggingFaceSource:
             folder holding it when ``path`` is a file or a glob) or absolute.
         id: a column with each row's id (strings or integers); without it, ids are ``<dataset split>/<row>``.
         splits: our split (``train``, ``val``, ``test``) -> the dataset's split name, for the splits whose names
-            differ from :data:`DEFAULT_SPLIT_NAMES`.
+            differ from :data:`~rode_lightning.data.huggingface_files.DEFAULT_SPLIT_NAMES`.
         category: a string or ``ClassLabel`` column (read as the label's name).
         ingredients: a list-of-strings column, or a string column of comma-separated names.
         recipe: a list-of-strings column with one step each, or a string column with one step per line.
@@ -122,7 +110,7 @@ class DatasetImage:
     def open(self) -> Image.Image:
         """The decoded image (already loaded, so there is no file to close)."""
         with datasets_progress():
-            image = _image_view(self.path, self.split, self.column, self.files)[self.row][self.column]
+            image = image_view(self.path, self.split, self.column, self.files)[self.row][self.column]
         if image is None:
             raise DataFormatError(f"missing image: {self} is empty")
         return image
@@ -147,15 +135,15 @@ def read_huggingface_split(source: HuggingFaceSource, split: str, on_error: OnEr
     check_fraction(val_fraction)
     skipped = SkipCounter() if skipped is None else skipped
     layout = _prepare(source, key)
-    dataset_split, keep = _dataset_split(layout, source, split, key)
+    dataset_split, keep = dataset_split_for(layout, source.splits, split, key)
     if keep is not None:
         log.info("%s (%s) has no validation split: %s is the %s of its %r split, held out by a hash of the record "
                  "id with val_fraction=%s", source.name, layout.path, split,
                  "held-out share" if keep else "rest", dataset_split, val_fraction)
     with datasets_progress():
-        dataset = _split_dataset(layout.path, dataset_split, layout.files[dataset_split])
+        dataset = split_dataset(layout.path, dataset_split, layout.files[dataset_split])
         features = dataset.features  # a fresh deep copy on every access: taken once, not per row
-        rows = _undecoded_rows(dataset, _columns(source))
+        rows = undecoded_rows(dataset, _columns(source))
         records, seen = [], {}
         for row, example in enumerate(progress(rows, f"reading {source.name} {split}", "row",
                                                total=len(dataset))):
@@ -185,14 +173,6 @@ def read_huggingface_split(source: HuggingFaceSource, split: str, on_error: OnEr
     return records
 
 
-@dataclass(frozen=True)
-class _Layout:
-    path: str  # absolute
-    files: dict[str, tuple[str, ...]]  # dataset split -> its parquet files; () for a save_to_disk folder
-    base: Path  # where relative image paths start
-    named: bool = True  # False: one split without a name of its own (a single Dataset, unnamed parquet), our train
-
-
 def check_huggingface_source(source: HuggingFaceSource, key: str = "data.huggingface") -> None:
     """Check ``source`` against its dataset before any row is read; every problem is one ``ValueError`` line naming
     its key (``key`` is where the config holds it, ``data.huggingface[0]``), a missing path a ``FileNotFoundError``.
@@ -203,12 +183,12 @@ def check_huggingface_source(source: HuggingFaceSource, key: str = "data.hugging
     _prepare(source, key)
 
 
-def _prepare(source: HuggingFaceSource, key: str) -> _Layout:
+def _prepare(source: HuggingFaceSource, key: str) -> DatasetLayout:
     """:func:`check_huggingface_source`, returning where each split is."""
     _check_config(source, key)
     with datasets_progress():
-        layout = _layout(source, key)
-        splits = {name: _split_dataset(layout.path, name, files) for name, files in layout.files.items()}
+        layout = find_layout(source.path, source.splits, key)
+        splits = {name: split_dataset(layout.path, name, files) for name, files in layout.files.items()}
     for our_split, name in (source.splits or {}).items():
         if name not in splits and (layout.named or our_split != "train"):
             raise ValueError(f"{key}.splits.{our_split}: split {name!r} is not in {layout.path} "
@@ -225,19 +205,13 @@ def _prepare(source: HuggingFaceSource, key: str) -> _Layout:
     return layout
 
 
-def clear_dataset_cache() -> None:
-    """Forget the datasets this process has loaded (they are loaded again on the next ``open()``)."""
-    _DATASETS.clear()
-    _IMAGE_VIEWS.clear()
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The config
 
 
 def _check_config(source: HuggingFaceSource, key: str) -> None:
     if not isinstance(source.path, str) or not source.path:
-        raise ValueError(f"{key}.path: expected {_EXPECTED_PATH}, got {source.path!r}")
+        raise ValueError(f"{key}.path: expected {EXPECTED_PATH}, got {source.path!r}")
     if not isinstance(source.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source.name):
         raise ValueError(f"{key}.name: {source.name!r} is not a plain identifier (letters, digits and _, not "
                          f"starting with a digit)")
@@ -329,169 +303,6 @@ def _columns(source: HuggingFaceSource) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Finding and loading the dataset
-
-
-def _split_names(source: HuggingFaceSource) -> dict[str, tuple[str, ...]]:
-    """Our split -> the dataset split names it may have, in order of preference."""
-    return {split: (source.splits[split],) if split in (source.splits or {}) else DEFAULT_SPLIT_NAMES[split]
-            for split in SPLITS}
-
-
-def _layout(source: HuggingFaceSource, key: str) -> _Layout:
-    """Which kind of dataset ``source.path`` is, and its splits; errors name the key, the path and what was expected."""
-    path = os.path.abspath(os.path.expanduser(source.path))
-    if glob.has_magic(source.path):
-        files = sorted(file for file in glob.glob(path, recursive=True)
-                       if file.endswith(".parquet") and os.path.isfile(file))
-        if not files:
-            raise FileNotFoundError(f"{key}.path: no parquet file matches {path}; expected {_EXPECTED_PATH}")
-        base = _glob_base(path)
-    elif not os.path.exists(path):
-        raise FileNotFoundError(f"{key}.path: {path} does not exist; expected {_EXPECTED_PATH}")
-    elif os.path.isdir(path):
-        if _is_saved_dataset(path):
-            named = (Path(path) / "dataset_dict.json").is_file()  # else one Dataset, without a split name
-            return _Layout(path, dict.fromkeys(_load_saved(path), ()), Path(path), named=named)
-        files = sorted(str(file) for file in Path(path).rglob("*.parquet") if file.is_file())
-        if not files:
-            raise ValueError(f"{key}.path: {path} is neither a dataset written by save_to_disk (no "
-                             f"dataset_dict.json, or state.json and dataset_info.json) nor a folder of parquet files; "
-                             f"expected {_EXPECTED_PATH}")
-        base = Path(path)
-    elif path.endswith(".parquet"):
-        files, base = [path], Path(path).parent
-    else:
-        raise ValueError(f"{key}.path: {path} is a file but not a .parquet file; expected {_EXPECTED_PATH}")
-    grouped = _group_by_split(files, base, _split_names(source), key)
-    if grouped is None:  # no file names a split: one split, as for a single file
-        return _Layout(path, {_UNNAMED: tuple(files)}, base, named=False)
-    return _Layout(path, grouped, base)
-
-
-def _is_saved_dataset(path: str) -> bool:
-    # The same test as datasets.load_from_disk, made here so that other folders are reported in our words.
-    folder = Path(path)
-    return (folder / "dataset_dict.json").is_file() or (
-        (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file())
-
-
-def _glob_base(pattern: str) -> Path:
-    """The folder a glob starts in: its leading parts without wildcards."""
-    parts = Path(pattern).parts
-    fixed = [part for part in parts[:next(i for i, part in enumerate(parts) if glob.has_magic(part))]]
-    return Path(*fixed)
-
-
-def _group_by_split(files: list[str], base: Path, names: dict[str, tuple[str, ...]], key: str
-                    ) -> dict[str, tuple[str, ...]] | None:
-    """Files by the split their name starts with (``None`` when no name starts with a split)."""
-    candidates = sorted({name for options in names.values() for name in options}, key=len, reverse=True)
-    grouped: dict[str, list[str]] = {}
-    unmatched = []
-    for file in files:
-        parts = Path(file).relative_to(base).parts if Path(file).is_relative_to(base) else (Path(file).name,)
-        split = next((name for part in parts for name in candidates
-                      if re.match(rf"{re.escape(name)}(?![A-Za-z])", part)), None)
-        if split is None:
-            unmatched.append(file)
-        else:
-            grouped.setdefault(split, []).append(file)
-    if not grouped:
-        return None
-    if unmatched:
-        raise ValueError(f"{key}.path: {unmatched[0]} names no split, while other files do "
-                         f"({', '.join(sorted(grouped))}); expected file names starting with one of "
-                         f"{', '.join(sorted(candidates))}, or no split names at all")
-    return {split: tuple(group) for split, group in grouped.items()}
-
-
-def _dataset_split(layout: _Layout, source: HuggingFaceSource, split: str, key: str) -> tuple[str, bool | None]:
-    """The dataset split that ``split`` is read from, and whether the held-out share is kept (``True``: carved
-    val), dropped (``False``: train when val is carved) or not involved (``None``)."""
-    names = _split_names(source)
-    present = list(layout.files)
-
-    def find(ours: str) -> str | None:
-        return next((name for name in names[ours] if name in layout.files), None)
-
-    if not layout.named:
-        val, name = None, _UNNAMED if split != "test" else None
-    else:
-        val = find("val")
-        name = find(split) if split != "val" else val
-        if name is None and split == "val":
-            name = find("train")
-    if name is None:
-        options = " or ".join(repr(name) for name in names[split])
-        extra = " (val is carved out of it when there is no validation split)" if split != "test" else ""
-        # A missing test split is the data module's to judge (fatal for `test` only); a missing train always fatal.
-        error = MissingSplitError if split == "test" else ValueError
-        raise error(f"{layout.path} has no {split} split{extra} (splits: {', '.join(present)}): add one named "
-                    f"{options}, or set {key}.splits.{split} to the split that holds it")
-    if val is not None or split == "test":
-        return name, None
-    return name, split == "val"
-
-
-# Per process: the loaded datasets (memory-mapped) and the one-column views that open() reads images through.
-# A data-loader worker started by fork inherits them; one started by spawn loads them on its first open().
-_DATASETS: dict[tuple, Any] = {}
-_IMAGE_VIEWS: dict[tuple, datasets.Dataset] = {}
-
-
-def _load_saved(path: str) -> dict[str, datasets.Dataset]:
-    key = ("saved", path)
-    if key not in _DATASETS:
-        loaded = datasets.load_from_disk(path)
-        # A single saved Dataset is one split, called train (like a single parquet file).
-        _DATASETS[key] = {_UNNAMED: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
-    return _DATASETS[key]
-
-
-def _split_dataset(path: str, split: str, files: tuple[str, ...]) -> datasets.Dataset:
-    if not files:
-        return _load_saved(path)[split]
-    key = ("parquet", files)
-    if key not in _DATASETS:
-        _DATASETS[key] = datasets.load_dataset("parquet", data_files={"train": list(files)}, split="train")
-    return _DATASETS[key]
-
-
-def _image_view(path: str, split: str, column: str, files: tuple[str, ...]) -> datasets.Dataset:
-    key = (path, split, column, files)
-    if key not in _IMAGE_VIEWS:
-        # One column: reading a row then decodes its image and nothing else.
-        _IMAGE_VIEWS[key] = _split_dataset(path, split, files).select_columns([column])
-    return _IMAGE_VIEWS[key]
-
-
-def _undecoded_rows(dataset: datasets.Dataset, columns: list[str]) -> Iterator[dict]:
-    """The rows with only ``columns``, images left as stored (``{"bytes", "path"}``): none is decoded here."""
-    view = dataset.select_columns(columns)
-    features = view.features
-    for column in columns:
-        if isinstance(features[column], datasets.Image):
-            view = view.cast_column(column, datasets.Image(decode=False))
-    return iter(view)
-
-
-@contextmanager
-def datasets_progress():
-    """``datasets`` draws its own bars (loading, converting parquet); let them show only where ours do
-    (:mod:`rode_lightning.progress`): a terminal, global rank 0."""
-    shown = sys.stderr.isatty() and getattr(rank_zero_only, "rank", 0) == 0
-    switch_off = not shown and not datasets.are_progress_bars_disabled()
-    if switch_off:
-        datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if switch_off:
-            datasets.enable_progress_bars()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Rows
 
 
@@ -504,7 +315,7 @@ def _record_id(example: dict, source: HuggingFaceSource, dataset_split: str, row
     return str(value)
 
 
-def _parse_row(example: dict, record_id: str, source: HuggingFaceSource, layout: _Layout,
+def _parse_row(example: dict, record_id: str, source: HuggingFaceSource, layout: DatasetLayout,
                features: datasets.Features, dataset_split: str, row: int) -> FoodRecord:
     fields: dict[str, Any] = {}
     if source.category is not None:
@@ -568,7 +379,7 @@ def _nutrient(value, column: str, name: str) -> float:
     return number
 
 
-def _image(value, source: HuggingFaceSource, layout: _Layout, feature, dataset_split: str,
+def _image(value, source: HuggingFaceSource, layout: DatasetLayout, feature, dataset_split: str,
            row: int) -> str | DatasetImage:
     if isinstance(feature, datasets.Image):
         if value is None or (value.get("bytes") is None and value.get("path") is None):

@@ -38,6 +38,10 @@ nutrition)``.
 record (missing field, wrong type, id listed twice), its det_ingrs entry (absent, malformed, ``valid`` of another
 length than ``ingredients``), its layer2 entry (malformed), the InverseCooking filter (counted, never an error), the
 image (none: counted; unreadable: bad record), its nutrition. Bad records follow ``on_error`` (:mod:`errors`).
+
+Why one module of over 400 lines: it reads one release whose four files refer to each other by recipe id, and its
+checks (the JSON field readers at the end) name the file, the recipe and the field in Recipe1M's own terms; split,
+each part would need the others' private structures (``_Recipe``, ``_Entry``, ``_Release``).
 A layer1 record without a usable ``id`` or ``partition`` could belong to any split, so every split reports it. Bad
 train recipes are left out of the vocabulary counts, so the vocabulary is the same in both modes and for every
 split. A det_ingrs, layer2 or nutrition entry without a usable ``id`` belongs to no recipe; such entries are logged.

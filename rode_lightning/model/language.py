@@ -1,6 +1,6 @@
 """The language model: a ``transformers`` LLaMA, tiny for the demo or loaded from the user's local directory.
 
-Building lives here; reading checkpoints (layouts, tensor names, shards) lives in ``model/weights.py``.
+Building lives here; reading checkpoints (layouts, tensor names, shards) lives in ``model/llava_weights.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
-from rode_lightning.model.weights import ProjectorWeights, inspect_llava_directory, load_llava_weights
+from rode_lightning.model.llava_weights import ProjectorWeights, inspect_llava_directory, load_llava_weights
 
 
 MAX_VOCABULARY_CHANGE = 64
@@ -67,7 +67,7 @@ def load_language_model(config: LanguageConfig, vocab_size: int, vision_width: i
     """The LLaMA in ``config.dtype`` with ``vocab_size`` embedding rows, and the projector weights of its checkpoint.
 
     Without ``config.path`` the model is random (sizes from ``config``) and there are no projector weights. With a
-    path, the directory's layout is detected (``model/weights.py``), a ``LlamaForCausalLM`` is built from its text
+    path, the directory's layout is detected (``model/llava_weights.py``), a ``LlamaForCausalLM`` is built from its text
     config on the meta device (no memory, no random init) and every tensor is loaded in place, one shard at a time.
     The embedding and ``lm_head`` are then resized to ``vocab_size`` (``len(tokenizer)``) by
     :func:`resize_vocabulary`. ``vision_width``, when given, is checked against the projector's input width
@@ -128,7 +128,8 @@ def _resized(weight: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([weight.detach(), mean.expand(size - weight.shape[0], -1)])
 
 
-def _random_language_model(config: LanguageConfig, vocab_size: int) -> LlamaForCausalLM:
+def language_model_config(config: LanguageConfig, vocab_size: int) -> LlamaConfig:
+    """The shape of the random LLaMA built without ``config.path``: ``config``'s sizes, ``vocab_size`` rows."""
     llama_config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=config.hidden_size,
@@ -141,7 +142,11 @@ def _random_language_model(config: LanguageConfig, vocab_size: int) -> LlamaForC
         initializer_range=config.initializer_range or config.hidden_size ** -0.5,
     )
     llama_config._attn_implementation = "sdpa"
-    model = LlamaForCausalLM(llama_config)
+    return llama_config
+
+
+def _random_language_model(config: LanguageConfig, vocab_size: int) -> LlamaForCausalLM:
+    model = LlamaForCausalLM(language_model_config(config, vocab_size))
     if config.dtype != "fp32":
         model.to(config.torch_dtype)
         model.config.dtype = config.torch_dtype

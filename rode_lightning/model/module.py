@@ -23,12 +23,12 @@ from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.answers import structured_answer
 from rode_lightning.metrics.results import console_table, write_results
 from rode_lightning.metrics.suite import EvaluationSuite, flatten_result
-from rode_lightning.model.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_checkpoint_keys,
+from rode_lightning.scale.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_checkpoint_keys,
                                                 collect_rng_states, frozen_fingerprint, frozen_weights_match,
                                                 restore_rng_states, trainable_names)
 from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.lmm import FoodLMM
-from rode_lightning.model.sharded_checkpoint import (install_checkpoint_io, is_sharded_checkpoint,
+from rode_lightning.scale.sharded_checkpoint import (install_checkpoint_io, is_sharded_checkpoint,
                                                      read_sharded_checkpoint)
 from rode_lightning.model.vision import VisionConfig
 
@@ -95,7 +95,7 @@ class FoodLMMModule(L.LightningModule):
         """Builds the network once; Lightning calls this before optimizers exist, on the right device.
 
         Under ``ModelParallelStrategy`` (the only strategy that gives the module a device mesh) the network is then
-        sharded with FSDP2 (``model/sharding.py``), also once: Lightning may call this hook again (``validate``
+        sharded with FSDP2 (``scale/sharding.py``), also once: Lightning may call this hook again (``validate``
         after ``fit``), and a second call neither rebuilds nor reshards.
         """
         if self.model is None:
@@ -112,10 +112,11 @@ class FoodLMMModule(L.LightningModule):
             if self.hparams.adapter_path:  # before sharding: loads whole tensors into the whole model
                 load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
         if self._device_mesh is not None:
-            from rode_lightning.model.sharding import shard_model
+            from rode_lightning.scale.sharding import shard_model
+            from rode_lightning.scale.strategy import warn_if_checkpoints_cannot_resume
 
             shard_model(self.model, self._device_mesh)
-            self._warn_if_checkpoints_cannot_resume()
+            warn_if_checkpoints_cannot_resume(getattr(self._trainer, "strategy", None))
 
     def setup(self, stage: str) -> None:
         # Lightning restores --ckpt_path after this hook: let a one-process or DDP run read a sharded FSDP folder
@@ -142,7 +143,7 @@ class FoodLMMModule(L.LightningModule):
             path = save_adapter(self.model, self.adapter_config, Path(log_dir) / "adapter")
             rank_zero_info(f"adapter saved to {path}")
 
-    # Training checkpoints (``--ckpt_path``) hold the trainable state only; see ``model/checkpointing.py``.
+    # Training checkpoints (``--ckpt_path``) hold the trainable state only; see ``scale/checkpointing.py``.
 
     def _fit_cluster_width(self, saved_shape: tuple[int, ...] | None) -> None:
         """Give MoCLE's cluster tensors the width of those about to be loaded (``FoodLMM.set_cluster_width``)."""
@@ -150,20 +151,10 @@ class FoodLMMModule(L.LightningModule):
         if saved_shape is not None and embedding is not None and tuple(embedding.shape) != saved_shape:
             self.model.set_cluster_width(saved_shape[-1])
 
-    def _warn_if_checkpoints_cannot_resume(self) -> None:
-        from rode_lightning.model.strategy import AdapterFSDPStrategy
-
-        strategy = getattr(self._trainer, "strategy", None)
-        if strategy is not None and not isinstance(strategy, AdapterFSDPStrategy):
-            rank_zero_warn(
-                f"trainer.strategy is {type(strategy).__name__}: its checkpoints cannot be resumed with --ckpt_path, "
-                "as it expects the frozen weights in them, which this module leaves out. Use "
-                "rode_lightning.model.strategy.AdapterFSDPStrategy (same arguments), as configs/fsdp.yaml does.")
-
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's ``load_from_checkpoint``, which also takes a sharded checkpoint folder written under FSDP
-        (``model/sharded_checkpoint.py``)."""
+        (``scale/sharded_checkpoint.py``)."""
         if is_sharded_checkpoint(checkpoint_path):
             buffer = io.BytesIO()
             torch.save(read_sharded_checkpoint(checkpoint_path), buffer)

@@ -3,7 +3,7 @@
 LLaVA feeds the language model the patch tokens (no CLS token) of the second-to-last transformer block of CLIP,
 because the last block is shaped by the contrastive objective and carries less local detail. We build the tower
 through open_clip's own ``CLIPVisionCfg`` and ``_build_vision_tower``, so that a real ``ViT-L-14-336`` checkpoint
-loads into exactly the module open_clip would build (``model.vision.checkpoint``, read by ``model/weights.py``), and
+loads into exactly the module open_clip would build (``model.vision.checkpoint``, read by ``model/open_clip_weights.py``), and
 a tiny configuration builds the same code at demo size.
 """
 
@@ -93,7 +93,7 @@ class VisionEncoder(nn.Module):
             embed_dim = int(open_clip.get_model_config(config.preset)["embed_dim"])
         self.tower = _build_vision_tower(embed_dim=embed_dim, vision_cfg=vision_cfg, quick_gelu=config.quick_gelu)
         if config.checkpoint is not None:
-            from rode_lightning.model.weights import load_open_clip_visual
+            from rode_lightning.model.open_clip_weights import load_open_clip_visual
 
             load_open_clip_visual(self.tower, config.checkpoint)
         # Every tensor in one dtype (one FSDP unit needs that); the LayerNorms then run in it too, or in fp32 under

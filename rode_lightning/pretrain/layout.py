@@ -1,5 +1,5 @@
 """Writing the demo base in the layouts real weights are released in, so that it loads through the same code as
-LLaVA-7B and CLIP ViT-L (``model/weights.py``):
+LLaVA-7B and CLIP ViT-L (``model/llava_weights.py``, ``model/open_clip_weights.py``):
 
 * the CLIP as an open_clip checkpoint, ``open_clip_model.safetensors`` (every tensor of the CLIP: ``visual.*``,
   the text tower, ``logit_scale``);

@@ -18,7 +18,8 @@ from rode_lightning.data.demo_huggingface import DEMO_SOURCE, demo_source, gener
 from rode_lightning.data.errors import DataFormatError, SkipCounter
 from rode_lightning.data.errors import MissingSplitError
 from rode_lightning.data.huggingface import (DatasetImage, HuggingFaceSource, check_huggingface_source,
-                                             clear_dataset_cache, read_huggingface_split)
+                                             read_huggingface_split)
+from rode_lightning.data.huggingface_files import clear_dataset_cache
 from rode_lightning.data.images import check_image, open_image
 from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.splits import is_held_out

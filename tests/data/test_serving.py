@@ -20,7 +20,8 @@ from rode_lightning.data.demo import generate_demo_unifood
 from rode_lightning.data.demo_food101 import generate_demo_food101
 from rode_lightning.data.demo_huggingface import demo_source, generate_demo_huggingface
 from rode_lightning.data.errors import MissingSplitError
-from rode_lightning.data.huggingface import HuggingFaceSource, clear_dataset_cache
+from rode_lightning.data.huggingface import HuggingFaceSource
+from rode_lightning.data.huggingface_files import clear_dataset_cache
 from rode_lightning.data.prompts import answer_for
 from rode_lightning.data.sources import DEMO_DATASETS, HUGGINGFACE, KINDS, resolve_served_datasets
 from rode_lightning.data.splits import is_held_out

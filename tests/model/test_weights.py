@@ -20,7 +20,7 @@ from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.lmm import FoodLMM
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
-from rode_lightning.model.weights import inspect_llava_directory
+from rode_lightning.model.llava_weights import inspect_llava_directory
 
 VISION = VisionConfig(image_size=32, patch_size=8, width=32, layers=2, head_width=16)
 HIDDEN = 32

@@ -24,7 +24,7 @@ from rode_lightning.data.unifood import read_unifood_split
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionEncoder
-from rode_lightning.model.weights import inspect_llava_directory
+from rode_lightning.model.llava_weights import inspect_llava_directory
 from rode_lightning.pretrain import BaseRecipe, build_demo_base
 from rode_lightning.pretrain import build as build_module
 from rode_lightning.pretrain.build import TEXT_STREAM, vision_config

@@ -6,7 +6,7 @@ Adding a method is a new module with an :class:`AdapterMethod` subclass and one 
 
 from __future__ import annotations
 
-from rode_lightning.adapters.methods.base import AdapterMethod
+from rode_lightning.adapters.methods.base import AdapterMethod, AdapterSettings
 from rode_lightning.adapters.methods.cluster import ClusterRouting
 from rode_lightning.adapters.methods.lora import LoRA
 from rode_lightning.adapters.methods.rode import RoDE
@@ -38,4 +38,4 @@ register_method(Top1())
 register_method(ClusterRouting())
 register_method(LoRA())
 
-__all__ = ["METHODS", "AdapterMethod", "get_method", "register_method"]
+__all__ = ["METHODS", "AdapterMethod", "AdapterSettings", "get_method", "register_method"]

@@ -16,7 +16,7 @@ each method overrides only what differs, and the model, the CLI, adapter saving 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -26,8 +26,23 @@ from rode_lightning.adapters.experts import LoRAExperts
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
 from rode_lightning.adapters.routers import Router
 
-if TYPE_CHECKING:  # the config asks the registry to validate, so the methods only name its type
-    from rode_lightning.adapters.config import AdapterConfig
+
+class AdapterSettings(Protocol):
+    """What a method reads of ``adapters/config.py``'s AdapterConfig. The config asks the registry to validate it,
+    so the methods name the fields they read rather than import the config (no import circle)."""
+
+    method: str
+    ranks: list[int]
+    alpha: float
+    dropout: float
+    load_balancing_coefficient: float
+    num_clusters: int
+    cluster_temperature: float
+    universal_rank: int | None
+    sparsity_target: float | None
+
+    @property
+    def num_experts(self) -> int: ...
 
 
 class AdapterMethod:
@@ -50,7 +65,7 @@ class AdapterMethod:
     routes_tokens: ClassVar[bool] = True
     """The router reads every token (and so keeps the layer input for backward), as opposed to per-sample routing."""
 
-    def validate(self, config: AdapterConfig) -> None:
+    def validate(self, config: AdapterSettings) -> None:
         """Raise ``ValueError`` naming the field for a setting this method cannot take (called by AdapterConfig)."""
         if config.sparsity_target is not None and not self.supports_sparsity_target:
             from rode_lightning.adapters.methods import METHODS  # the registry imports this module
@@ -58,15 +73,15 @@ class AdapterMethod:
             takers = ", ".join(repr(name) for name, method in METHODS.items() if method.supports_sparsity_target)
             raise ValueError(f"adapter.sparsity_target: only method {takers} (ReLU routing) has it, not {self.name!r}")
 
-    def expert_ranks(self, config: AdapterConfig) -> list[int]:
+    def expert_ranks(self, config: AdapterSettings) -> list[int]:
         """Ranks of the experts each adapted layer holds."""
         return list(config.ranks)
 
-    def make_router(self, config: AdapterConfig, in_features: int, context: RoutingContext,
+    def make_router(self, config: AdapterSettings, in_features: int, context: RoutingContext,
                     cluster_dim: int | None) -> Router:
         raise NotImplementedError(f"method {self.name!r} defines no router")
 
-    def adapt(self, base: nn.Linear, config: AdapterConfig, context: RoutingContext,
+    def adapt(self, base: nn.Linear, config: AdapterSettings, context: RoutingContext,
               cluster_dim: int | None) -> nn.Module:
         """The module that replaces ``base``: the frozen layer plus this method's routed experts."""
         experts = LoRAExperts(base.in_features, base.out_features, self.expert_ranks(config), config.alpha,
@@ -79,7 +94,7 @@ class AdapterMethod:
         router.to(device=base.weight.device, dtype=dtype)
         return MixtureOfLoRALinear(base, experts, router)
 
-    def inject(self, model: nn.Module, names: list[str], config: AdapterConfig, context: RoutingContext,
+    def inject(self, model: nn.Module, names: list[str], config: AdapterSettings, context: RoutingContext,
                cluster_dim: int | None) -> None:
         """Replace each named linear layer of ``model`` by :meth:`adapt`'s module, in place."""
         for name in names:
@@ -87,15 +102,15 @@ class AdapterMethod:
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child_name, self.adapt(getattr(parent, child_name), config, context, cluster_dim))
 
-    def cluster_embedding(self, config: AdapterConfig, centroids: torch.Tensor | None) -> nn.Parameter | None:
+    def cluster_embedding(self, config: AdapterSettings, centroids: torch.Tensor | None) -> nn.Parameter | None:
         """The extra trainable state of cluster routing (None for every other method)."""
         return None
 
-    def auxiliary_loss_weight(self, config: AdapterConfig) -> float:
+    def auxiliary_loss_weight(self, config: AdapterSettings) -> float:
         """Weight of the routers' auxiliary loss in the training loss (when no sparsity target sets it)."""
         return 0.0
 
-    def activation_bytes(self, config: AdapterConfig, in_features: int) -> tuple[bool, float]:
+    def activation_bytes(self, config: AdapterSettings, in_features: int) -> tuple[bool, float]:
         """What one adapted layer reading ``in_features`` keeps for backward per token, in bf16 mixed precision on
         a GPU: whether it keeps the layer input (``2 D`` bytes, counted once for layers that read the same tensor)
         and the bytes of its own. For a mixture with ``r`` the summed ranks and ``E`` experts:

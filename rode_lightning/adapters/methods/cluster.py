@@ -6,18 +6,13 @@ extra trainable state; the data side's k-means centroids initialise it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.methods.base import AdapterMethod
+from rode_lightning.adapters.methods.base import AdapterMethod, AdapterSettings
 from rode_lightning.adapters.routers import ClusterRouter, Router
 from rode_lightning.conventions import CLUSTER_WIDTH
-
-if TYPE_CHECKING:
-    from rode_lightning.adapters.config import AdapterConfig
 
 
 class ClusterRouting(AdapterMethod):
@@ -27,17 +22,17 @@ class ClusterRouting(AdapterMethod):
     routes_tokens = False
     structural_keys = (*AdapterMethod.structural_keys, "num_clusters", "universal_rank")
 
-    def expert_ranks(self, config: AdapterConfig) -> list[int]:
+    def expert_ranks(self, config: AdapterSettings) -> list[int]:
         """The cluster experts, then the universal expert (the layer's last)."""
         return [*config.ranks, config.universal_rank or max(config.ranks)]
 
-    def make_router(self, config: AdapterConfig, in_features: int, context: RoutingContext,
+    def make_router(self, config: AdapterSettings, in_features: int, context: RoutingContext,
                     cluster_dim: int | None) -> Router:
         if cluster_dim is None:
             raise ValueError("adapter.method 'cluster' needs the cluster embedding width (cluster_dim)")
         return ClusterRouter(cluster_dim, config.num_experts, config.cluster_temperature, context)
 
-    def cluster_embedding(self, config: AdapterConfig, centroids: torch.Tensor | None) -> nn.Parameter:
+    def cluster_embedding(self, config: AdapterSettings, centroids: torch.Tensor | None) -> nn.Parameter:
         """``num_clusters x width``, starting at the centroids; random and ``CLUSTER_WIDTH`` wide without them (a
         model built before its checkpoint is loaded takes the checkpoint's width, ``FoodLMM.set_cluster_width``)."""
         if centroids is None:

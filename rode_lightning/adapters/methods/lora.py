@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.methods.base import AdapterMethod
-
-if TYPE_CHECKING:
-    from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.methods.base import AdapterMethod, AdapterSettings
 
 
 class LoRA(AdapterMethod):
@@ -18,12 +13,12 @@ class LoRA(AdapterMethod):
     summary = "one plain LoRA of rank ranks[0] (peft), no router"
     routes_tokens = False
 
-    def validate(self, config: AdapterConfig) -> None:
+    def validate(self, config: AdapterSettings) -> None:
         super().validate(config)
         if len(config.ranks) != 1:
             raise ValueError(f"adapter.ranks: method 'lora' takes exactly one rank, got {config.ranks}")
 
-    def inject(self, model: nn.Module, names: list[str], config: AdapterConfig, context: RoutingContext,
+    def inject(self, model: nn.Module, names: list[str], config: AdapterSettings, context: RoutingContext,
                cluster_dim: int | None) -> None:
         from peft import LoraConfig, inject_adapter_in_model
         from peft.tuners.tuners_utils import cast_adapter_dtype
@@ -34,7 +29,7 @@ class LoRA(AdapterMethod):
         # As peft's get_peft_model does: fp32 LoRA matrices over a bf16/fp16 base (as the mixtures have).
         cast_adapter_dtype(model, "default", autocast_adapter_dtype=True)
 
-    def activation_bytes(self, config: AdapterConfig, in_features: int) -> tuple[bool, float]:
+    def activation_bytes(self, config: AdapterSettings, in_features: int) -> tuple[bool, float]:
         """peft casts its input to its fp32 weights and autocast casts that back to bf16 for the matmul, so each
         LoRA layer keeps its own ``2 D`` copy, dropout or not (plus the mask, ``D``, with dropout), and the rank-``r``
         activation, ``2 r``."""

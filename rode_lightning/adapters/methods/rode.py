@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.methods.base import AdapterMethod
+from rode_lightning.adapters.methods.base import AdapterMethod, AdapterSettings
 from rode_lightning.adapters.routers import ReLURouter, Router
-
-if TYPE_CHECKING:
-    from rode_lightning.adapters.config import AdapterConfig
 
 
 class RoDE(AdapterMethod):
@@ -18,7 +13,7 @@ class RoDE(AdapterMethod):
     supports_sparsity_target = True
     auxiliary_loss_name = "router_l1"  # with adapter.sparsity_target; its weight is ReMoE's adaptive coefficient
 
-    def make_router(self, config: AdapterConfig, in_features: int, context: RoutingContext,
+    def make_router(self, config: AdapterSettings, in_features: int, context: RoutingContext,
                     cluster_dim: int | None) -> Router:
         router = ReLURouter(in_features, config.num_experts, context)
         router.l1_penalty = config.sparsity_target is not None

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.methods.base import AdapterMethod
+from rode_lightning.adapters.methods.base import AdapterMethod, AdapterSettings
 from rode_lightning.adapters.routers import Router, Top1Router
-
-if TYPE_CHECKING:
-    from rode_lightning.adapters.config import AdapterConfig
 
 
 class Top1(AdapterMethod):
@@ -17,14 +12,14 @@ class Top1(AdapterMethod):
     summary = "LLaVA-MoLE: one expert per token, load-balancing loss"
     auxiliary_loss_name = "load_balancing_loss"
 
-    def make_router(self, config: AdapterConfig, in_features: int, context: RoutingContext,
+    def make_router(self, config: AdapterSettings, in_features: int, context: RoutingContext,
                     cluster_dim: int | None) -> Router:
         return Top1Router(in_features, config.num_experts, context)
 
-    def auxiliary_loss_weight(self, config: AdapterConfig) -> float:
+    def auxiliary_loss_weight(self, config: AdapterSettings) -> float:
         return config.load_balancing_coefficient
 
-    def activation_bytes(self, config: AdapterConfig, in_features: int) -> tuple[bool, float]:
+    def activation_bytes(self, config: AdapterSettings, in_features: int) -> tuple[bool, float]:
         """As a mixture, except that the input grouped by expert is kept whether or not there is dropout (``2 D``),
         each token's rank-wide tensors are those of one expert (the largest bounds them) and the grouping keeps
         three int64 token indices (24 bytes)."""

@@ -2,17 +2,17 @@
 
 Lightning's ``ModelParallelStrategy`` saves and restores the whole model: it collects every tensor of the module
 (under ``save_distributed_checkpoint: false`` it even gathers the frozen 7B onto rank 0 to do so) and on resume asks
-the checkpoint for every tensor back, so a checkpoint of the trainable state only (``model/checkpointing.py``) fails
+the checkpoint for every tensor back, so a checkpoint of the trainable state only (``scale/checkpointing.py``) fails
 to load with ``Missing key in checkpoint state_dict: ...vision...``. :class:`AdapterFSDPStrategy` is the same strategy
 with both ends narrowed to the trainable tensors: the frozen weights are never gathered, never written, and come back
 on resume from the model as built (``model.language.path``, ``model.vision.checkpoint``).
 
-This relies on what :func:`~rode_lightning.model.sharding.shard_model` guarantees: every trainable tensor is whole on
+This relies on what :func:`~rode_lightning.scale.sharding.shard_model` guarantees: every trainable tensor is whole on
 every rank (a DTensor replicated over the data-parallel ranks), so rank-local values are the full values.
 
 Both of Lightning's checkpoint formats work: a folder with one shard file per rank (``save_distributed_checkpoint:
 true``, the default; torch.distributed.checkpoint writes each replicated tensor once) or one ``.ckpt`` file
-(``false``). Both also load without FSDP: a single file as it is, a folder through ``model/sharded_checkpoint.py``.
+(``false``). Both also load without FSDP: a single file as it is, a folder through ``scale/sharded_checkpoint.py``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from lightning.fabric.strategies.model_parallel import _METADATA_FILENAME
 from lightning.pytorch.strategies import ModelParallelStrategy
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from rode_lightning.adapters.saving import adapter_state_dict, is_dtensor
-from rode_lightning.model.checkpointing import trainable_parameters
-from rode_lightning.model.sharded_checkpoint import is_sharded_checkpoint
+from rode_lightning.adapters.saving import adapter_state_dict
+from rode_lightning.dtensors import is_dtensor
+from rode_lightning.scale.checkpointing import trainable_parameters
+from rode_lightning.scale.sharded_checkpoint import is_sharded_checkpoint
 
 
 class AdapterFSDPStrategy(ModelParallelStrategy):
@@ -130,3 +131,12 @@ def _by_name(optimizer_state: dict[str, Any], module: nn.Module) -> dict[str, An
     if optimizer_state["state"] and isinstance(next(iter(optimizer_state["state"])), int):
         return FullyShardedDataParallel.rekey_optim_state_dict(optimizer_state, OptimStateKeyType.PARAM_NAME, module)
     return optimizer_state
+
+
+def warn_if_checkpoints_cannot_resume(strategy) -> None:
+    """Under FSDP2, only :class:`AdapterFSDPStrategy` resumes from the trainable-only checkpoints the module writes."""
+    if strategy is not None and not isinstance(strategy, AdapterFSDPStrategy):
+        rank_zero_warn(
+            f"trainer.strategy is {type(strategy).__name__}: its checkpoints cannot be resumed with --ckpt_path, "
+            "as it expects the frozen weights in them, which this module leaves out. Use "
+            "rode_lightning.scale.strategy.AdapterFSDPStrategy (same arguments), as configs/fsdp.yaml does.")

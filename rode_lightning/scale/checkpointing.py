@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rode_lightning.adapters.saving import is_dtensor
+from rode_lightning.dtensors import is_dtensor
 from rode_lightning.messages import first_names
 
 RNG_KEY = "rng_states"

@@ -43,7 +43,7 @@ except ImportError:  # torch 2.4, 2.5
     from torch.distributed._composable.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
 from rode_lightning.adapters.experts import LoRAExperts
-from rode_lightning.adapters.saving import is_dtensor, is_replicated
+from rode_lightning.dtensors import is_dtensor, is_replicated
 
 _CONTAINERS = (nn.ModuleDict, nn.ModuleList)  # hold modules but are never called: FSDP's hooks would not run
 

@@ -7,8 +7,8 @@ import torch
 from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from rode_lightning.model.sharded_checkpoint import TrainingCheckpointIO, install_checkpoint_io, is_sharded_checkpoint
-from rode_lightning.model.strategy import AdapterFSDPStrategy
+from rode_lightning.scale.sharded_checkpoint import TrainingCheckpointIO, install_checkpoint_io, is_sharded_checkpoint
+from rode_lightning.scale.strategy import AdapterFSDPStrategy
 
 
 def test_strategies_with_lightnings_checkpoint_io_get_ours():

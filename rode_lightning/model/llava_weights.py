@@ -1,4 +1,4 @@
-"""Reading the checkpoints users have: LLaVA directories (two layouts) and open_clip vision towers.
+"""Reading the LLaVA checkpoints users have (``model.language.path``): two LLaVA layouts and a plain LLaMA.
 
 Nothing here downloads: every path is a local file or directory.
 
@@ -24,10 +24,6 @@ then the same for ``pytorch_model*.bin``; safetensors win when both are present.
 (safetensors one tensor at a time), each tensor converted to the configured dtype and put in place of the model's
 empty (meta) tensor, so peak memory is the model in its dtype plus one tensor (one ``.bin`` shard, memory-mapped).
 
-**open_clip checkpoints** (``model.vision.checkpoint``). :func:`load_open_clip_visual` reads a ``.safetensors``,
-``.bin``/``.pt``/``.pth`` state dict (open_clip's own ``load_state_dict``, which also unwraps ``state_dict`` and
-``module.``) or OpenAI's TorchScript ``.pt`` archive, keeps the ``visual.*`` tensors and loads them into the tower.
-
 Every problem is an error naming the file and the tensor: missing path, no ``config.json``, unknown layout, a shape
 that does not fit (expected vs found), missing or unexpected tensors.
 """
@@ -37,16 +33,14 @@ from __future__ import annotations
 import json
 import re
 import warnings
-import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from rode_lightning.messages import first_names
+from rode_lightning.model.weight_files import check_shape, first_tensor_names, unreadable_as_error
 from rode_lightning.progress import progress
 
 LLAVA, LLAVA_HF, LLAMA = "llava", "llava-hf", "llama"
@@ -61,9 +55,6 @@ _NOT_LLAMA_KEYS = {"model_type", "architectures", "_name_or_path", "torch_dtype"
 
 _SAFETENSORS_INDEX, _BIN_INDEX = "model.safetensors.index.json", "pytorch_model.bin.index.json"
 
-
-def _first_names(names: list[str]) -> str:
-    return first_names(names, limit=8)  # checkpoints hold hundreds of tensors: name a few more than elsewhere
 
 
 @dataclass
@@ -121,7 +112,7 @@ class ProjectorWeights:
                              "was trained with (LLaVA-1.5: preset ViT-L-14-336, width 1024)")
         own = projector.state_dict()
         for name, tensor in self.state.items():
-            _check_shape(own[name].shape, tensor.shape, self.files.get(name, self.source), name,
+            check_shape(own[name].shape, tensor.shape, self.files.get(name, self.source), name,
                          "the projector built for this vision tower and language model")
         with torch.no_grad():
             for name, tensor in self.state.items():
@@ -238,7 +229,7 @@ def load_llava_weights(directory: LlavaDirectory, model: nn.Module,
             if wanted is None:
                 unexpected.append((name, file))
                 continue
-            _check_shape(wanted, tensor.shape, file, name, "the projector (hidden_size of the text config"
+            check_shape(wanted, tensor.shape, file, name, "the projector (hidden_size of the text config"
                          + (f", mm_hidden_size {directory.projector_input_dim})" if directory.projector_input_dim
                             else ")"))
             projector[ours], projector_files[ours] = tensor.detach().to(torch.float32).clone(), file
@@ -246,23 +237,23 @@ def load_llava_weights(directory: LlavaDirectory, model: nn.Module,
         if ours not in own_shapes:
             unexpected.append((name, file))
             continue
-        _check_shape(own_shapes[ours], tensor.shape, file, name, "the LLaMA built from config.json")
+        check_shape(own_shapes[ours], tensor.shape, file, name, "the LLaMA built from config.json")
         # Always a copy: safetensors and memory-mapped .bin tensors share pages with the file.
         _put(model, ours, tensor.to(dtype if tensor.is_floating_point() else tensor.dtype, copy=True))
         loaded.add(ours)
     if unexpected:
         raise ValueError(f"{directory.describe()}: tensors this model does not have: "
-                         + _first_names([f"{name} (in {file.name})" for name, file in unexpected]))
+                         + first_tensor_names([f"{name} (in {file.name})" for name, file in unexpected]))
     tied = _tie_if_configured(model)
     missing = sorted(expected - loaded - tied)
     if missing:
-        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {_first_names(missing)}")
+        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {first_tensor_names(missing)}")
     if not directory.has_projector:
         return None
     missing_projector = [key for key in PROJECTOR_KEYS if key not in projector]
     if missing_projector:
         raise ValueError(f"{directory.describe()}: missing projector tensors: "
-                         + _first_names([_checkpoint_projector_name(directory.layout, key) for key in missing_projector]))
+                         + first_tensor_names([_checkpoint_projector_name(directory.layout, key) for key in missing_projector]))
     return ProjectorWeights(projector, directory.describe(), projector_files)
 
 
@@ -284,7 +275,7 @@ def _weight_files(directory: Path) -> tuple[list[Path], dict[str, str] | None]:
             names = list(dict.fromkeys(weight_map.values()))
             absent = [name for name in names if not (directory / name).is_file()]
             if absent:
-                raise FileNotFoundError(f"{index_file} names shard files that are not in {directory}: {_first_names(absent)}")
+                raise FileNotFoundError(f"{index_file} names shard files that are not in {directory}: {first_tensor_names(absent)}")
             return [directory / name for name in names], weight_map
         if (directory / single).is_file():
             return [directory / single], None
@@ -308,7 +299,7 @@ def _listed_names(directory: LlavaDirectory) -> dict[str, Path] | None:
 
         listed = {}
         for file in directory.weight_files:
-            with _readable(file, "model.language.path"), safe_open(str(file), framework="pt") as handle:
+            with unreadable_as_error(file, "model.language.path"), safe_open(str(file), framework="pt") as handle:
                 listed.update({name: file for name in handle.keys()})
         return listed
     return None
@@ -328,15 +319,15 @@ def _check_names(directory: LlavaDirectory, expected: set[str], listed: dict[str
         else:
             unexpected.append(f"{name} (in {file.name})")
     if unexpected:
-        raise ValueError(f"{directory.describe()}: tensors this model does not have: {_first_names(unexpected)}")
+        raise ValueError(f"{directory.describe()}: tensors this model does not have: {first_tensor_names(unexpected)}")
     optional = {"lm_head.weight"} if directory.text_config.get("tie_word_embeddings") else set()
     missing = sorted(expected - found - optional)
     if missing:
-        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {_first_names(missing)}")
+        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {first_tensor_names(missing)}")
     if directory.has_projector:
         missing = [_checkpoint_projector_name(directory.layout, key) for key in PROJECTOR_KEYS if key not in projector]
         if missing:
-            raise ValueError(f"{directory.describe()}: missing projector tensors: {_first_names(missing)}")
+            raise ValueError(f"{directory.describe()}: missing projector tensors: {first_tensor_names(missing)}")
 
 
 def _projector_shapes(input_dim: int | None, hidden: int) -> dict[str, tuple[int, ...]]:
@@ -362,12 +353,12 @@ def _read_tensors(directory: LlavaDirectory) -> Iterator[tuple[Path, str, torch.
         if file.suffix == ".safetensors":
             from safetensors import safe_open
 
-            with (_readable(file, "model.language.path"),
+            with (unreadable_as_error(file, "model.language.path"),
                   safe_open(str(file), framework="pt", device="cpu") as handle):
                 for name in handle.keys():
                     yield file, name, handle.get_tensor(name)
         else:
-            with _readable(file, "model.language.path"):
+            with unreadable_as_error(file, "model.language.path"):
                 state = _torch_load(file)
             for name in list(state):
                 yield file, name, state.pop(name)
@@ -399,90 +390,3 @@ def _tie_if_configured(model: nn.Module) -> set[str]:
         return set()
     model.get_output_embeddings().weight = model.get_input_embeddings().weight
     return {"lm_head.weight"}
-
-
-# ---------------------------------------------------------------------------------------------------- open_clip
-
-
-def read_open_clip_visual(path: str | Path) -> dict[str, torch.Tensor]:
-    """The vision tower's tensors of an open_clip checkpoint, without their ``visual.`` prefix.
-
-    Reads ``.safetensors`` and ``torch.save`` files through open_clip's ``load_state_dict`` (which unwraps a
-    ``state_dict`` entry and DDP's ``module.`` prefix) and OpenAI's TorchScript ``.pt`` archives (``ViT-L-14-336px.pt``)
-    through ``torch.jit.load``. A file of the tower alone (``conv1.weight`` at the top level) is taken as is."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"model.vision.checkpoint: {file} does not exist")
-    with _readable(file, "model.vision.checkpoint"):
-        if _is_torchscript(file):
-            state = torch.jit.load(str(file), map_location="cpu").state_dict()
-        else:
-            from open_clip.factory import load_state_dict
-
-            state = load_state_dict(str(file), device="cpu", weights_only=True)
-    visual = {name[len("visual."):]: tensor for name, tensor in state.items() if name.startswith("visual.")}
-    if not visual and "conv1.weight" in state:
-        visual = dict(state)
-    if not visual:
-        hint = (" It looks like a transformers CLIP checkpoint (vision_model.*); give open_clip's file for the same "
-                "weights (e.g. open_clip_pytorch_model.bin of the open_clip/timm release)."
-                if any(name.startswith(("vision_model.", "vision_tower.")) for name in state) else "")
-        raise ValueError(f"model.vision.checkpoint: {file} has no visual.* tensors (open_clip naming); it holds "
-                         f"{_first_names(sorted(state))}.{hint}")
-    return visual
-
-
-def load_open_clip_visual(tower: nn.Module, path: str | Path) -> None:
-    """Load the ``visual.*`` tensors of an open_clip checkpoint into ``tower`` (open_clip's ``VisionTransformer``),
-    converted to the tower's dtype. Every tensor must fit: shapes are checked first (expected vs found, naming the
-    file and the tensor), then missing and unexpected tensors are listed."""
-    file = Path(path).expanduser()
-    visual = read_open_clip_visual(file)
-    own = tower.state_dict()
-    for name, tensor in visual.items():
-        if name in own:
-            _check_shape(own[name].shape, tensor.shape, file, f"visual.{name}",
-                         "the tower built from model.vision (preset or sizes)")
-    missing = sorted(set(own) - set(visual))
-    unexpected = sorted(set(visual) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"model.vision.checkpoint {file} does not fit the tower built from model.vision: missing "
-                         f"tensors: {_first_names(['visual.' + n for n in missing])}; unexpected tensors: "
-                         f"{_first_names(['visual.' + n for n in unexpected])}")
-    with torch.no_grad():
-        for name, tensor in visual.items():
-            own[name].copy_(tensor)
-
-
-def _is_torchscript(file: Path) -> bool:
-    if not zipfile.is_zipfile(file):
-        return False
-    with zipfile.ZipFile(file) as archive:
-        return any(name.endswith("constants.pkl") for name in archive.namelist())
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def _readable(file: Path, key: str) -> Iterator[None]:
-    """A weight file that cannot be read (truncated by an interrupted download or copy, or not a weight file) is
-    an error naming the key and the file; safetensors and ``torch.load`` name neither."""
-    from pickle import UnpicklingError
-
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except (SafetensorError, UnpicklingError, EOFError, RuntimeError) as error:
-        detail = " ".join(str(error).split())[:160]
-        raise ValueError(f"{key}: {file} is truncated or not a weight file ({type(error).__name__}: {detail}); "
-                         "download or copy it again") from None
-
-
-def _check_shape(expected, found, file, name: str, what: str) -> None:
-    expected, found = tuple(expected), tuple(found)
-    fits = len(expected) == len(found) and all(e in (-1, f) for e, f in zip(expected, found))
-    if not fits:
-        shown = tuple("any" if e == -1 else e for e in expected)
-        raise ValueError(f"{file}: tensor {name} has shape {found} but {what} expects {shown}")
