@@ -8,6 +8,7 @@ and linked into the data module so the two can never disagree.
 from __future__ import annotations
 
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -176,6 +177,9 @@ def _vision_config(value) -> VisionConfig:
     return VisionConfig(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
 
 
+_CLI_OPTIONS = {"auto_configure_optimizers": False}  # shared by the run and the parse-only parser
+
+
 class _ParseOnly(RoDECLI):
     """The CLI's parser and nothing after it: no seed set, no class built, no subcommand run."""
 
@@ -198,12 +202,11 @@ def parse_fit_arguments(args: list[str]):
     paths stay as written. For tools that reason about a run before it starts (``python -m rode_lightning.estimate``).
     A mistake raises as it does for ``fit``."""
     check_config_files(args)
-    cli = _ParseOnly(FoodLMMModule, FoodDataModule, args=["fit", *args], run=True, **_CLI_OPTIONS,
-                     parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False})
+    with warnings.catch_warnings():  # the caller's own command line is not this parser's: no mix-up to warn about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        cli = _ParseOnly(FoodLMMModule, FoodDataModule, args=["fit", *args], run=True, **_CLI_OPTIONS,
+                         parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False})
     return cli.config["fit"]
-
-
-_CLI_OPTIONS = {"auto_configure_optimizers": False}
 
 
 def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = True) -> RoDECLI:

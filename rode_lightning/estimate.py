@@ -15,8 +15,8 @@ parameter counts are exact. Memory is an estimate per GPU for one process withou
 * trainable parameters in fp32 with their fp32 gradients and AdamW's two fp32 moments: 16 bytes each;
 * activations kept for backward under bf16 autocast, per decoder block and token: what the frozen block keeps
   (:func:`block_activation_bytes`) plus what its adapters keep (:func:`adapter_activation_bytes`, from each method's
-  ``activation_bytes``: mostly copies of their input, a few rank-wide tensors). With activation checkpointing only each block's input is kept, plus one
-  block being recomputed;
+  ``activation_bytes``: mostly copies of their input, a few rank-wide tensors). With activation checkpointing only
+  each block's input is kept, plus one block being recomputed;
 * logits: the vocabulary-sized output in bf16, its fp32 copy for the loss and its gradient.
 
 Under FSDP (``trainer.strategy`` an ``AdapterFSDPStrategy`` or ``ModelParallelStrategy``, as configs/fsdp.yaml sets

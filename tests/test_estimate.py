@@ -196,3 +196,6 @@ def test_a_mistake_on_the_estimate_s_command_line_is_one_error_line(tmp_path):
                              "--model.adapter.rank", "4"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "rank" in result.stderr
+    fine = subprocess.run([sys.executable, "-m", "rode_lightning.estimate", "--config", rode], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert fine.returncode == 0 and fine.stderr.strip() == "", fine.stderr[-2000:]  # no warning of the parser's
