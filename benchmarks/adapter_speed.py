@@ -1,6 +1,6 @@
 """Forward + backward time of one adapted linear layer, every adapter side by side, as ratios.
 
-    python benchmarks/adapter_speed.py [--tokens 4096] [--dim 1024] [--rounds 15]
+    python benchmarks/adapter_speed.py [--tokens 4096] [--dim 1024] [--rounds 15] [--device cuda]
 
 The machine is noisy, so absolute times mean little: every variant is timed once per round, round after round,
 and the median per variant is compared with peft's LoRA measured in the same rounds. The input requires grad, as
@@ -92,6 +92,8 @@ def trainable(model: nn.Module) -> int:
 def step_time(model: nn.Module, x: torch.Tensor) -> float:
     start = time.perf_counter()
     model(x).sum().backward()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
     x.grad = None
@@ -104,12 +106,18 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=4, help="samples the tokens belong to (cluster routing)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 either way)")
     args = parser.parse_args()
     torch.manual_seed(0)
 
     variants = build_variants(args.dim, args.batch)
+    for model in variants.values():
+        model.to(args.device)
+    context = getattr(variants["cluster_8x4"].proj.router, "context", None)
+    if context is not None and context.cluster_features is not None:
+        context.cluster_features = context.cluster_features.to(args.device)
     rode = variants["rode_2_4_8_16"]
-    x = torch.randn(args.batch, args.tokens // args.batch, args.dim, requires_grad=True)
+    x = torch.randn(args.batch, args.tokens // args.batch, args.dim, device=args.device, requires_grad=True)
     for model in variants.values():  # warm-up
         model.train()
         step_time(model, x)
@@ -120,7 +128,7 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in times.items()}
 
     print(f"forward+backward, {args.tokens} tokens, d={args.dim}, median of {args.rounds} interleaved rounds, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {args.device}")
     print(f"{'variant':32s} {'ms':>8s} {'trainable':>10s}")
     for name, model in variants.items():
         count = trainable(model) if name != "rode_2_4_8_16_reference_loop" else trainable(rode)
@@ -143,7 +151,7 @@ def main() -> None:
         target = f" (target <= {targets[name]}: {'met' if value <= targets[name] else 'MISSED'})" \
             if name in targets else ""
         print(f"{name:40s} {value:6.3f}{target}")
-    result = {"tokens": args.tokens, "dim": args.dim, "rounds": args.rounds,
+    result = {"tokens": args.tokens, "dim": args.dim, "rounds": args.rounds, "device": args.device,
               "ratios": {name: round(value, 4) for name, value in ratios.items()},
               "median_ms": {name: round(1000 * value, 3) for name, value in median.items()},
               "trainable_parameters": {name: trainable(model) for name, model in variants.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,32 @@ def test_full_size_step_script_runs_on_the_tiny_shapes(tmp_path):
     assert summary["median_step_seconds"] > 0 and summary["peak_memory_gib"] > 0
     assert set(summary["estimate_components_gib"]) == {"frozen_weights", "trainable_states", "activations", "logits"}
     assert (tmp_path / "logs" / "rode" / "version_0" / "adapter").is_dir()  # the run went through fit to the end
+
+
+def test_the_whole_model_benchmark_compares_every_method_with_its_lora_and_the_frozen_model():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "model_step.py"), "--shape", "tiny", "--rounds", "1",
+                             "--batch", "2", "--length", "16", "--generate-batch", "2", "--prompt-length", "8",
+                             "--new-tokens", "3"], capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tiny = json.loads(result.stdout.strip().splitlines()[-1])["shapes"]["tiny"]
+    trainable = tiny["trainable_parameters"]
+    assert trainable["frozen"] == 0 and trainable["rode_2_4_8_16"] > trainable["lora_r30"] > trainable["lora_r8"] > 0
+    for group in ("step", "step_adapter_only", "generation_tokens_per_second", "saved_bytes"):
+        assert set(tiny["ratios"][group]) == {"rode_2_4_8_16_vs_lora_r30", "top1_8x4_vs_lora_r8",
+                                              "softmax_8x4_vs_lora_r32", "cluster_8x4_vs_lora_r32"}
+    # Saved bytes are exact: the frozen model keeps less than any adapted one, and the ratio is the bytes' ratio.
+    saved = tiny["saved_bytes"]
+    assert all(saved["frozen"] < value for name, value in saved.items() if name != "frozen")
+    assert tiny["ratios"]["saved_bytes"]["top1_8x4_vs_lora_r8"] == round(saved["top1_8x4"] / saved["lora_r8"], 4)
+    assert all(value > 0 for value in tiny["generation_tokens_per_second"].values())
+
+
+def test_the_gpu_check_script_runs_every_part_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh --cpu: the prepared GPU check at tiny shapes, every part ending in its JSON."""
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--cpu", str(tmp_path)], capture_output=True,
+                            text=True, timeout=600, cwd=BENCHMARKS.parent, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "adapter_memory": True, "adapter_speed": True, "full_size_step": True, "model_step": True}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model_step"]["device"] == "cpu" and summary["adapter_speed"]["device"] == "cpu"

@@ -92,7 +92,7 @@ SINGLE_FILE = ["--trainer.strategy.init_args.save_distributed_checkpoint", "fals
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cli_demo_dir) -> dict[str, tuple[Path, str]]:
     root = tmp_path_factory.mktemp("scale")
-    top1 = ["--model.adapter.method", "top1"]  # experts run through LoRAExperts.forward_top1, not forward
+    top1 = ["--model.adapter.method", "top1"]  # a router with an auxiliary loss
     return {name: fit(cli_demo_dir, root / name / "logs", *args)
             for name, args in (("one_process", ONE_PROCESS), ("ddp", [*DDP, *EVERY_STEP]),
                                ("fsdp", [*FSDP, *EVERY_STEP]), ("one_process_top1", [*ONE_PROCESS, *top1]),

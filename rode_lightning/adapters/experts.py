@@ -66,43 +66,20 @@ class LoRAExperts(nn.Module):
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """``sum_i gates[..., i] * alpha / r_i * B_i A_i dropout(x)`` with two matmuls.
 
-        ``gates`` has the leading shape of ``x`` and one column per expert.
+        ``gates`` has the leading shape of ``x`` and one column per expert. Top-1 routing runs here too: its gates
+        are zero but for each token's chosen expert, so the other experts' columns contribute nothing and get zero
+        gradients, exactly as if only the chosen expert ran. Computing every expert's rank-wide columns costs what
+        one LoRA of the summed rank costs, which at these ranks is the cost of reading ``x`` once (the matmuls are
+        memory-bound); grouping tokens by expert instead cost a sorted copy of ``x``, a host synchronisation for
+        the group sizes in every layer and a graph break (measured slower on the CPU; README, Results).
         """
+        return self.combine(self.dropout(matmul_input(x, self.lora_A)) @ self.lora_A.t(), gates)
+
+    def combine(self, hidden: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """The second half of :meth:`forward`: the rank-wide activation ``A dropout(x)`` (every expert's columns)
+        weighted by each column's expert gate and ``alpha / r_i``, through ``B``."""
         column_gates = gates.index_select(-1, self.expert_of_column) * self.column_scaling
-        hidden = self.dropout(matmul_input(x, self.lora_A)) @ self.lora_A.t()
         return (hidden * column_gates.to(hidden.dtype)) @ self.lora_B.t()
-
-    def forward_top1(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """The mixture when each token has one non-zero gate: only that expert is computed for that token.
-
-        Tokens are grouped by their expert, so each expert runs one matmul pair on its own tokens and the total
-        cost stays that of a single LoRA of one expert's rank (LLaVA-MoLE Eq. 6).
-        """
-        flat = self.dropout(matmul_input(x, self.lora_A)).reshape(-1, x.shape[-1])
-        flat_gates = gates.reshape(-1, gates.shape[-1])
-        chosen = flat_gates.abs().argmax(dim=-1)
-        weight = flat_gates.gather(1, chosen.unsqueeze(1)).to(flat.dtype)
-        order = torch.argsort(chosen)
-        counts = torch.bincount(chosen, minlength=self.num_experts).tolist()
-        # index_select rather than fancy indexing or index_add, both ways: its backward is an index_add of the
-        # gradient, and it saves only the indices for backward (index_add keeps a token-by-output-wide tensor).
-        grouped_x = flat.index_select(0, order)
-        grouped_weight = weight.index_select(0, order)
-        outputs, start = [], 0
-        for index, count in enumerate(counts):
-            if count:
-                a, b = self.expert(index)
-                rows = slice(start, start + count)
-                # The gate scales the rank-wide activation, not the output: the same product, but backward then
-                # keeps `rank` numbers per token for the gate's gradient instead of `out_features`.
-                outputs.append(((grouped_x[rows] @ a.t()) * (grouped_weight[rows] * self.scaling[index])) @ b.t())
-            start += count
-        if not outputs:
-            return flat.new_zeros(*x.shape[:-1], self.lora_B.shape[0])
-        restore = torch.empty_like(order)
-        restore[order] = torch.arange(order.numel(), device=order.device)
-        out = torch.cat(outputs).index_select(0, restore)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def reference_forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The same mixture computed expert by expert; slow, for tests and benchmarks."""

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from rode_lightning.adapters.experts import LoRAExperts
+from rode_lightning.adapters.precision import matmul_input
 from rode_lightning.adapters.routers import Router
+from rode_lightning.dtensors import is_dtensor
 
 
 class MixtureOfLoRALinear(nn.Module):
@@ -47,10 +49,28 @@ class MixtureOfLoRALinear(nn.Module):
         return self.router.last_aux_loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gates = self.router(x)
+        if self._router_folds_into_experts():
+            # One matmul with [A; W_router] reads x once for the experts' rank-wide activation and the router's
+            # logits (and, in backward, gives x's gradient and both weights' in one matmul each).
+            rank = self.experts.lora_A.shape[0]
+            weight = torch.cat([self.experts.lora_A, self.router.linear.weight])
+            hidden, logits = (matmul_input(x, weight) @ weight.t()).split([rank, weight.shape[0] - rank], dim=-1)
+            gates = self.router.gates_from_logits(logits)
+            mixture = self.experts.combine(hidden, gates)
+        else:
+            gates = self.router(x)
+            mixture = self.experts(x, gates)
         self.last_gates = gates.detach().reshape(-1, gates.shape[-1])
-        mixture = self.experts.forward_top1 if self.router.sparse_execution else self.experts
-        return self.base(x) + mixture(x, gates).to(x.dtype)
+        return self.base(x) + mixture.to(x.dtype)
+
+    def _router_folds_into_experts(self) -> bool:
+        """Whether to stack the router under the experts: in inference only (no gradient, so no dropout either),
+        for a token router, on plain tensors. Training keeps the two matmuls, so that one process, DDP and FSDP2
+        (where experts and router are separate units, gathered by their own forward) compute the same floats and
+        train the same adapter."""
+        return (not torch.is_grad_enabled() and self.router.reads_tokens
+                and self.router.linear.weight.dtype == self.experts.lora_A.dtype
+                and not is_dtensor(self.experts.lora_A) and not is_dtensor(self.router.linear.weight))
 
     def extra_repr(self) -> str:
         return f"ranks={list(self.experts.ranks)}, alpha={self.experts.alpha}, router={type(self.router).__name__}"

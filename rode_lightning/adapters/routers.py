@@ -5,7 +5,7 @@ The compared methods differ only here:
 * ``rode`` (RoDE Eq. 2): ``max(W x, 0)``. Sparse (an expert with a negative score is off), unnormalised (several
   experts can be fully on at once), and as easy to optimise as a linear layer.
 * ``softmax`` (RoDE Eq. 1, FoodLMM+MoE): ``softmax(W x)``, a dense convex combination.
-* ``top1`` (LLaVA-MoLE Eq. 3-8): only the expert with the highest score ``W x`` runs. Its output is multiplied by
+* ``top1`` (LLaVA-MoLE Eq. 3-8): only the expert with the highest score ``W x`` counts. Its output is multiplied by
   that expert's softmax probability (as Switch Transformer does), which is 1-sparse yet differentiable, so the
   language-modelling loss reaches the router; the load-balancing loss (Eq. 7-8) pushes towards uniform use.
 * ``cluster`` (MoCLE Eq. 1-3): routing by the sample's instruction cluster, not by token: the cluster's learnable
@@ -29,7 +29,7 @@ class Router(nn.Module):
     and the routing context it reads. Token routers (ReLU, softmax, top-1) score each token and choose the
     normalisation in :meth:`gates_from_logits`; the cluster router scores a sample's cluster embedding instead."""
 
-    sparse_execution = False  # True: the layer runs only each token's chosen expert
+    reads_tokens = True  # the linear map reads the layer input (the cluster router reads a cluster embedding)
 
     def __init__(self, in_features: int, num_experts: int, context: RoutingContext | None = None):
         super().__init__()
@@ -59,19 +59,26 @@ class ReLURouter(Router):
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         gates = torch.relu(logits)
         if self.l1_penalty and self.training:
-            real = gates.reshape(-1, gates.shape[-1])
-            mask = self.context.token_mask
-            if mask is not None and mask.shape == logits.shape[:-1]:
-                real = real[mask.reshape(-1)]
-            self.last_aux_loss = real.float().mean() if real.numel() else gates.sum() * 0.0
-            self.last_gate_counts = torch.stack([(real == 0).sum(), torch.tensor(real.numel(),
-                                                                                 device=real.device)])
+            # Padding weighted out rather than indexed out: no host synchronisation, no graph break.
+            flat = gates.reshape(-1, gates.shape[-1]).float()
+            real = _real_token_weights(self.context.token_mask, logits.shape[:-1], flat)
+            values = real.sum() * flat.shape[-1]  # real tokens x experts
+            self.last_aux_loss = (flat * real).sum() / values.clamp(min=1)
+            self.last_gate_counts = torch.stack([((flat == 0) * real).sum(), values]).round().long()
         return gates
 
 
 class SoftmaxRouter(Router):
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1).to(logits.dtype)
+
+
+def _real_token_weights(mask: torch.Tensor | None, tokens_shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """``(tokens, 1)`` in ``like``'s dtype: 1 for the real tokens of the routing context's mask, 0 for padding; all
+    ones without a mask or with one that is not this forward's (``tokens_shape``; e.g. a decoding step)."""
+    if mask is None or mask.shape != tokens_shape:
+        return like.new_ones(like.shape[0], 1)
+    return mask.reshape(-1, 1).to(like.dtype)
 
 
 def load_balancing_loss(probabilities: torch.Tensor, chosen: torch.Tensor, mask: torch.Tensor | None
@@ -81,31 +88,23 @@ def load_balancing_loss(probabilities: torch.Tensor, chosen: torch.Tensor, mask:
     ``c_j`` (tokens routed to expert j, not differentiable) and ``p_j`` (summed routing probability of expert j) are
     both divided by the number of tokens N. The paper's raw sums would make the loss grow with N^2, so its
     coefficient (1e-2) could not mean the same thing for two batch shapes; normalised, a uniform assignment gives
-    ``1 / E`` and a collapsed one gives 1.
+    ``1 / E`` and a collapsed one gives 1. Padding is weighted out, not indexed out, so nothing waits for the host.
     """
+    tokens_shape = probabilities.shape[:-1]
     probabilities = probabilities.reshape(-1, probabilities.shape[-1]).float()
-    chosen = chosen.reshape(-1)
-    if mask is not None:
-        keep = mask.reshape(-1)
-        probabilities, chosen = probabilities[keep], chosen[keep]
-    tokens = probabilities.shape[0]
-    if tokens == 0:
-        return probabilities.sum() * 0.0
-    counts = torch.bincount(chosen, minlength=probabilities.shape[-1]).to(probabilities.dtype)
-    return (counts / tokens * probabilities.sum(dim=0) / tokens).sum()
+    real = _real_token_weights(mask, tokens_shape, probabilities)
+    assigned = torch.nn.functional.one_hot(chosen.reshape(-1), probabilities.shape[-1]).to(probabilities.dtype)
+    tokens = real.sum().clamp(min=1)
+    counts = (assigned * real).sum(dim=0)
+    return (counts / tokens * (probabilities * real).sum(dim=0) / tokens).sum()
 
 
 class Top1Router(Router):
-    sparse_execution = True
-
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         probabilities = torch.softmax(logits.float(), dim=-1)
         chosen = probabilities.argmax(dim=-1)
         if self.training:
-            mask = self.context.token_mask
-            if mask is not None and mask.shape != logits.shape[:-1]:
-                mask = None  # not this forward's tokens (e.g. a decoding step)
-            self.last_aux_loss = load_balancing_loss(probabilities, chosen, mask)
+            self.last_aux_loss = load_balancing_loss(probabilities, chosen, self.context.token_mask)
         one_hot = torch.nn.functional.one_hot(chosen, logits.shape[-1]).to(probabilities.dtype)
         return (one_hot * probabilities).to(logits.dtype)
 
@@ -116,6 +115,8 @@ class ClusterRouter(Router):
     The linear map reads the cluster embedding (``cluster_dim`` wide), not the token. Returns ``E + 1`` columns:
     the top-1 gate over the ``E`` cluster experts, then ``1 - G_max`` for the universal expert (the layer's last).
     """
+
+    reads_tokens = False
 
     def __init__(self, cluster_dim: int, num_experts: int, temperature: float = 0.05,
                  context: RoutingContext | None = None):

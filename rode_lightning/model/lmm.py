@@ -132,5 +132,13 @@ class FoodLMM(nn.Module):
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    def compile_decoder_blocks(self, backend: str) -> None:
+        """``torch.compile`` each decoder block in place (``nn.Module.compile``), once. Per block rather than the
+        whole LLaMA: the block is what FSDP gathers and what activation checkpointing recomputes, and ``generate``'s
+        changing shapes then recompile small graphs only."""
+        for block in self.language_model.model.layers:
+            if getattr(block, "_compiled_call_impl", None) is None:
+                block.compile(backend=backend)
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {name: parameter for name, parameter in self.named_parameters() if parameter.requires_grad}

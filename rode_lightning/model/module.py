@@ -55,6 +55,7 @@ class FoodLMMModule(L.LightningModule):
             after building the model, e.g. for ``validate``, ``test`` or ``predict``.
         gradient_checkpointing: recompute each decoder block's activations during backward (less memory, ~30%
             more compute). Auxiliary router losses are collected from the first forward, so they are unaffected.
+        compile: a ``torch.compile`` backend (``inductor`` on a GPU) for every decoder block; ``null``: eager.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class FoodLMMModule(L.LightningModule):
         prediction_examples: int = 8,
         adapter_path: str | None = None,
         gradient_checkpointing: bool = False,
+        compile: str | None = None,
     ):
         super().__init__()
         _check_training_numbers(learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
@@ -117,6 +119,8 @@ class FoodLMMModule(L.LightningModule):
 
             shard_model(self.model, self._device_mesh)
             warn_if_checkpoints_cannot_resume(getattr(self._trainer, "strategy", None))
+        if self.hparams.compile:
+            self.model.compile_decoder_blocks(self.hparams.compile)
 
     def setup(self, stage: str) -> None:
         # Lightning restores --ckpt_path after this hook: let a one-process or DDP run read a sharded FSDP folder
@@ -129,12 +133,10 @@ class FoodLMMModule(L.LightningModule):
         pairs = getattr(datamodule, "evaluation_pairs", None)
         if pairs is not None and any(suite.pairs != EvaluationSuite(pairs).pairs for suite in self.evaluation.values()):
             self.evaluation = torch.nn.ModuleDict({stage: EvaluationSuite(pairs) for stage in ("val", "test")})
-        # Scoring uses the same ingredient clusters as the training targets (data.ingredient_vocabulary).
-        vocabulary = getattr(datamodule, "ingredient_vocabulary", None)
+        vocabulary = getattr(datamodule, "ingredient_vocabulary", None)  # scored with the targets' clusters
         for suite in self.evaluation.values():
-            for dataset, task in suite.pairs:
-                if task == "ingredients":
-                    suite.metric(dataset, task).vocabulary = vocabulary
+            for dataset in [dataset for dataset, task in suite.pairs if task == "ingredients"]:
+                suite.metric(dataset, "ingredients").vocabulary = vocabulary
 
     def on_train_end(self) -> None:
         """Write the adapter-only checkpoint next to the logs, ready for ``--model.adapter_path``."""
@@ -395,5 +397,4 @@ def _check_training_numbers(**values: float) -> None:
     for name, value in values.items():
         bound, inclusive = lowest.get(name, (0, True))
         if value < bound or (value == bound and not inclusive):
-            wanted = f"at least {bound}" if inclusive else f"above {bound}"
-            raise ValueError(f"model.{name}: {value}; expected a number {wanted}")
+            raise ValueError(f"model.{name}: {value}; expected a number {'at least' if inclusive else 'above'} {bound}")

@@ -42,7 +42,6 @@ try:  # torch >= 2.6
 except ImportError:  # torch 2.4, 2.5
     from torch.distributed._composable.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
-from rode_lightning.adapters.experts import LoRAExperts
 from rode_lightning.dtensors import is_dtensor, is_replicated
 
 _CONTAINERS = (nn.ModuleDict, nn.ModuleList)  # hold modules but are never called: FSDP's hooks would not run
@@ -74,8 +73,6 @@ def shard_model(model: nn.Module, device_mesh) -> None:
     trainable = list(_trainable_units(model))
     for module in trainable:
         fully_shard(module, mesh=replicate_mesh)
-        if isinstance(module, LoRAExperts):  # top-1 routing calls this method instead of forward
-            register_fsdp_forward_method(module, "forward_top1")
     for module in _frozen_units(model):
         fully_shard(module, mesh=shard_mesh)
     # FSDP2 warns when a unit returns a view (nn.Linear's output, a reshape), because an in-place op on it would skip

@@ -158,3 +158,26 @@ def test_peft_lora_is_injected_for_method_lora():
     names = [name for name, _ in model.named_parameters() if "lora_" in name]
     assert any("blocks.0.q_proj.lora_A" in name for name in names)
     assert not any("k_proj" in name for name in names)
+
+
+@pytest.mark.parametrize("method", ["rode", "softmax", "top1"])
+def test_in_inference_the_router_folded_into_the_experts_matmul_computes_the_two_matmul_layer(method):
+    """Without gradients the layer stacks ``W_router`` under ``A`` (one matmul reads x); with gradients (training,
+    under any strategy) it keeps the two matmuls. Both give the same output and gates."""
+    from rode_lightning.adapters.context import RoutingContext
+    from rode_lightning.adapters.inject import adapter_layers, inject_adapters
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(24, 24))
+    inject_adapters(model, AdapterConfig(method=method, ranks=[2, 4, 8], target_modules=["0"]), RoutingContext())
+    layer = adapter_layers(model)["0"].eval()
+    with torch.no_grad():
+        layer.experts.lora_B.normal_()
+    x = torch.randn(3, 5, 24)
+    assert layer._router_folds_into_experts() is False  # gradients enabled
+    expected = layer.base(x) + layer.experts(x, layer.router(x))
+    with torch.no_grad():
+        assert layer._router_folds_into_experts() is True
+        folded = layer(x)
+    torch.testing.assert_close(folded, expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.last_gates, layer.router(x).detach().reshape(-1, 3))

@@ -46,20 +46,20 @@ def test_top1_runs_only_the_chosen_expert_and_matches_dense_reference():
     x = torch.randn(5, 7, D_IN)
     gates = layer.router(x)
     assert torch.all((gates > 0).sum(-1) == 1)
-    torch.testing.assert_close(layer.experts.forward_top1(x, gates), layer.experts.reference_forward(x, gates),
+    torch.testing.assert_close(layer.experts(x, gates), layer.experts.reference_forward(x, gates),
                                rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("idle_expert", [False, True], ids=["all-experts-used", "one-expert-idle"])
 def test_top1_gradients_match_the_dense_reference(idle_expert):
-    """Backward through the grouped execution (gather by expert, gate on the rank-wide activation, scatter back)
-    gives the dense loop's gradients for the input, the experts and the router; also when an expert gets no token."""
+    """Backward through the fused execution (every expert's columns, zero gates but the chosen one's) gives the
+    per-expert loop's gradients for the input, the experts and the router; also when an expert gets no token."""
     layer, _ = top1_layer([2, 4, 8, 16])
     if idle_expert:
         with torch.no_grad():
             layer.router.linear.weight[1] = layer.router.linear.weight[0]  # ties go to the first: 1 never wins
     gradients = []
-    for forward in (layer.experts.forward_top1, layer.experts.reference_forward):
+    for forward in (layer.experts, layer.experts.reference_forward):
         x = torch.randn(3, 6, D_IN, generator=torch.Generator().manual_seed(1), requires_grad=True)
         gates = layer.router(x)
         if idle_expert:
@@ -68,10 +68,10 @@ def test_top1_gradients_match_the_dense_reference(idle_expert):
         gradients.append({"x": x.grad, **{name: parameter.grad.clone() for name, parameter in layer.named_parameters()
                                           if not name.startswith("base.")}})  # the frozen layer is not run here
         layer.zero_grad()
-    grouped, dense = gradients
-    assert grouped.keys() == dense.keys() and "router.linear.weight" in grouped
-    for name in dense:
-        torch.testing.assert_close(grouped[name], dense[name], rtol=1e-5, atol=1e-6, msg=name)
+    fused, loop = gradients
+    assert fused.keys() == loop.keys() and "router.linear.weight" in fused
+    for name in loop:
+        torch.testing.assert_close(fused[name], loop[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_top1_gradient_reaches_the_router():

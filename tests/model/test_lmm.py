@@ -109,3 +109,26 @@ def test_vision_tower_in_bf16_gives_the_fp32_features_to_bf16_precision():
 def test_unknown_vision_dtype_is_refused_naming_the_field():
     with pytest.raises(ValueError, match=r"model.vision.dtype: 'fp8'; expected one of \['bf16', 'fp16', 'fp32'\]"):
         VisionConfig(dtype="fp8")
+
+
+def test_model_compile_compiles_every_decoder_block_once_and_keeps_the_loss():
+    """``model.compile: <backend>`` compiles each decoder block in configure_model (``eager`` here: the tracing
+    without inductor's C++ build); the compiled model computes the eager model's logits, and a second
+    configure_model (validate after fit) compiles nothing again."""
+    from rode_lightning.model.module import FoodLMMModule
+
+    eager = FoodLMMModule(VISION, LANGUAGE, AdapterConfig(method="top1", ranks=[4, 4]))
+    compiled = FoodLMMModule(VISION, LANGUAGE, AdapterConfig(method="top1", ranks=[4, 4]), compile="eager")
+    for module in (eager, compiled):
+        torch.manual_seed(0)  # the same weights in both
+        module.configure_model()
+    blocks = list(compiled.model.language_model.model.layers)
+    first_calls = [block._compiled_call_impl for block in blocks]
+    assert all(call is not None for call in first_calls)
+    assert all(block._compiled_call_impl is None for block in eager.model.language_model.model.layers)
+    compiled.configure_model()
+    assert [block._compiled_call_impl for block in blocks] == first_calls
+    eager.eval(), compiled.eval()
+    inputs = batch(eager.model)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.model(*inputs), eager.model(*inputs))

@@ -20,9 +20,7 @@ class Top1(AdapterMethod):
         return config.load_balancing_coefficient
 
     def activation_bytes(self, config: AdapterSettings, in_features: int) -> tuple[bool, float]:
-        """As a mixture, except that the input grouped by expert is kept whether or not there is dropout (``2 D``),
-        each token's rank-wide tensors are those of one expert (the largest bounds them) and the grouping keeps
-        three int64 token indices (24 bytes)."""
-        ranks = self.expert_ranks(config)
-        dropout = in_features if config.dropout > 0 else 0
-        return True, float(2 * in_features + dropout + 6 * max(ranks) + 2 * len(ranks) + 24)
+        """A mixture's terms (its experts run as the dense mixture's, with zero gates but one), plus the fp32
+        one-hot choice that selects the gate, ``4 E``, and the load-balancing loss's real-token weight, 4."""
+        keeps_input, own = super().activation_bytes(config, in_features)
+        return keeps_input, own + 4 * config.num_experts + 4
