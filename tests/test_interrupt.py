@@ -22,7 +22,9 @@ STEPS = ["--trainer.limit_train_batches", "4", "--trainer.max_epochs", "2", "--t
 
 
 def run(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false",
+    # One thread: bit-equality across processes must not depend on how many threads a BLAS call gets (in the
+    # full suite, the uninterrupted run's losses once differed from a clean run's in the 6th digit).
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "rode_lightning", *arguments], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)

@@ -7,11 +7,18 @@ experts can be stacked: ``A = [A_1; ...; A_N]`` is ``(sum r) x d_in`` and ``B = 
 ``(tokens, sum r)`` intermediate, so the whole mixture is two matmuls, the cost of one LoRA of rank ``sum r``.
 That is what makes RoDE's diverse ranks cheap: a ``[2, 4, 8, 16]`` mixture costs what a rank-30 LoRA costs.
 
-:meth:`LoRAExperts.reference_forward` keeps the plain per-expert loop so tests can check the fused path.
+A router that gives each token one expert (top-1) runs through the same dense product, its other gates zero. On a
+GPU whose grouped GEMM kernel PyTorch ships (``torch.nn.functional.grouped_mm``: CUDA compute capability 9 or 10,
+bf16), equal-rank experts instead run grouped: tokens sorted by expert, each expert's ``A`` and ``B`` applied to its
+own tokens only, with no host synchronisation (:meth:`LoRAExperts.forward_grouped`). Everywhere else grouped_mm
+falls back to a loop that reads the group offsets back to the host, so the dense product stays the portable path.
+
+:meth:`LoRAExperts.reference_forward` keeps the plain per-expert loop so tests can check both paths.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,8 +26,26 @@ from torch import nn
 
 from rode_lightning.adapters.precision import matmul_input
 
+_GROUPED_MM = getattr(torch.nn.functional, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+@functools.lru_cache(maxsize=None)
+def _has_grouped_kernel(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] in (9, 10)
+
+
+def grouped_kernel_serves(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``grouped_mm`` runs PyTorch's fused grouped GEMM for these operands: bf16 on a CUDA device of compute
+    capability 9.x or 10.x (H100, H200, B200). Elsewhere it loops over the groups after copying their offsets to
+    the host, a synchronisation in every adapted layer."""
+    if _GROUPED_MM is None or device.type != "cuda" or dtype != torch.bfloat16:
+        return False
+    return _has_grouped_kernel(device.index if device.index is not None else torch.cuda.current_device())
+
 
 class LoRAExperts(nn.Module):
+    allow_grouped = True  # False: one-expert-per-token routing always runs the dense product (benchmarks compare)
+
     def __init__(self, in_features: int, out_features: int, ranks: list[int], alpha: float, dropout: float = 0.0):
         super().__init__()
         self.ranks = tuple(int(rank) for rank in ranks)
@@ -63,17 +88,59 @@ class LoRAExperts(nn.Module):
         rank = self.ranks[index]
         return self.lora_A[start:start + rank], self.lora_B[:, start:start + rank]
 
-    def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gates: torch.Tensor, one_expert_per_token: bool = False) -> torch.Tensor:
         """``sum_i gates[..., i] * alpha / r_i * B_i A_i dropout(x)`` with two matmuls.
 
-        ``gates`` has the leading shape of ``x`` and one column per expert. Top-1 routing runs here too: its gates
-        are zero but for each token's chosen expert, so the other experts' columns contribute nothing and get zero
-        gradients, exactly as if only the chosen expert ran. Computing every expert's rank-wide columns costs what
-        one LoRA of the summed rank costs, which at these ranks is the cost of reading ``x`` once (the matmuls are
-        memory-bound); grouping tokens by expert instead cost a sorted copy of ``x``, a host synchronisation for
-        the group sizes in every layer and a graph break (measured slower on the CPU; README, Results).
+        ``gates`` has the leading shape of ``x`` and one column per expert. Top-1 routing
+        (``one_expert_per_token``) runs here too: its gates are zero but for each token's chosen expert, so the
+        other experts' columns contribute nothing and get zero gradients, exactly as if only the chosen expert ran.
+        Computing every expert's rank-wide columns costs what one LoRA of the summed rank costs, which at these
+        ranks is the cost of reading ``x`` once (the matmuls are memory-bound); grouping tokens by expert costs a
+        sorted copy of ``x`` and pays off only with a grouped GEMM kernel (:meth:`groups_tokens`).
         """
+        if one_expert_per_token and self.groups_tokens(x):
+            return self.forward_grouped(x, gates)
         return self.combine(self.dropout(matmul_input(x, self.lora_A)) @ self.lora_A.t(), gates)
+
+    def groups_tokens(self, x: torch.Tensor) -> bool:
+        """Whether one-expert-per-token routing of ``x`` runs :meth:`forward_grouped`: experts of one rank, every
+        width a multiple of 8 (grouped_mm wants 16-byte strides, 8 bf16 numbers) and a grouped GEMM kernel for the
+        matmul dtype."""
+        rank = self.ranks[0]
+        widths = (rank, self.lora_A.shape[1], self.lora_B.shape[0])
+        return (self.allow_grouped and all(r == rank for r in self.ranks) and all(w % 8 == 0 for w in widths)
+                and grouped_kernel_serves(x.device, self._matmul_dtype(x)))
+
+    def _matmul_dtype(self, x: torch.Tensor) -> torch.dtype:
+        if torch.is_autocast_enabled(x.device.type):
+            return torch.get_autocast_dtype(x.device.type)
+        return self.lora_A.dtype
+
+    def forward_grouped(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """The mixture when each token has one non-zero gate and all experts one rank, with ``grouped_mm``: tokens
+        sorted by their expert, each expert's ``A`` then ``B`` applied to its own rows (LLaVA-MoLE Eq. 6: one
+        expert's cost per token). Group offsets are computed on the device, so nothing waits for the host. Runs
+        anywhere ``grouped_mm`` does (tests run it on the CPU); :meth:`forward` chooses it only where it is fast.
+        """
+        experts, rank, dtype = self.num_experts, self.ranks[0], self._matmul_dtype(x)
+        flat = self.dropout(matmul_input(x, self.lora_A)).reshape(-1, x.shape[-1])
+        flat_gates = gates.reshape(-1, experts)
+        chosen = flat_gates.abs().argmax(dim=-1)
+        gate = flat_gates.gather(1, chosen.unsqueeze(1)) * self.scaling[0]  # equal ranks: one alpha / r
+        order = torch.argsort(chosen, stable=True)
+        tokens_per_expert = torch.zeros(experts, dtype=torch.int32, device=x.device).scatter_add_(
+            0, chosen, torch.ones_like(chosen, dtype=torch.int32))
+        offsets = tokens_per_expert.cumsum(0, dtype=torch.int32)
+        # (experts, d_in, rank) and (experts, rank, d_out): each expert's matrices transposed, as grouped_mm takes
+        # them; B is copied into that layout (d_out x rank per expert, small) so every stride is the kernel's.
+        a = self.lora_A.to(dtype).view(experts, rank, -1).transpose(1, 2)
+        b = self.lora_B.to(dtype).view(-1, experts, rank).permute(1, 0, 2).contiguous().transpose(1, 2)
+        with torch.autocast(x.device.type, enabled=False):
+            hidden = _GROUPED_MM(flat.index_select(0, order).to(dtype), a, offs=offsets)
+            hidden = hidden * gate.index_select(0, order).to(dtype)
+            out = _GROUPED_MM(hidden, b, offs=offsets)
+        restore = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+        return out.index_select(0, restore).reshape(*x.shape[:-1], out.shape[-1])
 
     def combine(self, hidden: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The second half of :meth:`forward`: the rank-wide activation ``A dropout(x)`` (every expert's columns)

@@ -49,9 +49,9 @@ class MixtureOfLoRALinear(nn.Module):
         return self.router.last_aux_loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._router_folds_into_experts():
+        if self._router_folds_into_experts(x):
             # One matmul with [A; W_router] reads x once for the experts' rank-wide activation and the router's
-            # logits (and, in backward, gives x's gradient and both weights' in one matmul each).
+            # logits.
             rank = self.experts.lora_A.shape[0]
             weight = torch.cat([self.experts.lora_A, self.router.linear.weight])
             hidden, logits = (matmul_input(x, weight) @ weight.t()).split([rank, weight.shape[0] - rank], dim=-1)
@@ -59,18 +59,21 @@ class MixtureOfLoRALinear(nn.Module):
             mixture = self.experts.combine(hidden, gates)
         else:
             gates = self.router(x)
-            mixture = self.experts(x, gates)
+            mixture = self.experts(x, gates, one_expert_per_token=self.router.one_expert_per_token)
         self.last_gates = gates.detach().reshape(-1, gates.shape[-1])
         return self.base(x) + mixture.to(x.dtype)
 
-    def _router_folds_into_experts(self) -> bool:
-        """Whether to stack the router under the experts: in inference only (no gradient, so no dropout either),
-        for a token router, on plain tensors. Training keeps the two matmuls, so that one process, DDP and FSDP2
-        (where experts and router are separate units, gathered by their own forward) compute the same floats and
-        train the same adapter."""
-        return (not torch.is_grad_enabled() and self.router.reads_tokens
+    def _router_folds_into_experts(self, x: torch.Tensor) -> bool:
+        """Whether to stack the router under the experts: in inference only (no gradient), for a token router that
+        reads the same ``x`` as the experts (no active dropout in between), on plain tensors, unless the experts run
+        grouped by token (:meth:`LoRAExperts.groups_tokens`). Training keeps the two matmuls, so that one process,
+        DDP and FSDP2 (where experts and router are separate units, gathered by their own forward) compute the same
+        floats and train the same adapter."""
+        dropout_active = self.experts.training and isinstance(self.experts.dropout, nn.Dropout)
+        return (not torch.is_grad_enabled() and self.router.reads_tokens and not dropout_active
                 and self.router.linear.weight.dtype == self.experts.lora_A.dtype
-                and not is_dtensor(self.experts.lora_A) and not is_dtensor(self.router.linear.weight))
+                and not is_dtensor(self.experts.lora_A) and not is_dtensor(self.router.linear.weight)
+                and not (self.router.one_expert_per_token and self.experts.groups_tokens(x)))
 
     def extra_repr(self) -> str:
         return f"ranks={list(self.experts.ranks)}, alpha={self.experts.alpha}, router={type(self.router).__name__}"

@@ -30,6 +30,7 @@ class Router(nn.Module):
     normalisation in :meth:`gates_from_logits`; the cluster router scores a sample's cluster embedding instead."""
 
     reads_tokens = True  # the linear map reads the layer input (the cluster router reads a cluster embedding)
+    one_expert_per_token = False  # True: every gate row has one non-zero (the experts may then run grouped)
 
     def __init__(self, in_features: int, num_experts: int, context: RoutingContext | None = None):
         super().__init__()
@@ -100,6 +101,8 @@ def load_balancing_loss(probabilities: torch.Tensor, chosen: torch.Tensor, mask:
 
 
 class Top1Router(Router):
+    one_expert_per_token = True
+
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         probabilities = torch.softmax(logits.float(), dim=-1)
         chosen = probabilities.argmax(dim=-1)

@@ -174,10 +174,109 @@ def test_in_inference_the_router_folded_into_the_experts_matmul_computes_the_two
     with torch.no_grad():
         layer.experts.lora_B.normal_()
     x = torch.randn(3, 5, 24)
-    assert layer._router_folds_into_experts() is False  # gradients enabled
+    assert layer._router_folds_into_experts(x) is False  # gradients enabled
     expected = layer.base(x) + layer.experts(x, layer.router(x))
     with torch.no_grad():
-        assert layer._router_folds_into_experts() is True
+        assert layer._router_folds_into_experts(x) is True
         folded = layer(x)
     torch.testing.assert_close(folded, expected.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(layer.last_gates, layer.router(x).detach().reshape(-1, 3))
+
+
+def test_without_gradients_in_training_mode_dropout_still_applies_and_the_router_is_not_folded():
+    """The fold computes the router and the experts from the same x, so it must not run where the experts see
+    dropout(x): a no-grad forward in training mode gives the two-matmul layer's output for the same dropout mask."""
+    torch.manual_seed(0)
+    layer = make_layer([2, 4, 8], ReLURouter, dropout=0.5).train()
+    nn.init.normal_(layer.experts.lora_B)
+    x = torch.randn(6, D_IN)
+    with torch.no_grad():
+        assert layer._router_folds_into_experts(x) is False
+        torch.manual_seed(1)
+        got = layer(x)
+        torch.manual_seed(1)
+        expected = layer.base(x) + layer.experts(x, layer.router(x))
+        assert not torch.allclose(got, layer.eval()(x))  # the mask mattered
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+GROUPED_IN, GROUPED_OUT = 16, 24  # grouped_mm wants 16-byte strides
+
+
+def _top1_gates(tokens: int, experts: int, idle: int) -> torch.Tensor:
+    """Top-1 router gates (softmax probability of the chosen expert, zero elsewhere) with expert ``idle`` unused."""
+    from rode_lightning.adapters.routers import Top1Router
+
+    logits = torch.randn(tokens, experts)
+    logits[:, idle] = -1e4
+    return Top1Router(GROUPED_IN, experts).gates_from_logits(logits.requires_grad_())
+
+
+def test_grouped_top1_experts_equal_the_per_expert_reference_in_outputs_and_gradients():
+    """forward_grouped (torch.nn.functional.grouped_mm; on the CPU its portable loop) against the expert-by-expert
+    mixture: the output and the gradients of x, A, B and the gates, with an expert that gets no token."""
+    torch.manual_seed(0)
+    experts = LoRAExperts(GROUPED_IN, GROUPED_OUT, [8, 8, 8, 8], alpha=16.0)
+    nn.init.normal_(experts.lora_B)
+    x = torch.randn(3, 7, GROUPED_IN, requires_grad=True)
+    logits = torch.randn(3, 7, 4)
+    logits[..., 2] = -1e4  # expert 2 idle: an empty group
+    from rode_lightning.adapters.routers import Top1Router
+
+    logits.requires_grad_()
+    gates = Top1Router(GROUPED_IN, 4).gates_from_logits(logits)
+    inputs = [x, experts.lora_A, experts.lora_B, logits]
+    grouped = experts.forward_grouped(x, gates)
+    grouped_grads = torch.autograd.grad((grouped * torch.linspace(-1, 1, GROUPED_OUT)).sum(), inputs,
+                                        retain_graph=True)  # the gates' graph is shared
+    reference = experts.reference_forward(x, gates)
+    reference_grads = torch.autograd.grad((reference * torch.linspace(-1, 1, GROUPED_OUT)).sum(), inputs)
+    assert grouped.shape == (3, 7, GROUPED_OUT)
+    torch.testing.assert_close(grouped, reference, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grouped_grads, reference_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert torch.count_nonzero(grouped_grads[1][16:24]) == 0  # the idle expert's A gets no gradient
+
+
+def test_on_the_cpu_top1_keeps_the_dense_product():
+    """grouped_mm has no fused kernel on the CPU (it loops and reads the offsets back to the host): the layer keeps
+    the dense path there, and with experts of different ranks anywhere."""
+    from rode_lightning.adapters.experts import grouped_kernel_serves
+
+    assert not grouped_kernel_serves(torch.device("cpu"), torch.bfloat16)
+    assert not grouped_kernel_serves(torch.device("cpu"), torch.float32)
+    experts = LoRAExperts(GROUPED_IN, GROUPED_OUT, [8, 8, 8, 8], alpha=16.0)
+    x = torch.randn(5, GROUPED_IN)
+    assert not experts.groups_tokens(x)
+    nn.init.normal_(experts.lora_B)
+    gates = _top1_gates(5, 4, idle=1).detach()
+    torch.testing.assert_close(experts(x, gates, one_expert_per_token=True), experts(x, gates), rtol=0, atol=0)
+
+
+def test_grouped_execution_is_chosen_only_with_the_kernel_and_equal_ranks_that_are_multiples_of_8(monkeypatch):
+    import rode_lightning.adapters.experts as experts_module
+
+    monkeypatch.setattr(experts_module, "grouped_kernel_serves", lambda device, dtype: True)
+    x = torch.randn(5, GROUPED_IN)
+    assert LoRAExperts(GROUPED_IN, GROUPED_OUT, [8, 8, 8, 8], 16.0).groups_tokens(x)
+    assert not LoRAExperts(GROUPED_IN, GROUPED_OUT, [2, 4, 8, 16], 16.0).groups_tokens(x)  # RoDE's diverse ranks
+    assert not LoRAExperts(GROUPED_IN, GROUPED_OUT, [4, 4], 16.0).groups_tokens(x)  # rank 4: not 16-byte aligned in bf16
+    assert not LoRAExperts(12, GROUPED_OUT, [8, 8], 16.0).groups_tokens(torch.randn(5, 12))  # d_in 12 neither
+    dense_only = LoRAExperts(GROUPED_IN, GROUPED_OUT, [8, 8], 16.0)
+    dense_only.allow_grouped = False
+    assert not dense_only.groups_tokens(x)
+    # The layer hands top-1's gates to the grouped path, and then does not fold the router in inference.
+    calls = []
+    experts = LoRAExperts(GROUPED_IN, GROUPED_OUT, [8, 8, 8, 8], 16.0)
+    monkeypatch.setattr(experts, "forward_grouped", lambda x, gates: calls.append(gates) or torch.zeros(5, GROUPED_OUT))
+    from rode_lightning.adapters.routers import Top1Router
+
+    layer = MixtureOfLoRALinear(nn.Linear(GROUPED_IN, GROUPED_OUT), experts, Top1Router(GROUPED_IN, 4))
+    layer(x)
+    with torch.no_grad():
+        assert not layer._router_folds_into_experts(x)
+        layer(x)
+    assert len(calls) == 2
+    softmax_layer = MixtureOfLoRALinear(nn.Linear(GROUPED_IN, GROUPED_OUT), experts, SoftmaxRouter(GROUPED_IN, 4))
+    softmax_layer(x)
+    assert len(calls) == 2  # several non-zero gates per token: dense
