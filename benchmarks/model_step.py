@@ -18,8 +18,8 @@ with r8, the dense mixtures of four rank-8 experts with r32) and with the frozen
 * **saved for backward**: bytes of the distinct tensors autograd keeps in one training forward, parameters left out
   (exact, so one measurement suffices); on CUDA also the peak memory of a step.
 
-The machine is noisy: every variant is timed once per round, round after round, and medians of the same rounds are
-compared. The last line of output is one JSON object.
+The machine is noisy: every variant is timed once per round, the order alternating, and each ratio is the median
+over rounds of that round's ratio (``paired.py``). The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from adapter_memory import saved_activation_bytes
+from paired import paired_excess_ratio, paired_ratio, timed_rounds
 from rode_lightning.adapters import AdapterConfig, add_adapters, routing_context
 
 TARGETS = ["q_proj", "k_proj"]
@@ -180,24 +181,23 @@ def measure(shape_name: str, shape: Shape, args: argparse.Namespace) -> dict:
         generation_seconds(generation_models[name], prompts, 2)
         if device.type == "cuda":
             peak[name] = torch.cuda.max_memory_allocated()
-    step_times = {name: [] for name in VARIANTS}
-    generation_times = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):
-        for name in VARIANTS:
-            step_times[name].append(timed(steps[name]))
-            generation_times[name].append(generation_seconds(generation_models[name], prompts, args.new_tokens))
+    names = list(VARIANTS)
+    step_times = timed_rounds(names, args.rounds, lambda name: timed(steps[name]))
+    generation_times = timed_rounds(names, args.rounds, lambda name: generation_seconds(
+        generation_models[name], prompts, args.new_tokens))
     step_median = {name: statistics.median(values) for name, values in step_times.items()}
     tokens_per_second = {name: args.generate_batch * args.new_tokens / statistics.median(values)
                          for name, values in generation_times.items()}
-    frozen = step_median["frozen"]
+    frozen = step_times["frozen"]
+    # Tokens per second is the inverse of seconds per generation: its ratio a / b is b's seconds over a's.
     ratios = {
-        "step": {pair: step_median[a] / step_median[b] for pair, (a, b) in PAIRS.items()},
-        "step_adapter_only": {pair: (step_median[a] - frozen) / (step_median[b] - frozen)
+        "step": {pair: paired_ratio(step_times[a], step_times[b]) for pair, (a, b) in PAIRS.items()},
+        "step_adapter_only": {pair: paired_excess_ratio(step_times[a], step_times[b], frozen)
                               for pair, (a, b) in PAIRS.items()},
-        "step_vs_frozen": {name: step_median[name] / frozen for name in VARIANTS if name != "frozen"},
-        "generation_tokens_per_second": {pair: tokens_per_second[a] / tokens_per_second[b]
+        "step_vs_frozen": {name: paired_ratio(step_times[name], frozen) for name in VARIANTS if name != "frozen"},
+        "generation_tokens_per_second": {pair: paired_ratio(generation_times[b], generation_times[a])
                                          for pair, (a, b) in PAIRS.items()},
-        "generation_vs_frozen": {name: tokens_per_second[name] / tokens_per_second["frozen"]
+        "generation_vs_frozen": {name: paired_ratio(generation_times["frozen"], generation_times[name])
                                  for name in VARIANTS if name != "frozen"},
         "saved_bytes": {pair: saved[a] / saved[b] for pair, (a, b) in PAIRS.items()},
     }

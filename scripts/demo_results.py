@@ -31,10 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import readme_blocks  # noqa: E402
 from rode_lightning.metrics.results import floors_table, results_table  # noqa: E402
 
 RESULTS = REPO / "results" / "demo"
-README = REPO / "README.md"
 LOGS = "logs"
 RUNS = {
     # name: (subcommand, extra arguments, results file written by the run)
@@ -162,30 +162,16 @@ def targets_table(records: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-# A block is everything from its opening marker's line to the next closing marker's line; it may be empty.
-_BLOCK = re.compile(r"(^<!-- demo-results:(\w+) -->\n)((?:(?!<!-- /?demo-results).*\n)*?)(^<!-- /demo-results -->$)",
-                    re.MULTILINE)
-
-
 def rendered(text: str) -> str:
-    generated = blocks()
-    return _BLOCK.sub(lambda match: match[1] + generated[match[2]] + "\n" + match[4], text)
+    return readme_blocks.rendered(text, "demo-results", blocks())
 
 
 def render() -> None:
-    README.write_text(rendered(README.read_text()))
+    readme_blocks.render("demo-results", blocks)
 
 
 def check() -> int:
-    text = README.read_text()
-    names = {match[2] for match in _BLOCK.finditer(text)}
-    if names != set(blocks()):
-        print(f"README.md has result blocks {sorted(names)}, expected {sorted(blocks())}")
-        return 1
-    if rendered(text) != text:
-        print("README.md's demo results differ from results/demo/*.json: run `python scripts/demo_results.py render`")
-        return 1
-    return 0
+    return readme_blocks.check("demo-results", blocks, "python scripts/demo_results.py render")
 
 
 def main() -> int:

@@ -28,6 +28,22 @@ def test_a_frozen_linear_saves_nothing_and_lora_saves_its_input_and_rank_wide_ac
     assert saved_activation_bytes(peft_lora(dim, rank), x) == tokens * (dim + rank) * 4
 
 
+def test_paired_ratios_compare_timings_of_the_same_round():
+    from paired import paired_excess_ratio, paired_ratio, round_order, timed_rounds
+
+    # The machine slows down 10x halfway: per-round ratios stay 2 where a ratio of medians would not.
+    a, b, base = [2.0, 2.0, 20.0, 20.0, 20.0], [1.0, 1.0, 10.0, 10.0, 10.0], [0.5, 0.5, 5.0, 5.0, 5.0]
+    assert paired_ratio(a, b) == 2.0
+    assert paired_excess_ratio(a, b, base) == 3.0  # (2 - 0.5) / (1 - 0.5)
+    assert list(round_order(["x", "y", "z"], 0)) == ["x", "y", "z"]
+    assert list(round_order(["x", "y", "z"], 1)) == ["z", "y", "x"]
+    calls = []
+    times = timed_rounds(["x", "y"], 3, lambda name: calls.append(name) or float(len(calls)))
+    assert calls == ["x", "y", "y", "x", "x", "y"] and times == {"x": [1.0, 4.0, 5.0], "y": [2.0, 3.0, 6.0]}
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])  # rounds must pair up
+
+
 def test_views_of_one_storage_count_once():
     x = torch.randn(10, 8, requires_grad=True)
 
@@ -39,21 +55,39 @@ def test_views_of_one_storage_count_once():
     assert saved_activation_bytes(TwoViews(), x) == x.numel() * 4
 
 
-@pytest.mark.parametrize("script", ["adapter_memory.py", "adapter_speed.py"])
-def test_benchmark_scripts_run_and_end_with_their_json(script):
-    arguments = ["--tokens", "64", "--dim", "32"] + (["--rounds", "1"] if script == "adapter_speed.py" else [])
+@pytest.mark.parametrize("script, extra", [("adapter_memory.py", []), ("adapter_speed.py", ["--rounds", "1"]),
+                                           ("adapter_speed.py", ["--rounds", "1", "--dtype", "bfloat16"])])
+def test_benchmark_scripts_run_and_end_with_their_json(script, extra):
+    arguments = ["--tokens", "64", "--dim", "32", *extra]
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments], capture_output=True, text=True,
                             timeout=300, cwd=BENCHMARKS.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["tokens"] == 64 and summary["dim"] == 32
     assert "rode_2_4_8_16_vs_peft_lora_r30" in summary["ratios"]
+    if script == "adapter_speed.py":
+        assert summary["dtype"] == extra[-1] if "--dtype" in extra else summary["dtype"] == "float32"
+        assert summary["top1_grouped"] is False  # no grouped GEMM kernel on the CPU
+        assert summary["ratios"]["top1_grouped_vs_dense"] > 0
     if script == "adapter_memory.py":
         saved, input_bytes = summary["saved_bytes"], 64 * 32 * 4
         # A loop over 4 experts keeps an output-wide tensor per expert (square layer: input-sized); every variant
         # keeps the input at least.
         assert saved["rode_2_4_8_16_reference_loop"] >= 4 * input_bytes
         assert min(value for name, value in saved.items() if name != "base_only") >= input_bytes
+
+
+def test_the_speed_benchmark_compares_top1_with_its_own_weights_held_to_the_dense_product():
+    from adapter_speed import build_variants
+
+    variants = build_variants(dim=16, batch=2, dtype=torch.bfloat16)
+    grouped, dense = variants["top1_8x4"].proj, variants["top1_8x4_dense"].proj
+    assert grouped.experts.allow_grouped and not dense.experts.allow_grouped
+    for (name, mine), (_, theirs) in zip(grouped.named_parameters(), dense.named_parameters()):
+        assert torch.equal(mine, theirs), name
+    assert grouped.base.weight.dtype == torch.bfloat16 and grouped.experts.lora_A.dtype == torch.float32
+    lora = variants["peft_lora_r8"]
+    assert lora.proj.base_layer.weight.dtype == torch.bfloat16 and lora.proj.lora_A["default"].weight.dtype == torch.float32
 
 
 def test_full_size_step_script_runs_on_the_tiny_shapes(tmp_path):
@@ -94,6 +128,26 @@ def test_the_gpu_check_script_runs_every_part_on_the_cpu(tmp_path):
                             text=True, timeout=600, cwd=BENCHMARKS.parent, env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
-        "adapter_memory": True, "adapter_speed": True, "full_size_step": True, "model_step": True}
+        "adapter_memory": True, "adapter_speed": True, "adapter_speed_bf16": True, "full_size_step": True,
+        "model_step": True}
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["model_step"]["device"] == "cpu" and summary["adapter_speed"]["device"] == "cpu"
+    assert summary["adapter_speed"]["dtype"] == "float32" and summary["adapter_speed_bf16"]["dtype"] == "bfloat16"
+    # README's GPU block renders this summary as it will render a GPU's.
+    sys.path.insert(0, str(BENCHMARKS.parent / "scripts"))
+    try:
+        from benchmark_results import gpu_block
+    finally:
+        sys.path.pop(0)
+    block = gpu_block(summary)
+    assert all(f"`{part}`" in block for part in summary) and "failed" not in block
+    assert "bfloat16" in block and "| fused RoDE" in block and "| tiny (" in block
+    assert "failed or ran out of its time (exit 124)" in gpu_block({"model_step": {"failed": True, "exit_status": 124}})
+
+
+def test_the_gpu_check_parts_fit_in_ten_minutes():
+    import re
+
+    script = (BENCHMARKS / "gpu_check.sh").read_text()
+    budgets = [int(seconds) for seconds in re.findall(r"^run_part \S+ (\d+) ", script, flags=re.MULTILINE)]
+    assert len(budgets) == 5 and sum(budgets) <= 580  # room for the start and the summary in 600 s

@@ -1,4 +1,5 @@
-"""README.md's demo results are rendered from results/demo/*.json by scripts/demo_results.py, never typed."""
+"""README.md's demo and benchmark results are rendered from results/ by scripts/demo_results.py and
+scripts/benchmark_results.py, never typed."""
 
 from __future__ import annotations
 
@@ -38,3 +39,44 @@ def test_rendering_restores_a_hand_edited_number():
     assert row in text
     edited = text.replace(row, row.replace("| unifood | ", "| unifood | 1", 1), 1)
     assert edited != text and demo_results.rendered(edited) == text
+
+
+def _script(name: str):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_readme_benchmark_blocks_are_the_rendering_of_the_committed_output():
+    completed = subprocess.run([sys.executable, "scripts/benchmark_results.py", "check"], cwd=REPO,
+                               capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_benchmark_output_records_the_commands_that_made_it():
+    benchmark_results = _script("benchmark_results")
+    record = json.loads((REPO / "results" / "benchmarks" / "provenance.json").read_text())
+    assert record["commands"] == {name: "python " + " ".join(arguments)
+                                  for name, arguments in benchmark_results.COMMANDS.items()}
+    assert {"torch", "transformers", "peft"} <= set(record["versions"])
+    speed = benchmark_results.last_json((REPO / "results" / "benchmarks" / "adapter_speed.txt").read_text())
+    assert speed["rounds"] == 15 and speed["dtype"] == "float32"  # the recorded command's settings
+
+
+def test_benchmark_rendering_restores_a_hand_edited_ratio():
+    benchmark_results, readme_blocks = _script("benchmark_results"), _script("readme_blocks")
+    text = (REPO / "README.md").read_text()
+    generated = benchmark_results.blocks()
+    row = next(line for line in generated["adapter_speed"].splitlines() if line.startswith("| fused RoDE"))
+    assert row in text
+    edited = text.replace(row, row.replace("| 0", "| 9").replace("| 1", "| 9"), 1)
+    assert edited != text and readme_blocks.rendered(edited, "benchmark-results", generated) == text
+
+
+def test_a_missed_target_is_rendered_as_missed():
+    benchmark_results = _script("benchmark_results")
+    assert benchmark_results._verdict(1.2, at_most=1.15) == "1.20 (<= 1.15 missed)"
+    assert benchmark_results._verdict(0.91, at_least=0.9) == "0.91 (>= 0.9 met)"
+    assert benchmark_results._verdict(0.5) == "0.50" and benchmark_results._verdict(None) == ""

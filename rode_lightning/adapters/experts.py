@@ -24,7 +24,9 @@ import math
 import torch
 from torch import nn
 
-from rode_lightning.adapters.precision import matmul_input
+from rode_lightning.adapters.precision import matmul_dtype, matmul_input
+from rode_lightning.adapters.routers import Router
+from rode_lightning.dtensors import is_dtensor
 
 _GROUPED_MM = getattr(torch.nn.functional, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 
@@ -109,12 +111,7 @@ class LoRAExperts(nn.Module):
         rank = self.ranks[0]
         widths = (rank, self.lora_A.shape[1], self.lora_B.shape[0])
         return (self.allow_grouped and all(r == rank for r in self.ranks) and all(w % 8 == 0 for w in widths)
-                and grouped_kernel_serves(x.device, self._matmul_dtype(x)))
-
-    def _matmul_dtype(self, x: torch.Tensor) -> torch.dtype:
-        if torch.is_autocast_enabled(x.device.type):
-            return torch.get_autocast_dtype(x.device.type)
-        return self.lora_A.dtype
+                and grouped_kernel_serves(x.device, matmul_dtype(x, self.lora_A)))
 
     def forward_grouped(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The mixture when each token has one non-zero gate and all experts one rank, with ``grouped_mm``: tokens
@@ -122,7 +119,7 @@ class LoRAExperts(nn.Module):
         expert's cost per token). Group offsets are computed on the device, so nothing waits for the host. Runs
         anywhere ``grouped_mm`` does (tests run it on the CPU); :meth:`forward` chooses it only where it is fast.
         """
-        experts, rank, dtype = self.num_experts, self.ranks[0], self._matmul_dtype(x)
+        experts, rank, dtype = self.num_experts, self.ranks[0], matmul_dtype(x, self.lora_A)
         flat = self.dropout(matmul_input(x, self.lora_A)).reshape(-1, x.shape[-1])
         flat_gates = gates.reshape(-1, experts)
         chosen = flat_gates.abs().argmax(dim=-1)
@@ -141,6 +138,26 @@ class LoRAExperts(nn.Module):
             out = _GROUPED_MM(hidden, b, offs=offsets)
         restore = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
         return out.index_select(0, restore).reshape(*x.shape[:-1], out.shape[-1])
+
+    def forward_routed(self, x: torch.Tensor, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixture and its gates with the token router's linear map stacked under ``A``: one matmul of
+        ``[A; W_router]`` reads ``x`` once for the experts' rank-wide activation and the router's logits (forward
+        and backward), where two matmuls would read it twice. Valid only where both read the same ``x``, that is
+        without active dropout (:meth:`MixtureOfLoRALinear._router_folds_into_experts`).
+
+        A method of the experts, not of the layer: under FSDP2 the experts and the router are one unit
+        (``rode_lightning/scale/sharding.py``) and this method is registered as its forward, so both weights are
+        gathered while it runs.
+        """
+        weight = self.lora_A
+        if is_dtensor(weight) or is_dtensor(router.linear.weight):
+            raise RuntimeError("the router folds into the experts' matmul only when both are gathered: shard them "
+                               "as one FSDP unit with forward_routed registered (rode_lightning.scale.sharding)")
+        stacked = torch.cat([weight, router.linear.weight])
+        hidden, logits = (matmul_input(x, stacked) @ stacked.t()).split(
+            [weight.shape[0], router.linear.weight.shape[0]], dim=-1)
+        gates = router.gates_from_logits(logits)
+        return self.combine(hidden, gates), gates
 
     def combine(self, hidden: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The second half of :meth:`forward`: the rank-wide activation ``A dropout(x)`` (every expert's columns)

@@ -6,9 +6,7 @@ import torch
 from torch import nn
 
 from rode_lightning.adapters.experts import LoRAExperts
-from rode_lightning.adapters.precision import matmul_input
 from rode_lightning.adapters.routers import Router
-from rode_lightning.dtensors import is_dtensor
 
 
 class MixtureOfLoRALinear(nn.Module):
@@ -50,13 +48,7 @@ class MixtureOfLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._router_folds_into_experts(x):
-            # One matmul with [A; W_router] reads x once for the experts' rank-wide activation and the router's
-            # logits.
-            rank = self.experts.lora_A.shape[0]
-            weight = torch.cat([self.experts.lora_A, self.router.linear.weight])
-            hidden, logits = (matmul_input(x, weight) @ weight.t()).split([rank, weight.shape[0] - rank], dim=-1)
-            gates = self.router.gates_from_logits(logits)
-            mixture = self.experts.combine(hidden, gates)
+            mixture, gates = self.experts.forward_routed(x, self.router)
         else:
             gates = self.router(x)
             mixture = self.experts(x, gates, one_expert_per_token=self.router.one_expert_per_token)
@@ -64,15 +56,14 @@ class MixtureOfLoRALinear(nn.Module):
         return self.base(x) + mixture.to(x.dtype)
 
     def _router_folds_into_experts(self, x: torch.Tensor) -> bool:
-        """Whether to stack the router under the experts: in inference only (no gradient), for a token router that
-        reads the same ``x`` as the experts (no active dropout in between), on plain tensors, unless the experts run
-        grouped by token (:meth:`LoRAExperts.groups_tokens`). Training keeps the two matmuls, so that one process,
-        DDP and FSDP2 (where experts and router are separate units, gathered by their own forward) compute the same
-        floats and train the same adapter."""
+        """Whether the router's matmul joins the experts' first one (:meth:`LoRAExperts.forward_routed`), in
+        training as in inference: for a token router that reads the same ``x`` as the experts (no active dropout in
+        between) in the experts' dtype, unless the experts run grouped by token (:meth:`LoRAExperts.groups_tokens`).
+        One process, DDP and FSDP2 take the same path, so they compute the same floats and train the same
+        adapter."""
         dropout_active = self.experts.training and isinstance(self.experts.dropout, nn.Dropout)
-        return (not torch.is_grad_enabled() and self.router.reads_tokens and not dropout_active
+        return (self.router.reads_tokens and not dropout_active
                 and self.router.linear.weight.dtype == self.experts.lora_A.dtype
-                and not is_dtensor(self.experts.lora_A) and not is_dtensor(self.router.linear.weight)
                 and not (self.router.one_expert_per_token and self.experts.groups_tokens(x)))
 
     def extra_repr(self) -> str:

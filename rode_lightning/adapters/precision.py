@@ -20,3 +20,11 @@ def matmul_input(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
         return x
     return x.to(weight.dtype)
+
+
+def matmul_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul of ``x`` with ``weight`` computes in: autocast's where it is on for ``x``'s device, else
+    the weight's (which :func:`matmul_input` casts ``x`` to)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return weight.dtype

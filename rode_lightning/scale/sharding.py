@@ -7,7 +7,7 @@ gives the module a device mesh (only ``ModelParallelStrategy`` does). What is sh
   block, the token embedding and the LM head are one FSDP unit each, so a rank holds ``1 / world`` of them and
   all-gathers one block at a time, in forward and again in backward. This is where the memory is (13 GB of a 7B).
 * **Trainable tensors are replicated**: every module whose parameters are all trainable (each layer's experts and
-  router, peft's LoRA matrices, the projector when trained) is its own FSDP unit on the 2-D mesh
+  router together, peft's LoRA matrices, the projector when trained) is its own FSDP unit on the 2-D mesh
   ``(data_parallel, tensor_parallel=1)``. FSDP2 reads a 2-D mesh as HSDP: replicate over the first dimension,
   shard over the second, which is one wide, so every rank holds the whole tensor and gradients are all-reduced
   as DDP does. The trainable state is small (0.25 GB with optimizer state for the paper's adapters at 7B), and
@@ -16,6 +16,9 @@ gives the module a device mesh (only ``ModelParallelStrategy`` does). What is sh
 * The root unit (the ``FoodLMM``) keeps what is left: the final norm and the MoCLE cluster embedding, replicated
   when anything trainable is left there, sharded otherwise. ``generate`` is registered as a forward method, so the
   root's parameters are gathered for validation's generation as they are for ``forward``.
+* A mixture layer's experts and router are **one unit** (``fully_shard([experts, router])``), and
+  ``LoRAExperts.forward_routed`` is registered as its forward: the layer stacks the router's weight under the
+  experts' ``A`` for one matmul, which needs both gathered at once, and computes exactly what one process computes.
 
 Trainable and frozen tensors thus never share a unit. FSDP2 would accept them together (a unit's trainable tensors
 only need one dtype), but a decoder block unit holding adapters would shard them too.
@@ -42,6 +45,7 @@ try:  # torch >= 2.6
 except ImportError:  # torch 2.4, 2.5
     from torch.distributed._composable.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
+from rode_lightning.adapters.layer import MixtureOfLoRALinear
 from rode_lightning.dtensors import is_dtensor, is_replicated
 
 _CONTAINERS = (nn.ModuleDict, nn.ModuleList)  # hold modules but are never called: FSDP's hooks would not run
@@ -71,14 +75,17 @@ def shard_model(model: nn.Module, device_mesh) -> None:
     _check_same_weights_on_every_rank(model, shard_mesh)
 
     trainable = list(_trainable_units(model))
-    for module in trainable:
-        fully_shard(module, mesh=replicate_mesh)
+    for unit in trainable:
+        fully_shard(unit, mesh=replicate_mesh)
+        if isinstance(unit, list):  # [experts, router] of a mixture layer
+            register_fsdp_forward_method(unit[0], "forward_routed")
     for module in _frozen_units(model):
         fully_shard(module, mesh=shard_mesh)
     # FSDP2 warns when a unit returns a view (nn.Linear's output, a reshape), because an in-place op on it would skip
     # the unit's backward hook. These units' outputs are only read out of place (FoodLMM.embed's masked_scatter,
     # MixtureOfLoRALinear's and peft's `base(x) + adapter(x)`), so the warning would only be noise.
-    unit_classes = "|".join(sorted({type(module).__name__ for module in [*trainable, model.projector]}))
+    modules = [module for unit in trainable for module in (unit if isinstance(unit, list) else [unit])]
+    unit_classes = "|".join(sorted({type(module).__name__ for module in [*modules, model.projector]}))
     warnings.filterwarnings("ignore", message=rf"FSDP2-wrapped module \(({unit_classes})\) returned a view tensor")
     leftover_trainable = any(parameter.requires_grad for parameter in _unassigned_parameters(model))
     fully_shard(model, mesh=replicate_mesh if leftover_trainable else shard_mesh)
@@ -91,11 +98,15 @@ def shard_model(model: nn.Module, device_mesh) -> None:
 
 
 def _trainable_units(module: nn.Module):
-    """The largest callable submodules whose parameters are all trainable (each layer's experts and router, peft's
-    LoRA linears, the projector when trained)."""
+    """The largest callable submodules whose parameters are all trainable (peft's LoRA linears, the projector when
+    trained), a mixture layer's experts and router as one ``[experts, router]`` group."""
     for child in module.children():
         parameters = list(child.parameters())
         if not parameters:
+            continue
+        if isinstance(child, MixtureOfLoRALinear) and all(
+                parameter.requires_grad for parameter in [*child.experts.parameters(), *child.router.parameters()]):
+            yield [child.experts, child.router]
             continue
         if all(parameter.requires_grad for parameter in parameters) and not isinstance(child, _CONTAINERS):
             yield child

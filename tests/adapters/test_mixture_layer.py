@@ -161,26 +161,56 @@ def test_peft_lora_is_injected_for_method_lora():
 
 
 @pytest.mark.parametrize("method", ["rode", "softmax", "top1"])
-def test_in_inference_the_router_folded_into_the_experts_matmul_computes_the_two_matmul_layer(method):
-    """Without gradients the layer stacks ``W_router`` under ``A`` (one matmul reads x); with gradients (training,
-    under any strategy) it keeps the two matmuls. Both give the same output and gates."""
+def test_the_router_folded_into_the_experts_matmul_computes_the_two_matmul_layer(method):
+    """Without active dropout the layer stacks ``W_router`` under ``A`` (one matmul reads x), in training as in
+    inference: the same output, gates, auxiliary loss and gradients (x, A, B, W_router) as router then experts."""
     from rode_lightning.adapters.context import RoutingContext
     from rode_lightning.adapters.inject import adapter_layers, inject_adapters
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(24, 24))
-    inject_adapters(model, AdapterConfig(method=method, ranks=[2, 4, 8], target_modules=["0"]), RoutingContext())
-    layer = adapter_layers(model)["0"].eval()
+    config = AdapterConfig(method=method, ranks=[2, 4, 8], dropout=0.0, target_modules=["0"],
+                           sparsity_target=0.5 if method == "rode" else None)
+    inject_adapters(model, config, RoutingContext())
+    layer = adapter_layers(model)["0"].train()
     with torch.no_grad():
         layer.experts.lora_B.normal_()
-    x = torch.randn(3, 5, 24)
-    assert layer._router_folds_into_experts(x) is False  # gradients enabled
-    expected = layer.base(x) + layer.experts(x, layer.router(x))
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    assert layer._router_folds_into_experts(x)
+    weights = [x, layer.experts.lora_A, layer.experts.lora_B, layer.router.linear.weight]
+    probe = torch.linspace(-1, 1, 24)
+
+    def outputs_and_gradients(forward):
+        out = forward(x)
+        aux = layer.aux_loss
+        loss = (out * probe).sum() + (aux if aux is not None else 0)
+        return out, layer.last_gates, aux, torch.autograd.grad(loss, weights)
+
+    folded = outputs_and_gradients(layer)
+    two_matmuls = outputs_and_gradients(lambda inputs: layer.base(inputs) + layer.experts(
+        inputs, _kept_gates(layer, layer.router(inputs))))
+    assert (folded[2] is None) == (method == "softmax")
+    for got, want in zip(folded[:3], two_matmuls[:3]):
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(folded[3], two_matmuls[3]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
-        assert layer._router_folds_into_experts(x) is True
-        folded = layer(x)
-    torch.testing.assert_close(folded, expected.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(layer.last_gates, layer.router(x).detach().reshape(-1, 3))
+        torch.testing.assert_close(layer.eval()(x), folded[0].detach(), rtol=1e-5, atol=1e-6)
+
+
+def _kept_gates(layer, gates):
+    layer.last_gates = gates.detach().reshape(-1, gates.shape[-1])
+    return gates
+
+
+def test_the_fold_refuses_weights_that_are_not_gathered(monkeypatch):
+    import rode_lightning.adapters.experts as experts_module
+
+    layer = make_layer([2, 4], ReLURouter)
+    monkeypatch.setattr(experts_module, "is_dtensor", lambda tensor: tensor is layer.router.linear.weight)
+    with pytest.raises(RuntimeError, match="one FSDP unit"):
+        layer.experts.forward_routed(torch.randn(2, D_IN), layer.router)
 
 
 def test_without_gradients_in_training_mode_dropout_still_applies_and_the_router_is_not_folded():

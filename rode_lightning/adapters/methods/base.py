@@ -117,11 +117,14 @@ class AdapterMethod:
 
         * the input is kept when a token router reads it, or when the first expert matmul reads it (no dropout);
         * with dropout, the dropped input, ``2 D``, and its mask, ``D`` (CUDA keeps it as bools);
-        * the rank-wide activation, its per-column gates and their product, ``6 r``, and the gates, ``2 E``.
+        * the rank-wide activation, its per-column gates and their product, ``6 r``, and the gates, ``2 E``;
+        * without dropout a token router's logits, ``2 E``: its matmul is folded into the experts' first one, and the
+          kept rank-wide activation is a view of that ``r + E`` wide output.
 
         Compared with autograd's saved tensors of real layers in tests/test_estimate.py.
         """
         dropout = config.dropout > 0
         ranks = self.expert_ranks(config)
-        own = (3 * in_features if dropout else 0) + 6 * sum(ranks) + 2 * len(ranks)
+        folded_logits = 2 * len(ranks) if self.routes_tokens and not dropout else 0
+        own = (3 * in_features if dropout else 0) + 6 * sum(ranks) + 2 * len(ranks) + folded_logits
         return self.routes_tokens or not dropout, float(own)
