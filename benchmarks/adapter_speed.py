@@ -31,7 +31,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from paired import paired_excess_ratio, paired_ratio, timed_rounds
+from paired import paired_excess_ratio, paired_ratio, repeats_for, timed_rounds
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import inject_adapters
@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="of the frozen layer and the input; bfloat16 runs under autocast (bf16-mixed)")
+    parser.add_argument("--min-sample-seconds", type=float, default=0.3,
+                        help="each timing repeats a variant's step until it lasts this long; 0: one call")
     args = parser.parse_args()
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
@@ -153,11 +155,13 @@ def main() -> None:
     for model in variants.values():  # warm-up
         model.train()
         step_time(model, x)
-    times = timed_rounds(list(variants), args.rounds, lambda name: step_time(variants[name], x))
+    repeats = repeats_for(step_time(variants["base_only"], x), args.min_sample_seconds)
+    times = timed_rounds(list(variants), args.rounds, lambda name: step_time(variants[name], x), repeats)
     median = {name: statistics.median(values) for name, values in times.items()}
 
     print(f"forward+backward, {args.tokens} tokens, d={args.dim}, {args.dtype}, median of {args.rounds} interleaved "
-          f"rounds, {torch.get_num_threads()} threads, {args.device}; top-1 runs "
+          f"rounds (each timing the mean of {repeats} calls), {torch.get_num_threads()} threads, {args.device}; "
+          f"top-1 runs "
           f"{'grouped by expert' if top1_grouped else 'dense'}")
     print(f"{'variant':32s} {'ms':>8s} {'trainable':>10s}")
     for name, model in variants.items():
@@ -180,7 +184,8 @@ def main() -> None:
         target = TARGETS_AT_MOST.get(name)
         target = f" (target <= {target}: {'met' if value <= target else 'MISSED'})" if target else ""
         print(f"{name:40s} {value:6.3f}{target}")
-    result = {"tokens": args.tokens, "dim": args.dim, "rounds": args.rounds, "device": args.device,
+    result = {"tokens": args.tokens, "dim": args.dim, "rounds": args.rounds, "repeats": repeats,
+              "device": args.device,
               "dtype": args.dtype, "top1_grouped": top1_grouped,
               "ratios": {name: round(value, 4) for name, value in ratios.items()},
               "median_ms": {name: round(1000 * value, 3) for name, value in median.items()},

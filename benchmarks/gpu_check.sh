@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 14): on a machine with a CUDA GPU, the adapter and whole-model benchmarks at the
 # paper's width (4096; one layer in fp32 and in bf16-mixed) and benchmarks/full_size_step.py (configs/rode.yaml at
-# full size, random weights), in at most 10 minutes (part budgets 80 + 80 + 50 + 210 + 150 s). Each writes its printed table to <out>/<name>.txt and its last line, one JSON object, to
-# <out>/<name>.json; a part that fails or runs out of its time is recorded as such and the next one still runs.
+# full size, random weights), in at most 10 minutes (part budgets 80 + 80 + 50 + 210 + 150 s). Each writes its
+# printed table to <out>/<name>.txt and its last line, one JSON object, to <out>/<name>.json; a part that fails or runs out of its time is recorded as such and the next one still runs.
 #
 #     bash benchmarks/gpu_check.sh [out]        (default out: results/gpu)
 #     bash benchmarks/gpu_check.sh --cpu [out]  (a check of the script itself at tiny shapes on the CPU)
@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--cpu" ]]; then
   shift
   device=cpu
-  speed=(--dim 32 --tokens 64 --rounds 1)
-  step=(--shape tiny --rounds 1 --batch 2 --length 16 --generate-batch 2 --prompt-length 8 --new-tokens 2)
+  speed=(--dim 32 --tokens 64 --rounds 1 --min-sample-seconds 0)
+  step=(--shape tiny --rounds 1 --batch 2 --length 16 --generate-batch 2 --prompt-length 8 --new-tokens 2
+        --min-sample-seconds 0)
   full=(--tiny --steps 2)
 else
   device=cuda
   speed=(--dim 4096 --tokens 8192 --rounds 10)
-  step=(--shape paper wide --rounds 5 --batch 4 --length 512 --generate-batch 16 --prompt-length 256 --new-tokens 32)
+  step=(--shape paper wide --rounds 5 --batch 4 --length 512 --generate-batch 16 --prompt-length 256 --new-tokens 32
+        --min-sample-seconds 0.2)
   full=(--steps 6)
 fi
 out="${1:-results/gpu}"

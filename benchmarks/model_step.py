@@ -35,7 +35,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from adapter_memory import saved_activation_bytes
-from paired import paired_excess_ratio, paired_ratio, timed_rounds
+from paired import paired_excess_ratio, paired_ratio, repeats_for, timed_rounds
 from rode_lightning.adapters import AdapterConfig, add_adapters, routing_context
 
 TARGETS = ["q_proj", "k_proj"]
@@ -182,9 +182,13 @@ def measure(shape_name: str, shape: Shape, args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             peak[name] = torch.cuda.max_memory_allocated()
     names = list(VARIANTS)
-    step_times = timed_rounds(names, args.rounds, lambda name: timed(steps[name]))
+    # Calls per timing, from the frozen model's (the fastest) second call: the demo's 0.1 s steps are repeated.
+    step_repeats = repeats_for(timed(steps["frozen"]), args.min_sample_seconds)
+    generation_repeats = repeats_for(generation_seconds(generation_models["frozen"], prompts, args.new_tokens),
+                                     args.min_sample_seconds)
+    step_times = timed_rounds(names, args.rounds, lambda name: timed(steps[name]), step_repeats)
     generation_times = timed_rounds(names, args.rounds, lambda name: generation_seconds(
-        generation_models[name], prompts, args.new_tokens))
+        generation_models[name], prompts, args.new_tokens), generation_repeats)
     step_median = {name: statistics.median(values) for name, values in step_times.items()}
     tokens_per_second = {name: args.generate_batch * args.new_tokens / statistics.median(values)
                          for name, values in generation_times.items()}
@@ -203,8 +207,9 @@ def measure(shape_name: str, shape: Shape, args: argparse.Namespace) -> dict:
     }
     trainable = {name: sum(p.numel() for p in step.model.parameters() if p.requires_grad)
                  for name, step in steps.items()}
-    _print_table(shape_name, shape, args, step_median, tokens_per_second, saved, trainable, ratios)
-    result = {"shape": vars(shape) | {"vocabulary": VOCABULARY}, "rounds": args.rounds,
+    repeats = {"step": step_repeats, "generation": generation_repeats}
+    _print_table(shape_name, shape, args, repeats, step_median, tokens_per_second, saved, trainable, ratios)
+    result = {"shape": vars(shape) | {"vocabulary": VOCABULARY}, "rounds": args.rounds, "repeats": repeats,
               "train_batch": [args.batch, args.length], "generate_batch": [args.generate_batch, args.prompt_length,
                                                                             args.new_tokens],
               "step_median_ms": {name: round(1000 * value, 3) for name, value in step_median.items()},
@@ -227,11 +232,13 @@ def _verdict(group: str, pair: str, value: float) -> str:
     return ""
 
 
-def _print_table(shape_name, shape, args, step_median, tokens_per_second, saved, trainable, ratios) -> None:
+def _print_table(shape_name, shape, args, repeats, step_median, tokens_per_second, saved, trainable, ratios
+                 ) -> None:
     print(f"\n{shape_name}: LLaMA {shape.blocks} blocks x {shape.hidden} wide (MLP {shape.intermediate}), "
           f"vocabulary {VOCABULARY}, adapters on {', '.join(TARGETS)}; step: batch {args.batch} x {args.length} "
           f"tokens + AdamW; generation: {args.generate_batch} prompts x {args.prompt_length} tokens, "
-          f"{args.new_tokens} new; median of {args.rounds} interleaved rounds, {torch.get_num_threads()} threads, "
+          f"{args.new_tokens} new; median of {args.rounds} interleaved rounds, each timing the mean of "
+          f"{repeats['step']} steps and {repeats['generation']} generations, {torch.get_num_threads()} threads, "
           f"{args.device}")
     print(f"{'variant':16s} {'trainable':>10s} {'step ms':>9s} {'gen tok/s':>10s} {'saved MiB':>10s}")
     for name in VARIANTS:
@@ -252,6 +259,8 @@ def main() -> None:
     parser.add_argument("--prompt-length", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--min-sample-seconds", type=float, default=0.5,
+                        help="each timing repeats a step (a generation) until it lasts this long; 0: one call")
     args = parser.parse_args()
     results = {name: measure(name, shapes()[name], args) for name in args.shape}
     print(json.dumps({"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,

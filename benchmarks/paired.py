@@ -9,6 +9,7 @@ ratio takes the frozen model's time of the same round out of both sides.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable
 
@@ -18,13 +19,21 @@ def round_order(names: list[str], round_index: int) -> Iterable[str]:
     return names if round_index % 2 == 0 else reversed(names)
 
 
-def timed_rounds(names: list[str], rounds: int, time_one: Callable[[str], float]) -> dict[str, list[float]]:
-    """``rounds`` timings of every variant, by name, index ``i`` of each list from round ``i``."""
+def timed_rounds(names: list[str], rounds: int, time_one: Callable[[str], float], repeats: int = 1
+                 ) -> dict[str, list[float]]:
+    """``rounds`` timings of every variant, by name, index ``i`` of each list from round ``i``. Each timing is the
+    mean of ``repeats`` calls of ``time_one`` in a row: a call of a few milliseconds is at the mercy of one
+    scheduling hiccup, a sample of half a second much less."""
     times: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
         for name in round_order(names, index):
-            times[name].append(time_one(name))
+            times[name].append(sum(time_one(name) for _ in range(repeats)) / repeats)
     return times
+
+
+def repeats_for(seconds_per_call: float, min_sample_seconds: float) -> int:
+    """Calls per timing so that one timing lasts at least ``min_sample_seconds``."""
+    return max(1, math.ceil(min_sample_seconds / max(seconds_per_call, 1e-9)))
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:

@@ -101,8 +101,10 @@ def layer_speed_table(result: dict) -> str:
                      f"{_verdict(alone, LAYER_TARGETS.get(f'{pair}_adapter_only'))} |")
     median = result["median_ms"]
     times = ", ".join(f"{name} {value:.1f}" for name, value in median.items())
-    return (f"{result['tokens']} tokens through one {result['dim']} x {result['dim']} layer, {result.get('dtype', 'float32')}, "
-            f"on {result['device']}; top-1 ran {'grouped by expert' if result.get('top1_grouped') else 'dense'}.\n\n"
+    each = f", each timing the mean of {result['repeats']} calls" if "repeats" in result else ""
+    return (f"{result['tokens']} tokens through one {result['dim']} x {result['dim']} layer, "
+            f"{result.get('dtype', 'float32')}, on {result['device']}, median of {result['rounds']} rounds{each}; "
+            f"top-1 ran {'grouped by expert' if result.get('top1_grouped') else 'dense'}.\n\n"
             + "\n".join(lines) + f"\n\nMedian milliseconds per forward + backward: {times}.")
 
 
@@ -140,9 +142,12 @@ def model_table(result: dict) -> str:
         over = ratios["step_vs_frozen"].values()
         frozen.append(f"{min(over):.2f}-{max(over):.2f} x ({name})")
         train, generate = shape["train_batch"], shape["generate_batch"]
+    repeats = [f"{shape['repeats']['step']} steps and {shape['repeats']['generation']} generations ({name})"
+               for name, shape in result["shapes"].items() if "repeats" in shape]
+    each = f" (each timing the mean of {', '.join(repeats)})" if repeats else ""
     return (f"Training step on {train[0]} x {train[1]} tokens; generation of {generate[2]} new tokens for {generate[0]} "
-            f"prompts of {generate[1]}; median of {result['shapes'][name]['rounds']} rounds, {result['threads']} threads, "
-            f"{result['device']}.\n\n" + "\n".join(lines)
+            f"prompts of {generate[1]}; median of {result['shapes'][name]['rounds']} rounds{each}, "
+            f"{result['threads']} threads, {result['device']}.\n\n" + "\n".join(lines)
             + f"\n\nAgainst the frozen model without adapters a training step costs {' and '.join(frozen)} with any "
               "adapter.")
 

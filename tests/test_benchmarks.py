@@ -44,6 +44,17 @@ def test_paired_ratios_compare_timings_of_the_same_round():
         paired_ratio([1.0, 2.0], [1.0])  # rounds must pair up
 
 
+def test_a_timing_is_the_mean_of_its_repeats_and_repeats_fill_the_asked_time():
+    from paired import repeats_for, timed_rounds
+
+    calls = []
+    times = timed_rounds(["x", "y"], 2, lambda name: calls.append(name) or float(len(calls)), repeats=2)
+    assert calls == ["x", "x", "y", "y", "y", "y", "x", "x"]
+    assert times == {"x": [1.5, 7.5], "y": [3.5, 5.5]}
+    assert repeats_for(0.1, 0.5) == 5 and repeats_for(0.3, 0.5) == 2 and repeats_for(2.0, 0.5) == 1
+    assert repeats_for(0.1, 0) == 1
+
+
 def test_views_of_one_storage_count_once():
     x = torch.randn(10, 8, requires_grad=True)
 
@@ -55,8 +66,9 @@ def test_views_of_one_storage_count_once():
     assert saved_activation_bytes(TwoViews(), x) == x.numel() * 4
 
 
-@pytest.mark.parametrize("script, extra", [("adapter_memory.py", []), ("adapter_speed.py", ["--rounds", "1"]),
-                                           ("adapter_speed.py", ["--rounds", "1", "--dtype", "bfloat16"])])
+@pytest.mark.parametrize("script, extra", [
+    ("adapter_memory.py", []), ("adapter_speed.py", ["--rounds", "1", "--min-sample-seconds", "0"]),
+    ("adapter_speed.py", ["--rounds", "1", "--min-sample-seconds", "0", "--dtype", "bfloat16"])])
 def test_benchmark_scripts_run_and_end_with_their_json(script, extra):
     arguments = ["--tokens", "64", "--dim", "32", *extra]
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments], capture_output=True, text=True,
@@ -107,9 +119,11 @@ def test_full_size_step_script_runs_on_the_tiny_shapes(tmp_path):
 def test_the_whole_model_benchmark_compares_every_method_with_its_lora_and_the_frozen_model():
     result = subprocess.run([sys.executable, str(BENCHMARKS / "model_step.py"), "--shape", "tiny", "--rounds", "1",
                              "--batch", "2", "--length", "16", "--generate-batch", "2", "--prompt-length", "8",
-                             "--new-tokens", "3"], capture_output=True, text=True, timeout=300, cwd=BENCHMARKS.parent)
+                             "--new-tokens", "3", "--min-sample-seconds", "0"], capture_output=True, text=True,
+                            timeout=300, cwd=BENCHMARKS.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     tiny = json.loads(result.stdout.strip().splitlines()[-1])["shapes"]["tiny"]
+    assert tiny["repeats"] == {"step": 1, "generation": 1}
     trainable = tiny["trainable_parameters"]
     assert trainable["frozen"] == 0 and trainable["rode_2_4_8_16"] > trainable["lora_r30"] > trainable["lora_r8"] > 0
     for group in ("step", "step_adapter_only", "generation_tokens_per_second", "saved_bytes"):

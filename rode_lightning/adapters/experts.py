@@ -56,11 +56,16 @@ class LoRAExperts(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(total_rank, in_features))
         self.lora_B = nn.Parameter(torch.zeros(out_features, total_rank))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        expert_of_column = [expert for expert, rank in enumerate(self.ranks) for _ in range(rank)]
-        # Constants derived from the ranks, not state: non-persistent so checkpoints and DDP broadcasts skip them.
-        self.register_buffer("expert_of_column", torch.tensor(expert_of_column), persistent=False)
-        self.register_buffer("column_scaling", torch.tensor([self.scaling[e] for e in expert_of_column]),
-                             persistent=False)
+        # (experts, total rank): row i holds alpha / r_i on expert i's columns, zero elsewhere, so ``gates @ it``
+        # spreads each expert's gate, scaled, over its columns in one small matmul (a gather and a multiply cost
+        # several times more on CPU, in backward too). Exact: each output is one product plus zeros. A constant
+        # derived from the ranks, not state: non-persistent, so checkpoints and DDP broadcasts skip it.
+        expansion = torch.zeros(self.num_experts, total_rank)
+        start = 0
+        for expert, (rank, scaling) in enumerate(zip(self.ranks, self.scaling)):
+            expansion[expert, start:start + rank] = scaling
+            start += rank
+        self.register_buffer("gate_expansion", expansion, persistent=False)
         self.reset_parameters()
 
     @property
@@ -162,8 +167,15 @@ class LoRAExperts(nn.Module):
     def combine(self, hidden: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The second half of :meth:`forward`: the rank-wide activation ``A dropout(x)`` (every expert's columns)
         weighted by each column's expert gate and ``alpha / r_i``, through ``B``."""
-        column_gates = gates.index_select(-1, self.expert_of_column) * self.column_scaling
-        return (hidden * column_gates.to(hidden.dtype)) @ self.lora_B.t()
+        return (hidden * self.column_gates(gates).to(hidden.dtype)) @ self.lora_B.t()
+
+    def column_gates(self, gates: torch.Tensor) -> torch.Tensor:
+        """``(..., experts)`` gates to ``(..., total rank)``: column ``c`` of expert ``i`` gets ``gates[..., i] *
+        alpha / r_i``, computed in the expansion's dtype (fp32 under autocast too, as the product of a gate and its
+        scaling always was)."""
+        expansion = self.gate_expansion
+        with torch.autocast(gates.device.type, enabled=False):
+            return gates.to(expansion.dtype) @ expansion
 
     def reference_forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The same mixture computed expert by expert; slow, for tests and benchmarks."""

@@ -94,7 +94,8 @@ def load_balancing_loss(probabilities: torch.Tensor, chosen: torch.Tensor, mask:
     tokens_shape = probabilities.shape[:-1]
     probabilities = probabilities.reshape(-1, probabilities.shape[-1]).float()
     real = _real_token_weights(mask, tokens_shape, probabilities)
-    assigned = torch.nn.functional.one_hot(chosen.reshape(-1), probabilities.shape[-1]).to(probabilities.dtype)
+    # one_hot would first check every index on the host (a min over them); scatter trusts them.
+    assigned = torch.zeros_like(probabilities).scatter_(-1, chosen.reshape(-1, 1), 1.0)
     tokens = real.sum().clamp(min=1)
     counts = (assigned * real).sum(dim=0)
     return (counts / tokens * (probabilities * real).sum(dim=0) / tokens).sum()
@@ -105,11 +106,11 @@ class Top1Router(Router):
 
     def gates_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         probabilities = torch.softmax(logits.float(), dim=-1)
-        chosen = probabilities.argmax(dim=-1)
+        top, chosen = probabilities.max(dim=-1, keepdim=True)  # ties go to the first expert, as argmax's do
         if self.training:
             self.last_aux_loss = load_balancing_loss(probabilities, chosen, self.context.token_mask)
-        one_hot = torch.nn.functional.one_hot(chosen, logits.shape[-1]).to(probabilities.dtype)
-        return (one_hot * probabilities).to(logits.dtype)
+        # The chosen expert's probability in its column, zeros elsewhere; its gradient reaches the router.
+        return torch.zeros_like(probabilities).scatter(-1, chosen, top).to(logits.dtype)
 
 
 class ClusterRouter(Router):
