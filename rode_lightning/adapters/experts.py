@@ -174,8 +174,10 @@ class LoRAExperts(nn.Module):
         alpha / r_i``, computed in the expansion's dtype (fp32 under autocast too, as the product of a gate and its
         scaling always was)."""
         expansion = self.gate_expansion
-        with torch.autocast(gates.device.type, enabled=False):
-            return gates.to(expansion.dtype) @ expansion
+        if torch.is_autocast_enabled(gates.device.type):  # entering the context costs more than this tiny matmul
+            with torch.autocast(gates.device.type, enabled=False):
+                return gates.to(expansion.dtype) @ expansion
+        return gates.to(expansion.dtype) @ expansion
 
     def reference_forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """The same mixture computed expert by expert; slow, for tests and benchmarks."""

@@ -310,3 +310,21 @@ def test_grouped_execution_is_chosen_only_with_the_kernel_and_equal_ranks_that_a
     softmax_layer = MixtureOfLoRALinear(nn.Linear(GROUPED_IN, GROUPED_OUT), experts, SoftmaxRouter(GROUPED_IN, 4))
     softmax_layer(x)
     assert len(calls) == 2  # several non-zero gates per token: dense
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_column_gates_scale_each_experts_gate_over_its_own_columns_exactly(autocast):
+    """Each expert's gate times ``alpha / r_i`` on that expert's columns, exactly the product of the two (one matmul
+    with an expansion matrix, whose other terms are zeros), and in fp32 under bf16 autocast as outside it."""
+    ranks, alpha = [2, 3, 5], 7.0
+    experts = LoRAExperts(D_IN, D_OUT, ranks, alpha)
+    gates = torch.rand(4, 6, len(ranks), generator=torch.Generator().manual_seed(3))
+    gates[0, 0] = 0.0
+    if autocast:
+        gates = gates.to(torch.bfloat16)
+    expected = torch.cat([gates[..., i:i + 1].float().expand(*gates.shape[:-1], rank) * (alpha / rank)
+                          for i, rank in enumerate(ranks)], dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        columns = experts.column_gates(gates)
+    assert columns.dtype == torch.float32
+    assert torch.equal(columns, expected)
