@@ -22,12 +22,17 @@ def round_order(names: list[str], round_index: int) -> Iterable[str]:
 def timed_rounds(names: list[str], rounds: int, time_one: Callable[[str], float], repeats: int = 1
                  ) -> dict[str, list[float]]:
     """``rounds`` timings of every variant, by name, index ``i`` of each list from round ``i``. Each timing is the
-    mean of ``repeats`` calls of ``time_one`` in a row: a call of a few milliseconds is at the mercy of one
-    scheduling hiccup, a sample of half a second much less."""
+    mean of ``repeats`` calls of ``time_one``: a call of a few milliseconds is at the mercy of one scheduling
+    hiccup, a mean over half a second much less. The calls are interleaved (every variant once, then again), not
+    run in blocks, so that a slow second of a shared machine falls on every variant of the round alike."""
     times: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
-        for name in round_order(names, index):
-            times[name].append(sum(time_one(name) for _ in range(repeats)) / repeats)
+        total = dict.fromkeys(names, 0.0)
+        for _ in range(repeats):
+            for name in round_order(names, index):
+                total[name] += time_one(name)
+        for name in names:
+            times[name].append(total[name] / repeats)
     return times
 
 

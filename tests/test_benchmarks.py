@@ -49,8 +49,8 @@ def test_a_timing_is_the_mean_of_its_repeats_and_repeats_fill_the_asked_time():
 
     calls = []
     times = timed_rounds(["x", "y"], 2, lambda name: calls.append(name) or float(len(calls)), repeats=2)
-    assert calls == ["x", "x", "y", "y", "y", "y", "x", "x"]
-    assert times == {"x": [1.5, 7.5], "y": [3.5, 5.5]}
+    assert calls == ["x", "y", "x", "y", "y", "x", "y", "x"]  # interleaved, the order alternating by round
+    assert times == {"x": [2.0, 7.0], "y": [3.0, 6.0]}
     assert repeats_for(0.1, 0.5) == 5 and repeats_for(0.3, 0.5) == 2 and repeats_for(2.0, 0.5) == 1
     assert repeats_for(0.1, 0) == 1
 
