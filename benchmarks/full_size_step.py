@@ -61,7 +61,7 @@ class StepClock(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self._sync(module)
         self.seconds.append(time.perf_counter() - self._start)
-        self.tokens.append(int(batch["input_ids"].numel()))
+        self.tokens.append(int(batch.input_ids.numel()))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,8 +1,8 @@
 """Command line: ``python -m rode_lightning fit|validate|test|predict --config CONFIG.yaml``.
 
 LightningCLI builds the model and data module from the YAML (every constructor argument is a documented key;
-``--print_config`` shows them all). The tokenizer and the vision encoder's input shape are set once, on the model,
-and linked into the data module so the two can never disagree.
+``--print_config`` shows them all). The tokenizer and the vision encoder's input shape are set once, on the model:
+the model's conversation format turns the data module's conversations into its batches.
 """
 
 from __future__ import annotations
@@ -14,29 +14,28 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from rode_lightning.adapters.methods import METHODS
+from rode_lightning.adapters.methods import METHODS, methods_help
 from rode_lightning.callbacks.interrupt import GracefulInterrupt
 from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
+from rode_lightning.compat import argument_action
 from rode_lightning.console import configure_console
 from rode_lightning.data.datamodule import FoodDataModule, default_demo_dir
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.scale.sharded_checkpoint import is_sharded_checkpoint
-from rode_lightning.model.vision import VisionConfig
 from rode_lightning.pretrain.build import DEMO_BASE
-from rode_lightning.user_errors import reported_in_one_line
+from rode_lightning.user_errors import MissingFileError, UserError, reported_in_one_line
 
 
 class RoDECLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("model.tokenizer", "data.tokenizer", apply_on="parse")
-        # Module-level functions, not lambdas: the parser travels with the trainer to spawned DDP processes.
-        parser.link_arguments("model.vision", "data.image_size", compute_fn=_image_size, apply_on="parse")
-        parser.link_arguments("model.vision", "data.num_image_tokens", compute_fn=_num_patches, apply_on="parse")
+        # A module-level function, not a lambda: the parser travels with the trainer to spawned DDP processes. (The
+        # tokenizer and the image shape are the model's alone: its conversation format spells the data's words.)
         parser.link_arguments("model.adapter", "data.num_clusters", compute_fn=_clusters_needed, apply_on="parse")
         # Always present, so `predict` writes its answers without extra configuration (`--predictions.output_path`).
         parser.add_lightning_class_args(JSONLPredictionWriter, "predictions")
         # Always present: Ctrl-C or SIGTERM during fit ends with a resumable checkpoint and the command to resume.
         parser.add_lightning_class_args(GracefulInterrupt, "interrupt")
+        set_method_help(parser)
 
     def parse_arguments(self, parser, args) -> None:
         check_config_files(sys.argv[1:] if args is None else args)
@@ -53,6 +52,22 @@ class RoDECLI(LightningCLI):
         if self.subcommand in ("validate", "test"):
             # The module prints its own rounded table per dataset and task; Lightning's repeats it unrounded.
             config["verbose"] = False
+
+    def instantiate_trainer(self, **kwargs):
+        """Lightning refuses some trainer settings with a plain ValueError (``fsdp`` on a CPU, a bad ``devices``
+        value): here, where the trainer is built from the user's keys, that is the user's mistake, not a bug."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except ValueError as error:
+            raise UserError(f"trainer: {error}") from error
+
+
+def set_method_help(parser) -> None:
+    """``--help`` lists the methods registered now, each with its own summary, rather than the list AdapterConfig's
+    docstring was written with (a method registered by a script before it runs the CLI is listed too)."""
+    action = argument_action(parser, "model.adapter.method")  # FoodLMMModule's own keys (no subclass mode)
+    if action is not None:
+        action.help = methods_help()  # jsonargparse leaves a lone % as it is (no argparse-style %% escape)
 
 
 def check_config_files(args) -> None:
@@ -73,7 +88,7 @@ def check_config_files(args) -> None:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise ValueError(f"--config {path}:{where}: not valid YAML ({problem})") from None
+            raise UserError(f"--config {path}:{where}: not valid YAML ({problem})") from None
 
 
 # Values of --ckpt_path that Lightning resolves itself (``Trainer.fit(ckpt_path=...)``), not file names.
@@ -89,14 +104,14 @@ def check_checkpoint_path(ckpt_path: str | None) -> None:
     path = Path(ckpt_path).expanduser()
     if path.is_dir():
         if not is_sharded_checkpoint(path):
-            raise FileNotFoundError(f"--ckpt_path {path}: the folder is not a sharded checkpoint (no .metadata)")
+            raise MissingFileError(f"--ckpt_path {path}: the folder is not a sharded checkpoint (no .metadata)")
         return
     if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {path} does not exist; the run's checkpoints are in "
-                                "<log dir>/checkpoints/ (last.ckpt, interrupted-step=S.ckpt)")
+        raise MissingFileError(f"--ckpt_path {path} does not exist; the run's checkpoints are in "
+                               "<log dir>/checkpoints/ (last.ckpt, interrupted-step=S.ckpt)")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"--ckpt_path {path} is not a Lightning checkpoint (truncated, or another kind of file); "
-                         "resume from another one in the same folder, e.g. last.ckpt")
+        raise UserError(f"--ckpt_path {path} is not a Lightning checkpoint (truncated, or another kind of file); "
+                        "resume from another one in the same folder, e.g. last.ckpt")
 
 
 # Loggers whose directory is save_dir/name/version, which write_next_to_trained_run can point at a trained run.
@@ -154,27 +169,12 @@ def resolve_demo_base(config) -> None:
         config[key] = str(paths[key])
 
 
-def _image_size(vision) -> int:
-    return _vision_config(vision).image_size
-
-
-def _num_patches(vision) -> int:
-    return _vision_config(vision).num_patches
-
-
 def _clusters_needed(adapter) -> int | None:
     """The data side clusters instructions only for MoCLE routing."""
     method = adapter.method if hasattr(adapter, "method") else adapter["method"]
     number = adapter.num_clusters if hasattr(adapter, "num_clusters") else adapter["num_clusters"]
     # An unknown method is not this link's to report: the adapter config names it when it is built.
     return number if method in METHODS and METHODS[method].needs_cluster_features else None
-
-
-def _vision_config(value) -> VisionConfig:
-    """The parsed ``model.vision`` (a namespace at link time) as a validated config, presets resolved."""
-    if isinstance(value, VisionConfig):
-        return value
-    return VisionConfig(**(value.as_dict() if hasattr(value, "as_dict") else dict(value)))
 
 
 _CLI_OPTIONS = {"auto_configure_optimizers": False}  # shared by the run and the parse-only parser

@@ -25,6 +25,13 @@ NUTRITION_UNITS: dict[str, tuple[str, str]] = {
     "protein_g": ("protein", "g"),
 }
 
+SYSTEM_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+"""LLaVA v1's ("vicuna_v1") system prompt: spelled by the LLaVA format (``model/formats/llava.py``), and part of the
+text the demo tokenizer is trained on and the demo base's pre-training text must not contain."""
+
 IMAGE_PLACEHOLDER = "<image>"
 """The token the prompt carries where the image goes; the data side repeats it once per patch (llava-hf's way)."""
 

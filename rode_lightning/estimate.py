@@ -42,7 +42,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.inject import inject_adapters, is_adapter_parameter
+from rode_lightning.adapters.inject import adapter_parameters, inject_adapters
 from rode_lightning.cli import parse_fit_arguments
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.model.language import LanguageConfig, language_model_config
@@ -52,7 +52,7 @@ from rode_lightning.model.vision import VisionConfig, VisionEncoder
 from rode_lightning.pretrain.build import DEMO_BASE
 from rode_lightning.pretrain.language import llama_config
 from rode_lightning.pretrain.recipe import BaseRecipe
-from rode_lightning.user_errors import reported_in_one_line
+from rode_lightning.user_errors import UserError, reported_in_one_line
 
 LLAMA_7B = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
             "num_key_value_heads": 32, "vocab_size": 32000}
@@ -120,11 +120,11 @@ def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterC
         names = inject_adapters(language_model, adapter, RoutingContext(), cluster_dim)
         vision_encoder = VisionEncoder(vision)
         projector = MLPProjector(vision_encoder.output_dim, llama.hidden_size)
-    adapter_count = sum(p.numel() for name, p in language_model.named_parameters() if is_adapter_parameter(name))
+    adapters = adapter_parameters(language_model)  # what add_adapters trains
+    adapter_count = sum(p.numel() for p in adapters.values())
     if cluster_embedding is not None:
         adapter_count += cluster_embedding.numel()  # MoCLE's shared cluster embedding
-    frozen_language = sum(p.numel() for name, p in language_model.named_parameters()
-                          if not is_adapter_parameter(name))
+    frozen_language = sum(p.numel() for name, p in language_model.named_parameters() if name not in adapters)
     blocks: list[list[tuple[str, int, int]]] = [[] for _ in range(llama.num_hidden_layers)]
     for name in names:
         block = _BLOCK_INDEX.search(name)
@@ -184,8 +184,8 @@ def fsdp_shards(trainer: dict) -> int:
     devices, nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
     if isinstance(devices, int) and devices > 0 and isinstance(nodes, int):
         return devices * nodes
-    raise ValueError(f"trainer.strategy {class_path}: cannot tell how many processes share the weights from "
-                     f"data_parallel_size {size!r} and devices {devices!r}; pass --shards N")
+    raise UserError(f"trainer.strategy {class_path}: cannot tell how many processes share the weights from "
+                    f"data_parallel_size {size!r} and devices {devices!r}; pass --shards N")
 
 
 def memory_estimate(counts: ParameterCounts, llama: LlamaConfig, adapter: AdapterConfig, batch_size: int,

@@ -1,11 +1,16 @@
-"""A user's mistake reported as one line, so that it never looks like a bug of the tool.
+"""A user's mistake reported as one line, so that it never looks like a bug of the tool; a bug keeps its traceback.
 
-What counts as a mistake: a configuration the parser refuses (jsonargparse names the key and the value), a value
-this package refuses (a ``ValueError`` whose message names the key, file or value: every check in the package is
-written that way), a missing or unreadable file (``OSError``), and a trainer setting Lightning refuses
-(``MisconfigurationException``: no GPU, a strategy that cannot run here). :func:`reported_in_one_line` turns each
-into ``error: <message>`` on stderr and exit status 2; ``RODE_TRACEBACK=1`` shows the traceback instead, for the
-case where a mistake turns out to be a bug after all.
+What counts as a mistake is said where it is found, by its type: :class:`UserError` (a value this package refuses:
+the message names the key, file or value and what was expected) and :class:`MissingFileError` (a file or folder the
+user named is missing or unreadable), a configuration the parser refuses (jsonargparse's ``ArgumentError`` names the
+key and the value), and a trainer setting Lightning refuses (``MisconfigurationException``: no GPU, a strategy that
+cannot run here). :func:`reported_in_one_line` turns each into ``error: <message>`` on stderr and exit status 2;
+``RODE_TRACEBACK=1`` shows the traceback instead, for the case where a mistake turns out to be a bug after all.
+
+Anything else, a plain ``ValueError`` or ``OSError`` included, is a bug (a shape error inside torch, an internal
+check) and keeps its traceback and exit status 1. So an error a library raises on a user's file (transformers on a
+tokenizer folder, safetensors on a truncated file) is caught where the file is read and raised again as a
+:class:`UserError` naming the file and the key.
 
 Under DDP each process runs this. When one fails, the others learn it from their collective backend (gloo: the
 connection closed by the peer) or are stopped by Lightning (the launching process kills the rest when one exits
@@ -21,14 +26,27 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from jsonargparse import ArgumentError
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-
 TRACEBACK_VARIABLE = "RODE_TRACEBACK"
 """Set it (``RODE_TRACEBACK=1``) to see the full traceback of an error the command line reports in one line."""
 
-USER_MISTAKES: tuple[type[BaseException], ...] = (ValueError, OSError, MisconfigurationException)
-"""What a wrong configuration, a missing or malformed file, bad data or an impossible trainer setting raise."""
+
+class UserError(ValueError):
+    """A mistake of the user's, found by this package: a configuration value, a file's content or the data is not
+    what is expected. The message names the key, file or value and says what was expected, in one sentence.
+
+    A ``ValueError``, so that code and tests that expect one (the parser trying a key's other types among them)
+    treat it as before; only :func:`reported_in_one_line` tells it from a bug's ``ValueError``."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (in the configuration, on the command line, or inside a dataset's release)
+    does not exist or is not what its key expects. Still a ``FileNotFoundError`` (an ``OSError``) for its callers."""
+
+
+class ExistingFileError(UserError, FileExistsError):
+    """A folder the user named already holds files this command did not write and will not overwrite. Still a
+    ``FileExistsError`` for its callers."""
+
 
 EXIT_STATUS = 2  # argparse's status for a usage error
 
@@ -44,7 +62,12 @@ def traceback_wanted() -> bool:
 
 @contextmanager
 def reported_in_one_line() -> Iterator[None]:
-    """Run the block; a user's mistake ends it with one ``error:`` line on stderr and ``SystemExit(2)``."""
+    """Run the block; a user's mistake ends it with one ``error:`` line on stderr and ``SystemExit(2)``; any other
+    error (a plain ``ValueError`` or ``OSError`` too: a bug) goes on with its traceback."""
+    # Imported here: every floor of the package imports this module for UserError, and Lightning takes seconds.
+    from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         yield
     except ArgumentError as error:
@@ -52,7 +75,7 @@ def reported_in_one_line() -> Iterator[None]:
             raise
         print(f"error: {argument_message(str(error))} (--help lists every key)", file=sys.stderr)
         raise SystemExit(EXIT_STATUS) from None
-    except USER_MISTAKES as error:
+    except (UserError, MisconfigurationException) as error:
         if traceback_wanted():
             raise
         print(f"error: {mistake_message(error)} ({TRACEBACK_VARIABLE}=1 shows the traceback)", file=sys.stderr)
@@ -71,6 +94,8 @@ def stopped_by_another_process(error: BaseException) -> bool:
 
 def mistake_message(error: BaseException) -> str:
     """The error's message on one line, with what to do added where Lightning's own says too little."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     message = " ".join(str(error).split()) or type(error).__name__
     if message == "No supported gpu backend found!":
         return ("trainer.accelerator asks for a GPU, but PyTorch sees none here (torch.cuda.is_available() is "

@@ -27,6 +27,14 @@ def _seed():
     torch.manual_seed(0)
 
 
+def demo_format(image_size: int = 32, num_image_tokens: int = 4):
+    """The LLaVA conversation format of a tiny demo model (demo tokenizer): what a model would give the data module."""
+    from rode_lightning.data.tokenizer import load_tokenizer
+    from rode_lightning.model.formats import LlavaFormat
+
+    return LlavaFormat(load_tokenizer("demo"), image_size, num_image_tokens)
+
+
 def tiny_cli_args(demo_dir: Path, log_dir: Path, *extra: str) -> list[str]:
     """Arguments for a CLI run of a few steps on the tiny demo configuration."""
     return [

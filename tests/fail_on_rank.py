@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback
 
+from rode_lightning.user_errors import UserError
+
 
 class FailOnRank(Callback):
     def __init__(self, rank: int = 1, step: int = 1):
@@ -12,4 +14,4 @@ class FailOnRank(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_rank == self.rank and trainer.global_step >= self.step:
-            raise ValueError(f"rank {self.rank} cannot go on at step {trainer.global_step} (a test's failure)")
+            raise UserError(f"rank {self.rank} cannot go on at step {trainer.global_step} (a test's failure)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 import rode_lightning.adapters.saving as saving
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.saving import CONFIG_NAME, WEIGHTS_NAME, load_adapter, save_adapter
+import rode_lightning.atomic as atomic
 from rode_lightning.atomic import replaced_atomically, write_text_atomically
 from rode_lightning.metrics.results import write_results
 from tests.adapters.test_saving import trained_like
@@ -142,3 +145,37 @@ def test_checkpoint_names_lightning_resolves_itself_are_not_taken_for_missing_fi
     from rode_lightning.cli import check_checkpoint_path
 
     check_checkpoint_path(name)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_every_file_written_gets_the_permissions_of_the_umask(tmp_path, umask, mode):
+    """safetensors creates its files 0600 whatever the umask; through atomic.py they get what ``open`` gives."""
+    from rode_lightning.pretrain.layout import write_open_clip_checkpoint
+
+    previous = os.umask(umask)
+    try:
+        save_adapter(torch.nn.Linear(2, 2), AdapterConfig(), tmp_path / "adapter")
+        write_text_atomically(tmp_path / "table.md", "written\n")
+        write_open_clip_checkpoint(torch.nn.Linear(2, 2), tmp_path / "open_clip_model.safetensors")
+        with open(tmp_path / "plain.txt", "w") as handle:  # what a file created without atomic.py gets
+            handle.write("plain\n")
+    finally:
+        os.umask(previous)
+    modes = {path.relative_to(tmp_path).as_posix(): stat.S_IMODE(path.stat().st_mode)
+             for path in tmp_path.rglob("*") if path.is_file()}
+    assert modes == {f"adapter/{WEIGHTS_NAME}": mode, f"adapter/{CONFIG_NAME}": mode, "table.md": mode,
+                     "open_clip_model.safetensors": mode, "plain.txt": mode}
+
+
+def test_the_umask_is_read_and_left_as_it_was_with_or_without_proc(monkeypatch):
+    def no_proc(*args, **kwargs):  # a system without /proc/self/status (macOS)
+        raise FileNotFoundError("/proc/self/status")
+
+    previous = os.umask(0o027)
+    try:
+        assert atomic.current_umask() == 0o027
+        monkeypatch.setattr(atomic, "open", no_proc, raising=False)
+        assert atomic.current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # unchanged by the reading
+    finally:
+        os.umask(previous)

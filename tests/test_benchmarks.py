@@ -1,4 +1,7 @@
-"""The benchmark scripts run, and the memory benchmark counts what it says it counts (exact, on known layers)."""
+"""The benchmark scripts run, and the memory benchmark counts what it says it counts (exact, on known layers).
+
+The scripts run once, through ``benchmarks/gpu_check.sh --cpu`` (the GPU check at tiny shapes runs each of them with
+the arguments these tests check); each script's test reads the JSON its run ended with."""
 
 from __future__ import annotations
 
@@ -66,15 +69,36 @@ def test_views_of_one_storage_count_once():
     assert saved_activation_bytes(TwoViews(), x) == x.numel() * 4
 
 
+@pytest.fixture(scope="module")
+def gpu_check_on_the_cpu(tmp_path_factory):
+    """``bash benchmarks/gpu_check.sh --cpu OUT``, run once: its output and OUT (a part's printed table in
+    ``<part>.txt``, its last line in ``<part>.json``)."""
+    out = tmp_path_factory.mktemp("gpu_check")
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--cpu", str(out)], capture_output=True,
+                            text=True, timeout=600, cwd=BENCHMARKS.parent, env={**os.environ, "PYTHON": sys.executable})
+    return result, out
+
+
+def part_summary(gpu_check_on_the_cpu, part: str) -> dict:
+    """The JSON line a part of the check ended with (its script's own last line), after asserting the part ran."""
+    _, out = gpu_check_on_the_cpu
+    assert (out / f"{part}.txt").is_file(), f"{part} did not run"
+    lines = (out / f"{part}.txt").read_text().strip().splitlines()
+    assert lines, (out / f"{part}.err").read_text()[-3000:]
+    summary = json.loads(lines[-1])
+    assert not summary.get("failed"), (out / f"{part}.err").read_text()[-3000:]
+    return summary
+
+
 @pytest.mark.parametrize("script, extra", [
     ("adapter_memory.py", []), ("adapter_speed.py", ["--rounds", "1", "--min-sample-seconds", "0"]),
     ("adapter_speed.py", ["--rounds", "1", "--min-sample-seconds", "0", "--dtype", "bfloat16"])])
-def test_benchmark_scripts_run_and_end_with_their_json(script, extra):
-    arguments = ["--tokens", "64", "--dim", "32", *extra]
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments], capture_output=True, text=True,
-                            timeout=300, cwd=BENCHMARKS.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+def test_benchmark_scripts_run_and_end_with_their_json(script, extra, gpu_check_on_the_cpu):
+    # gpu_check.sh --cpu runs these scripts with --tokens 64 --dim 32 and the extra arguments above.
+    part = script.removesuffix(".py") + ("_bf16" if "bfloat16" in extra else "")
+    command = (BENCHMARKS / "gpu_check.sh").read_text()
+    assert all(argument in command for argument in ["--tokens 64", "--dim 32", *extra])
+    summary = part_summary(gpu_check_on_the_cpu, part)
     assert summary["tokens"] == 64 and summary["dim"] == 32
     assert "rode_2_4_8_16_vs_peft_lora_r30" in summary["ratios"]
     if script == "adapter_speed.py":
@@ -102,27 +126,22 @@ def test_the_speed_benchmark_compares_top1_with_its_own_weights_held_to_the_dens
     assert lora.proj.base_layer.weight.dtype == torch.bfloat16 and lora.proj.lora_A["default"].weight.dtype == torch.float32
 
 
-def test_full_size_step_script_runs_on_the_tiny_shapes(tmp_path):
+def test_full_size_step_script_runs_on_the_tiny_shapes(gpu_check_on_the_cpu):
     """The script for a GPU machine (configs/rode.yaml at full size, random weights), checked on the CPU with
-    --tiny: it trains the asked steps through the CLI and reports time, peak memory and the estimate."""
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "full_size_step.py"), "--tiny", "--steps", "2",
-                             "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300,
-                            cwd=BENCHMARKS.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    --tiny (gpu_check.sh --cpu runs it with --steps 2): it trains the asked steps through the CLI and reports time,
+    peak memory and the estimate."""
+    summary = part_summary(gpu_check_on_the_cpu, "full_size_step")
+    tmp_path = gpu_check_on_the_cpu[1] / "full_size_step"
     assert summary["steps"] == 2 and summary["batch_size"] == 4 and summary["device"] == "cpu"
     assert summary["median_step_seconds"] > 0 and summary["peak_memory_gib"] > 0
     assert set(summary["estimate_components_gib"]) == {"frozen_weights", "trainable_states", "activations", "logits"}
     assert (tmp_path / "logs" / "rode" / "version_0" / "adapter").is_dir()  # the run went through fit to the end
 
 
-def test_the_whole_model_benchmark_compares_every_method_with_its_lora_and_the_frozen_model():
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "model_step.py"), "--shape", "tiny", "--rounds", "1",
-                             "--batch", "2", "--length", "16", "--generate-batch", "2", "--prompt-length", "8",
-                             "--new-tokens", "3", "--min-sample-seconds", "0"], capture_output=True, text=True,
-                            timeout=300, cwd=BENCHMARKS.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    tiny = json.loads(result.stdout.strip().splitlines()[-1])["shapes"]["tiny"]
+def test_the_whole_model_benchmark_compares_every_method_with_its_lora_and_the_frozen_model(gpu_check_on_the_cpu):
+    # gpu_check.sh --cpu runs model_step.py --shape tiny --rounds 1 --batch 2 --length 16 --generate-batch 2
+    # --prompt-length 8 --new-tokens 2 --min-sample-seconds 0.
+    tiny = part_summary(gpu_check_on_the_cpu, "model_step")["shapes"]["tiny"]
     assert tiny["repeats"] == {"step": 1, "generation": 1}
     trainable = tiny["trainable_parameters"]
     assert trainable["frozen"] == 0 and trainable["rode_2_4_8_16"] > trainable["lora_r30"] > trainable["lora_r8"] > 0
@@ -136,10 +155,9 @@ def test_the_whole_model_benchmark_compares_every_method_with_its_lora_and_the_f
     assert all(value > 0 for value in tiny["generation_tokens_per_second"].values())
 
 
-def test_the_gpu_check_script_runs_every_part_on_the_cpu(tmp_path):
+def test_the_gpu_check_script_runs_every_part_on_the_cpu(gpu_check_on_the_cpu):
     """benchmarks/gpu_check.sh --cpu: the prepared GPU check at tiny shapes, every part ending in its JSON."""
-    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--cpu", str(tmp_path)], capture_output=True,
-                            text=True, timeout=600, cwd=BENCHMARKS.parent, env={**os.environ, "PYTHON": sys.executable})
+    result, tmp_path = gpu_check_on_the_cpu
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "adapter_memory": True, "adapter_speed": True, "adapter_speed_bf16": True, "full_size_step": True,

@@ -45,9 +45,12 @@ def test_the_paper_precision_setup_trains(cli_demo_dir, tmp_path):
 def test_validate_subcommand_runs(cli_demo_dir, tmp_path):
     cli = main(["validate", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--model.vision.patch_size", "16"])
     assert "val/unifood/ingredient_iou" in cli.trainer.callback_metrics
-    # The data module got its image geometry from model.vision: 64 px / 16 px patches -> 16 image tokens.
-    assert cli.datamodule.hparams.num_image_tokens == 16
-    assert cli.datamodule.hparams.image_size == 64
+    # The data loaders batch in the model's spelling, its image geometry from model.vision: 64 px / 16 px patches ->
+    # 16 image tokens per sample.
+    assert cli.datamodule.conversation_format is cli.model.conversation_format
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    assert batch.pixel_values.shape[-2:] == (64, 64)
+    assert batch.image_mask.sum(dim=1).tolist() == [16] * len(batch)
 
 
 def test_print_config_shows_every_section(cli_demo_dir, tmp_path, capsys):
@@ -57,8 +60,8 @@ def test_print_config_shows_every_section(cli_demo_dir, tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["adapter"]["ranks"] == [2, 4, 8, 16]
     assert printed["model"]["tokenizer"] == "demo"
-    # Derived keys are set from the model's, not by the user.
-    assert "num_image_tokens" not in printed["data"] and "tokenizer" not in printed["data"]
+    # The model's alone: the data module's deprecated keys stay unset.
+    assert printed["data"]["num_image_tokens"] is None and printed["data"]["tokenizer"] is None
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.cli_process import run_cli_process
 from tests.conftest import printed_results, tiny_cli_args
 
 REPO = Path(__file__).parents[1]
@@ -43,8 +42,7 @@ def test_ddp_trains_sparse_routers_without_unused_parameter_search(cli_demo_dir,
                          "--model.adapter.ranks", "[4, 4, 4, 4, 4, 4, 4, 4]", *extra)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "rode_lightning", "fit", *args], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=480)
+    result = run_cli_process(["fit", *args], tmp_path, env, timeout=480)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "MEMBER: 2/2" in result.stdout, result.stdout[-2000:]
     summary = printed_results(result.stdout + result.stderr, "val")
@@ -67,8 +65,7 @@ def test_one_failing_process_stops_the_run_with_its_message_and_no_hang(cli_demo
                          "--trainer.callbacks+=tests.fail_on_rank.FailOnRank", f"--trainer.callbacks.rank={rank}")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "rode_lightning", "fit", *args], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=240)
+    result = run_cli_process(["fit", *args], tmp_path, env, timeout=240)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors and errors[0].startswith(f"error: rank {rank} cannot go on at step 1"), result.stderr[-3000:]

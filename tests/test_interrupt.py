@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from rode_lightning.adapters.saving import WEIGHTS_NAME
+from tests.cli_process import run_cli_process
 from tests.conftest import tiny_cli_args
 
 REPO = Path(__file__).parents[1]
@@ -26,8 +26,7 @@ def run(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
     # full suite, the uninterrupted run's losses once differed from a clean run's in the 6th digit).
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "rode_lightning", *arguments], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_cli_process(arguments, cwd, env, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ PACKAGE = Path(rode_lightning.__file__).parent
 FLOORS = {
     # the ground: vocabulary and utilities every package shares, importing nothing of the project
     "conventions": 1, "atomic": 1, "messages": 1, "progress": 1, "provenance": 1, "console": 1, "user_errors": 1,
-    "dtensors": 1,
+    "dtensors": 1, "compat": 1, "batch": 1,
     "adapters": 2, "metrics": 2,
     "data": 3, "callbacks": 3, "scale": 3,
     "model": 4,

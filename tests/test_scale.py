@@ -17,8 +17,6 @@ rate starts at its peak (no warm-up), so every step moves the weights.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import yaml
 from safetensors.torch import load_file
 
 from rode_lightning.adapters.saving import WEIGHTS_NAME, adapter_state_dict
+from tests.cli_process import run_cli_process
 from tests.conftest import printed_results, tiny_cli_args
 
 REPO = Path(__file__).parents[1]
@@ -56,8 +55,7 @@ def run_cli(subcommand: str, demo_dir: Path, log_dir: Path, *args: str) -> tuple
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     log_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "rode_lightning", subcommand, *tiny_cli_args(demo_dir, log_dir, *args)]
-    result = subprocess.run(command, cwd=log_dir.parent, env=env, capture_output=True, text=True, timeout=300)
+    result = run_cli_process([subcommand, *tiny_cli_args(demo_dir, log_dir, *args)], log_dir.parent, env, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return log_dir / "demo" / "version_0", result.stderr + result.stdout
 
@@ -166,13 +164,12 @@ def test_the_fsdp_adapter_loads_into_a_one_process_model(runs, cli_demo_dir):
         assert torch.equal(loaded[name], tensor), name
 
     data = FoodDataModule(demo_dir=str(cli_demo_dir), demo_train_size=16, demo_eval_size=4,
-                          demo_nutrition5k_size=40, eval_batch_size=4, max_length=256,
-                          num_image_tokens=from_fsdp.model.num_image_tokens)
+                          demo_nutrition5k_size=40, eval_batch_size=4, max_length=256)
     data.setup("validate")
+    data.conversation_format = from_fsdp.conversation_format
     batch = next(iter(data.val_dataloader()))
     with torch.no_grad():
-        logits = [module.model(batch["input_ids"], batch["attention_mask"], batch["images"])
-                  for module in (from_fsdp, from_one_process)]
+        logits = [module.forward_batch(batch) for module in (from_fsdp, from_one_process)]
     torch.testing.assert_close(logits[0], logits[1], **TOLERANCE)
     assert from_fsdp.generate_answers(batch) == from_one_process.generate_answers(batch)
 

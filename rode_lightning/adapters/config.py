@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rode_lightning.adapters.methods import AdapterMethod, get_method
+from rode_lightning.user_errors import UserError
 
 
 @dataclass
@@ -12,17 +13,16 @@ class AdapterConfig:
     """How the language model is adapted.
 
     Args:
-        method: ``rode`` (experts mixed by a ReLU-rectified linear router, RoDE Eq. 2), ``softmax`` (dense mixture
-            weighted by a softmax router, RoDE Eq. 1), ``top1`` (LLaVA-MoLE: one expert per token, load-balancing
-            loss), ``cluster`` (MoCLE: expert chosen by the instruction's cluster, plus a universal expert) or
-            ``lora`` (one plain LoRA through ``peft``; uses ``ranks[0]``); each is declared in
-            ``adapters/methods/`` and any registered method may be named.
+        method: the adaptation method, one of those registered in ``adapters/methods/`` (``rode``, ``softmax``,
+            ``top1``, ``cluster``, ``lora`` and any registered since); ``--help`` lists each with its summary
+            (``methods_help``, built from the registry).
         ranks: rank of each LoRA expert; experts may differ (RoDE's "diverse" experts), e.g. ``[2, 4, 8, 16]``.
         alpha: LoRA scaling numerator; expert ``i`` is scaled by ``alpha / ranks[i]``.
         dropout: dropout on the experts' input (not on the router's).
         target_modules: names of the ``nn.Linear`` layers to adapt. An entry matches a module whose name ends with
-            ``.<entry>`` or equals it; an entry containing regex characters is matched against the full module name
-            with ``re.fullmatch``. Every entry must match at least one layer.
+            ``.<entry>`` or equals it, dots included (``self_attn.q_proj``), as peft matches; ``re:<regex>`` is
+            matched against the full module name with ``re.fullmatch``. (An entry with other regex characters and no
+            ``re:`` is still read as a regex, with a warning.) Every entry must match at least one layer.
         load_balancing_coefficient: ``top1`` only: weight of the load-balancing loss (averaged over layers) added to
             the training loss (LLaVA-MoLE: 1e-2).
         num_clusters: ``cluster`` only: number of instruction clusters (k of the k-means on the data side).
@@ -52,27 +52,27 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         method = get_method(self.method)
         if not self.ranks:
-            raise ValueError("adapter.ranks: the list of expert ranks is empty; give at least one rank, e.g. [8]")
+            raise UserError("adapter.ranks: the list of expert ranks is empty; give at least one rank, e.g. [8]")
         bad = [rank for rank in self.ranks if not isinstance(rank, int) or rank < 1]
         if bad:
-            raise ValueError(f"adapter.ranks: every rank must be a positive integer, got {bad}")
+            raise UserError(f"adapter.ranks: every rank must be a positive integer, got {bad}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"adapter.dropout: {self.dropout} is outside [0, 1)")
+            raise UserError(f"adapter.dropout: {self.dropout} is outside [0, 1)")
         if self.alpha <= 0:
-            raise ValueError(f"adapter.alpha: {self.alpha} must be positive")
+            raise UserError(f"adapter.alpha: {self.alpha} must be positive")
         if self.num_clusters < 1:
-            raise ValueError(f"adapter.num_clusters: {self.num_clusters} must be at least 1")
+            raise UserError(f"adapter.num_clusters: {self.num_clusters} must be at least 1")
         if self.cluster_temperature <= 0:
-            raise ValueError(f"adapter.cluster_temperature: {self.cluster_temperature} must be positive")
+            raise UserError(f"adapter.cluster_temperature: {self.cluster_temperature} must be positive")
         if self.universal_rank is not None and self.universal_rank < 1:
-            raise ValueError(f"adapter.universal_rank: {self.universal_rank} must be a positive integer")
+            raise UserError(f"adapter.universal_rank: {self.universal_rank} must be a positive integer")
         if self.sparsity_target is not None and not 0.0 <= self.sparsity_target < 1.0:
-            raise ValueError(f"adapter.sparsity_target: {self.sparsity_target} is outside [0, 1)")
+            raise UserError(f"adapter.sparsity_target: {self.sparsity_target} is outside [0, 1)")
         if self.sparsity_coefficient <= 0 or self.sparsity_update_rate <= 1:
-            raise ValueError(f"adapter.sparsity_coefficient {self.sparsity_coefficient} must be positive and "
-                             f"adapter.sparsity_update_rate {self.sparsity_update_rate} above 1")
+            raise UserError(f"adapter.sparsity_coefficient {self.sparsity_coefficient} must be positive and "
+                            f"adapter.sparsity_update_rate {self.sparsity_update_rate} above 1")
         if not self.target_modules:
-            raise ValueError("adapter.target_modules: empty; name at least one layer, e.g. [q_proj, k_proj]")
+            raise UserError("adapter.target_modules: empty; name at least one layer, e.g. [q_proj, k_proj]")
         method.validate(self)
 
     @property

@@ -26,9 +26,10 @@ from torch import nn
 
 from rode_lightning.adapters.precision import matmul_dtype, matmul_input
 from rode_lightning.adapters.routers import Router
+from rode_lightning.compat import grouped_mm
 from rode_lightning.dtensors import is_dtensor
 
-_GROUPED_MM = getattr(torch.nn.functional, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+_GROUPED_MM = grouped_mm()  # torch.nn.functional.grouped_mm, or torch._grouped_mm before it was public
 
 
 @functools.lru_cache(maxsize=None)

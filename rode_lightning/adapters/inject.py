@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -10,27 +12,67 @@ from torch import nn
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
+from rode_lightning.user_errors import UserError
 
-_REGEX_CHARACTERS = set(".*+?[](){}|^$\\")
+REGEX_PREFIX = "re:"
+"""An entry of ``target_modules`` written ``re:<regex>`` is matched against the full module name."""
+
+# Every regex character but ".", which in a module name separates the parts: an entry with one of these and no
+# ``re:`` is a regex written before the prefix existed (matched as one, with a warning), while a dotted entry such as
+# ``self_attn.q_proj`` is a name suffix, as in peft.
+_OLD_REGEX_CHARACTERS = frozenset("*+?[](){}|^$\\")
 
 
-def _matches(pattern: str, name: str) -> bool:
-    if _REGEX_CHARACTERS & set(pattern):
-        return re.fullmatch(pattern, name) is not None
-    return name == pattern or name.endswith("." + pattern)
+def target_matcher(entry: str) -> Callable[[str], bool]:
+    """The test a module's full name must pass to be adapted by the ``target_modules`` entry ``entry``.
+
+    * ``re:<regex>``: ``re.fullmatch`` of the regex against the full name, e.g. ``re:.*layers\\.[01]\\..*q_proj``.
+    * Otherwise the entry is a name suffix on module-name boundaries, dots included: the name equals the entry or
+      ends with ``.<entry>``. ``q_proj`` matches ``model.layers.0.self_attn.q_proj``, and so does
+      ``self_attn.q_proj``, but ``attn.q_proj`` does not. This is peft's rule for a list of names
+      (``peft.tuners.tuners_utils.check_target_module_exists``: ``key in target_modules`` or
+      ``key.endswith(f".{target_key}")``); peft takes a regex only as a single string instead of a list, which a
+      list here cannot express, hence the prefix.
+    * An entry with regex characters other than ``.`` and no prefix (``.*\\.q_proj``, an older configuration's
+      spelling) is still matched as a full-name regex, with a ``FutureWarning`` that gives the ``re:`` spelling.
+
+    A regex that does not compile raises ``UserError`` (a ``ValueError``) naming the entry.
+    """
+    if entry.startswith(REGEX_PREFIX):
+        return _full_name_regex(entry, entry[len(REGEX_PREFIX):])
+    if _OLD_REGEX_CHARACTERS & set(entry):
+        # Quoted as written in YAML, not repr(), which would double every backslash of the regex.
+        warnings.warn(f"adapter.target_modules: '{entry}' is read as a regex over the full module name; write it "
+                      f"'{REGEX_PREFIX}{entry}' (an entry without '{REGEX_PREFIX}' is a name suffix, dots included, "
+                      f"as in peft)", FutureWarning, stacklevel=3)
+        return _full_name_regex(entry, entry)
+    return lambda name: name == entry or name.endswith("." + entry)
+
+
+def _full_name_regex(entry: str, regex: str) -> Callable[[str], bool]:
+    try:
+        compiled = re.compile(regex)
+    except re.error as error:
+        raise UserError(f"adapter.target_modules: '{entry}' is not a valid regex ({error})") from None
+    return lambda name: compiled.fullmatch(name) is not None
 
 
 def find_target_modules(model: nn.Module, patterns: list[str]) -> list[str]:
-    """Names of the ``nn.Linear`` modules matched by ``patterns``; each pattern must match at least one."""
+    """Names of the ``nn.Linear`` modules matched by ``patterns`` (:func:`target_matcher` gives the rule); each
+    pattern must match at least one. The memory estimate (``rode_lightning/estimate.py``) counts the layers this
+    returns, through :func:`inject_adapters`, so the two never disagree."""
     linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     matched: list[str] = []
     for pattern in patterns:
-        hits = [name for name in linear_names if _matches(pattern, name)]
+        matches = target_matcher(pattern)
+        hits = [name for name in linear_names if matches(name)]
         if not hits:
             leaf_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
-            raise ValueError(
-                f"adapter.target_modules: pattern {pattern!r} matches no linear layer of the language model; "
-                f"linear layer names available: {', '.join(leaf_names)}"
+            example = f"; full names look like {linear_names[0]!r}" if linear_names else ""
+            raise UserError(
+                f"adapter.target_modules: pattern '{pattern}' matches no linear layer of the language model; "
+                f"linear layer names available: {', '.join(leaf_names)}{example} (an entry is a name suffix, "
+                f"e.g. self_attn.q_proj, or {REGEX_PREFIX}<regex> over the full name)"
             )
         matched.extend(name for name in hits if name not in matched)
     return matched
@@ -55,9 +97,28 @@ def adapter_layers(model: nn.Module) -> dict[str, MixtureOfLoRALinear]:
     return {name: module for name, module in model.named_modules() if isinstance(module, MixtureOfLoRALinear)}
 
 
-def is_adapter_parameter(name: str) -> bool:
-    """Parameters created by adapters: mixture experts and routers, or peft's LoRA matrices."""
-    return any(part in name for part in (".experts.", ".router.", "lora_A", "lora_B"))
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters the adapter methods put into ``model``, by name: the ``experts`` and ``router`` of every
+    :class:`MixtureOfLoRALinear`, and the adapter weights of every peft tuner layer (``lora_A``, ``lora_B``,
+    ``lora_embedding_*``, DoRA's ``lora_magnitude_vector``: what the layer's ``adapter_layer_names`` lists).
+
+    Found by module type, not by parameter name: a base model may have modules of its own called ``experts``,
+    ``router`` or ``gate`` (Qwen3-VL-MoE's ``mlp.experts``), which must stay frozen and stay out of the adapter
+    checkpoint (``adapters/saving.py`` saves what is trainable).
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    created: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, MixtureOfLoRALinear):
+            parts = [module.experts, module.router]
+        elif isinstance(module, BaseTunerLayer):
+            parts = [part for part in (getattr(module, attribute, None) for attribute in module.adapter_layer_names)
+                     if isinstance(part, nn.Module)]
+        else:
+            continue
+        created.update(id(parameter) for part in parts for parameter in part.parameters())
+    return {name: parameter for name, parameter in model.named_parameters() if id(parameter) in created}
 
 
 def add_adapters(model: nn.Module, config: AdapterConfig, cluster_dim: int | None = None,
@@ -72,8 +133,13 @@ def add_adapters(model: nn.Module, config: AdapterConfig, cluster_dim: int | Non
     per sample) before each forward.
     """
     names = inject_adapters(model, config, context if context is not None else RoutingContext(), cluster_dim)
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(is_adapter_parameter(name))
+    trainable = {id(parameter) for parameter in adapter_parameters(model).values()}
+    if names and not trainable:  # a method whose layers are neither mixture layers nor peft's: a bug, not a setting
+        raise RuntimeError(f"adapter method {config.method!r} adapted {len(names)} layers but created no parameter "
+                           "this package recognises as an adapter's (MixtureOfLoRALinear experts and router, or "
+                           "peft LoRA layers): nothing would train")
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in trainable)
     return names
 
 

@@ -25,6 +25,7 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.atomic import replaced_atomically, write_text_atomically
 from rode_lightning.dtensors import whole_tensor
 from rode_lightning.messages import first_names
+from rode_lightning.user_errors import MissingFileError, UserError
 
 WEIGHTS_NAME = "adapter.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -76,7 +77,7 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     weights, config_file = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     for path in (weights, config_file):
         if not path.is_file():
-            raise FileNotFoundError(f"adapter checkpoint: {path} does not exist")
+            raise MissingFileError(f"adapter checkpoint: {path} does not exist")
     # The settings that change which tensors exist or what they mean, as the method declares them; the others
     # (dropout, coefficients) may differ.
     structural_keys = config.adapter_method.structural_keys
@@ -84,30 +85,30 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
         saved = json.loads(config_file.read_text())["adapter"]
         if not set(structural_keys) <= set(saved):
             raise KeyError("structural keys")
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"adapter checkpoint: {config_file} is not an adapter config (truncated or written by "
-                         f"something else); save the adapter again") from None
+    except (ValueError, KeyError, TypeError):  # malformed JSON or not UTF-8 text (both ValueErrors), or no config
+        raise UserError(f"adapter checkpoint: {config_file} is not an adapter config (truncated or written by "
+                        f"something else); save the adapter again") from None
     current = asdict(config)
     differences = [f"{key}: checkpoint {saved.get(key)!r}, model {current[key]!r}"
                    for key in structural_keys if saved.get(key) != current[key]]
     if differences:
-        raise ValueError(f"adapter checkpoint {directory} does not fit the configured adapter: "
-                         + "; ".join(differences))
+        raise UserError(f"adapter checkpoint {directory} does not fit the configured adapter: "
+                        + "; ".join(differences))
     try:
         state = load_file(weights)
     except SafetensorError as error:
-        raise ValueError(f"adapter checkpoint: {weights} is truncated or corrupt ({error}); save the adapter "
-                         f"again, or point model.adapter_path at a complete one") from None
+        raise UserError(f"adapter checkpoint: {weights} is truncated or corrupt ({error}); save the adapter "
+                        f"again, or point model.adapter_path at a complete one") from None
     expected = adapter_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"adapter checkpoint {weights} does not fit the model: "
-                         f"missing tensors {first_names(missing)}; unexpected tensors {first_names(unexpected)}")
+        raise UserError(f"adapter checkpoint {weights} does not fit the model: "
+                        f"missing tensors {first_names(missing)}; unexpected tensors {first_names(unexpected)}")
     mismatched = [f"{name}: checkpoint {tuple(state[name].shape)}, model {tuple(tensor.shape)}"
                   for name, tensor in expected.items() if state[name].shape != tensor.shape]
     if mismatched:
-        raise ValueError(f"adapter checkpoint {weights}: shapes differ for " + "; ".join(mismatched[:5]))
+        raise UserError(f"adapter checkpoint {weights}: shapes differ for " + "; ".join(mismatched[:5]))
     parameters = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in state.items():

@@ -25,6 +25,9 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from rode_lightning.compat import accumulating_gradients
+
+
 SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -55,7 +58,7 @@ class GracefulInterrupt(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        if trainer.fit_loop.epoch_loop._should_accumulate():
+        if accumulating_gradients(trainer):
             return  # inside an accumulation window: its gradients are in no checkpoint
         if not trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False):
             return

@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from rode_lightning.compat import last_checkpoint_saved
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
@@ -44,7 +46,7 @@ class NonFiniteLossGuard(Callback):
 
     @staticmethod
     def _last_checkpoint(trainer: L.Trainer) -> str:
-        paths = [getattr(callback, "_last_checkpoint_saved", "") or callback.last_model_path
+        paths = [last_checkpoint_saved(callback) or callback.last_model_path
                  for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)]
         paths = [path for path in paths if path]
         if not paths:

@@ -26,8 +26,9 @@ histogram range); its computations and figures already live in ``gate_statistics
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -37,9 +38,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from rode_lightning.adapters.inject import adapter_layers
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
+from rode_lightning.atomic import replaced_atomically, write_text_atomically
+from rode_lightning.batch import FoodBatch
 from rode_lightning.callbacks.gate_statistics import HISTOGRAM_BINS, GateStatistics, gate_histogram, gate_statistics
 from rode_lightning.callbacks.router_heatmaps import EvaluationRouting, router_heatmap_figure
 from rode_lightning.conventions import TASKS
+from rode_lightning.user_errors import UserError
 
 def short_layer_names(names: list[str]) -> dict[str, str]:
     """Readable, unique tag names: ``...layers.3.self_attn.q_proj`` -> ``layers.3.q_proj``.
@@ -62,6 +66,24 @@ def short_layer_names(names: list[str]) -> dict[str, str]:
     if len(set(result.values())) != len(result):  # pathological: fall back to the module paths themselves
         result = {name: name for name in names}
     return result
+
+
+def food_batch(batch) -> FoodBatch:
+    """``batch`` itself: the statistics need the typed batch's masks and tasks, and a batch of another kind would
+    otherwise turn them off without a word."""
+    if not isinstance(batch, FoodBatch):
+        raise TypeError(f"RouterSparsityMonitor reads a rode_lightning.batch.FoodBatch; the loader gave a "
+                        f"{type(batch).__name__}")
+    return batch
+
+
+def write_router_files(directory: Path, stage: str, router: dict, figure) -> None:
+    """``router_<stage>.json`` and ``router_<stage>.png`` in ``directory``, each complete or absent
+    (``rode_lightning/atomic.py``): a run killed while writing keeps the previous evaluation's file."""
+    # No final newline: the same bytes as the files written before they were written atomically.
+    write_text_atomically(directory / f"router_{stage}.json", json.dumps(router, indent=2))
+    with replaced_atomically(directory / f"router_{stage}.png") as partial:
+        figure.savefig(partial, format="png", bbox_inches="tight")  # the partial's name has no .png suffix
 
 
 def _reduction_dtype(device: torch.device) -> torch.dtype:
@@ -96,7 +118,7 @@ class RouterSparsityMonitor(Callback):
         self.evaluation_heatmaps = evaluation_heatmaps
         self._evaluation = None  # EvaluationRouting while a validation or test epoch runs
         if every_n_steps < 1:
-            raise ValueError(f"RouterSparsityMonitor.every_n_steps: {every_n_steps} must be at least 1")
+            raise UserError(f"RouterSparsityMonitor.every_n_steps: {every_n_steps} must be at least 1")
         self.every_n_steps = every_n_steps
         self.log_histograms = log_histograms
         self.log_heatmap = log_heatmap
@@ -149,14 +171,17 @@ class RouterSparsityMonitor(Callback):
         return list(pairs) if pairs is not None else []
 
     def _evaluation_batch(self, pl_module: L.LightningModule, batch) -> None:
-        if self._evaluation is None or not isinstance(batch, Mapping) or "attention_mask" not in batch:
+        if self._evaluation is None:
+            return
+        batch = food_batch(batch)
+        if batch.input_ids is None:  # questions without reference answers: no teacher-forced forward to read
             return
         with torch.no_grad():  # the teacher-forced forward the loss sees: question and reference answer
-            pl_module.model(batch["input_ids"], batch["attention_mask"], batch["images"], batch.get("cluster_ids"))
+            pl_module.forward_batch(batch)
         gates = {name: layer.last_gates for name, layer in self._evaluation_layers.items()
                  if layer.last_gates is not None}
-        row_groups = [[task, dataset] for task, dataset in zip(batch["tasks"], batch["datasets"])]
-        self._evaluation.add(gates, batch["attention_mask"], row_groups)
+        row_groups = [[task, dataset] for task, dataset in zip(batch.tasks, batch.datasets)]
+        self._evaluation.add(gates, batch.attention_mask, row_groups)
 
     def _end_evaluation(self, trainer: L.Trainer, stage: str) -> None:
         if self._evaluation is None:
@@ -180,13 +205,7 @@ class RouterSparsityMonitor(Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure(f"router/split_heatmap/{stage}", figure, global_step=step, close=False)
         if log_dir:
-            import json
-            from pathlib import Path
-
-            directory = Path(log_dir) / "results"
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / f"router_{stage}.json").write_text(json.dumps(router, indent=2))
-            figure.savefig(directory / f"router_{stage}.png", bbox_inches="tight")
+            write_router_files(Path(log_dir) / "results", stage, router, figure)
 
     @staticmethod
     def _named_layers(pl_module: L.LightningModule) -> dict[str, MixtureOfLoRALinear]:
@@ -221,7 +240,7 @@ class RouterSparsityMonitor(Callback):
         self._end_evaluation(trainer, "test")
 
     # ------------------------------------------------------------------ work
-    def log_batch(self, trainer: L.Trainer, batch: dict, step: int) -> None:
+    def log_batch(self, trainer: L.Trainer, batch: FoodBatch, step: int) -> None:
         """Computes, reduces (a collective: every process must call this) and logs the statistics of ``batch``."""
         tensorboards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
         if (self.log_histograms or self.log_heatmap) and not tensorboards:
@@ -231,7 +250,7 @@ class RouterSparsityMonitor(Callback):
         device = trainer.strategy.root_device
         dtype = _reduction_dtype(device)
 
-        layer_gates = self._real_gates(batch, device)
+        layer_gates = self._real_gates(food_batch(batch), device)
         names = list(self._layers)
         statistics: list[GateStatistics] = []
         for name in names:
@@ -300,14 +319,14 @@ class RouterSparsityMonitor(Callback):
                 for logger in tensorboards:
                     logger.experiment.add_figure(f"router/heatmap/{task}", figure, global_step=step, close=False)
 
-    def _real_gates(self, batch, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _real_gates(self, batch: FoodBatch, device: torch.device
+                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``{layer: (gates (N, E), real-token mask (N,), task index (N,))}`` for layers with gates from ``batch``.
 
-        Without ``input_ids``/``attention_mask`` in the batch every routed token counts as real; without ``tasks``
+        Without ``input_ids`` (a batch of questions only) every routed token counts as real; without ``tasks``
         (one per row) no token has a task.
         """
-        batch = batch if isinstance(batch, Mapping) else {}
-        input_ids = batch.get("input_ids")
+        input_ids = batch.input_ids
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() < 2:
             self._warn_once("no_input_ids", "RouterSparsityMonitor: the batch has no (batch, sequence) input_ids; "
                                             "every routed token is counted and no task heatmap is made.")
@@ -333,13 +352,13 @@ class RouterSparsityMonitor(Callback):
             found[name] = (gates, *per_device[gates.device])
         return found
 
-    def _token_mask_and_tasks(self, batch: Mapping, rows: int, length: int, device: torch.device
+    def _token_mask_and_tasks(self, batch: FoodBatch, rows: int, length: int, device: torch.device
                               ) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = batch.get("attention_mask")
+        mask = batch.attention_mask
         mask = (torch.ones(rows * length, dtype=torch.bool, device=device) if mask is None
                 else mask.to(device=device, dtype=torch.bool).reshape(-1))
         task_index = {task: index for index, task in enumerate(self.tasks)}
-        batch_tasks = list(batch.get("tasks") or [])
+        batch_tasks = list(batch.tasks or [])
         if len(batch_tasks) != rows:
             batch_tasks = [None] * rows
         unknown = sorted({str(task) for task in batch_tasks if task is not None and task not in task_index})

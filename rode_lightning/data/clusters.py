@@ -14,6 +14,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
 from rode_lightning.conventions import CLUSTER_WIDTH
+from rode_lightning.user_errors import UserError
 
 Encoder = Literal["auto", "minilm", "tfidf"]
 
@@ -105,8 +106,8 @@ class InstructionClusters:
 
         distinct = sorted(set(texts))
         if self.num_clusters > len(distinct):
-            raise ValueError(f"adapter.num_clusters: {self.num_clusters} clusters requested but the data has only "
-                             f"{len(distinct)} distinct instructions")
+            raise UserError(f"adapter.num_clusters: {self.num_clusters} clusters requested but the data has only "
+                            f"{len(distinct)} distinct instructions")
         embeddings = self.encoder.fit(distinct).transform(distinct)
         self.kmeans = KMeans(n_clusters=self.num_clusters, n_init=10, random_state=self.seed).fit(embeddings)
         label_of = dict(zip(distinct, self.kmeans.labels_.tolist()))

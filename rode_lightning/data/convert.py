@@ -28,6 +28,7 @@ from rode_lightning.data.records import FoodRecord
 from rode_lightning.data.sources import HUGGINGFACE, KINDS, ServedDataset, huggingface_tasks
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import MissingFileError, UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -78,23 +79,23 @@ def served_dataset(name: str, root: str | None, config: str | None) -> ServedDat
     """The dataset to convert: a released layout at ``root``, or the Hugging Face block in the YAML ``config``."""
     if name == HUGGINGFACE:
         if config is None:
-            raise ValueError("--from huggingface needs --config: a YAML file with the block's keys (path, image, "
-                             "category, ...; README.md)")
+            raise UserError("--from huggingface needs --config: a YAML file with the block's keys (path, image, "
+                            "category, ...; README.md)")
         path = Path(config)
         if not path.is_file():
-            raise FileNotFoundError(f"--config {path} does not exist")
+            raise MissingFileError(f"--config {path} does not exist")
         block = yaml.safe_load(path.read_text()) or {}
         if not isinstance(block, dict):
-            raise ValueError(f"{path}: expected the keys of one data.huggingface block")
+            raise UserError(f"{path}: expected the keys of one data.huggingface block")
         try:
             source = HuggingFaceSource(**block)
         except TypeError as error:
-            raise ValueError(f"{path}: {error}") from None
+            raise UserError(f"{path}: {error}") from None
         return ServedDataset(source.name, Path(source.path), False, huggingface_tasks(source), huggingface=source)
     if name not in KINDS:
-        raise ValueError(f"--from {name!r}: expected one of {', '.join([*KINDS, HUGGINGFACE])}")
+        raise UserError(f"--from {name!r}: expected one of {', '.join([*KINDS, HUGGINGFACE])}")
     if root is None:
-        raise ValueError(f"--from {name} needs --root: the {KINDS[name].title} folder")
+        raise UserError(f"--from {name} needs --root: the {KINDS[name].title} folder")
     return ServedDataset(name, Path(root), False, KINDS[name].tasks, kind=KINDS[name])
 
 

@@ -5,29 +5,30 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
-import open_clip
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from rode_lightning.batch import FoodBatch
 from rode_lightning.data.clusters import InstructionClusters
+from rode_lightning.data.conversation import Conversation
 from rode_lightning.data.errors import MissingSplitError, SkipCounter
 from rode_lightning.data.huggingface import HuggingFaceSource
-from rode_lightning.data.instructions import InstructionCollator, InstructionDataset, Sample
-from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, drop_unreadable_images,
-                                         read_prediction_requests)
+from rode_lightning.data.instructions import InstructionDataset, Sample
+from rode_lightning.data.predict import PredictionDataset, drop_unreadable_images, read_prediction_requests
 from rode_lightning.conventions import TASKS
 from rode_lightning.data.prompts import task_available
 from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.resumable import ResumableDataLoader
 from rode_lightning.data.sources import ServedDataset, resolve_served_datasets
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
-from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.floors import label_floors
 from rode_lightning.metrics.vocabulary import IngredientVocabulary
+from rode_lightning.user_errors import UserError
 
 def default_demo_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -42,10 +43,12 @@ def with_vocabulary(record: FoodRecord, vocabulary: IngredientVocabulary) -> Foo
 
 
 class FoodDataModule(L.LightningDataModule):
-    """Food instruction data: every available task of every dish becomes one (image, question, answer) sample.
+    """Food instruction data: every available task of every dish becomes one conversation (image, question, answer).
 
-    The configured datasets are mixed into one training set; every batch carries each sample's dataset and task
-    (``batch["datasets"]``, ``batch["tasks"]``) for per-task metrics and router statistics.
+    The configured datasets are mixed into one training set. The loaders batch conversations with the model's
+    conversation format (``conversation_format``, set by the model: the data side never sees a token); every
+    :class:`~rode_lightning.batch.FoodBatch` carries each sample's dataset and task (``batch.datasets``,
+    ``batch.tasks``) for per-task metrics and router statistics.
 
     Args:
         datasets: which datasets to serve, by name (``unifood``, ``nutrition5k``, ``recipe1m``, ``food101``,
@@ -75,9 +78,9 @@ class FoodDataModule(L.LightningDataModule):
             (``unifood/recipe``; more specific wins), LLaVA-MoLE's per-dataset lambda. ``null``: every training
             sample once per epoch in shuffled order. With weights, each epoch draws as many samples as the training
             set holds, with replacement.
-        tokenizer: ``demo`` or a local tokenizer directory; set it on the model, the CLI copies it here.
-        image_size: vision encoder input size; copied from ``model.vision`` by the CLI.
-        num_image_tokens: ``<image>`` tokens per sample; copied from ``model.vision`` by the CLI.
+        tokenizer: deprecated and ignored: the model's conversation format tokenizes (set ``model.tokenizer``).
+        image_size: deprecated and ignored: the model's conversation format prepares the pixels.
+        num_image_tokens: deprecated and ignored: the model's conversation format spells the image tokens.
         batch_size: training batch size per process.
         eval_batch_size: validation/test/predict batch size per process.
         max_length: longest token sequence, image tokens included; longer answers are cut.
@@ -113,9 +116,9 @@ class FoodDataModule(L.LightningDataModule):
         train_tasks: list[str] = list(TASKS),
         eval_tasks: list[str] = list(TASKS),
         sampling_weights: dict[str, float] | None = None,
-        tokenizer: str = "demo",
-        image_size: int = 64,
-        num_image_tokens: int = 64,
+        tokenizer: str | None = None,
+        image_size: int | None = None,
+        num_image_tokens: int | None = None,
         batch_size: int = 8,
         eval_batch_size: int = 16,
         max_length: int = 512,
@@ -133,11 +136,14 @@ class FoodDataModule(L.LightningDataModule):
                              ("predict_tasks", predict_tasks)):
             unknown = [task for task in tasks if task not in TASKS]
             if unknown or not tasks:
-                raise ValueError(f"data.{field}: {unknown or 'empty list'} - expected a non-empty subset of "
-                                 f"{list(TASKS)}")
+                raise UserError(f"data.{field}: {unknown or 'empty list'} - expected a non-empty subset of "
+                                f"{list(TASKS)}")
         if not 0 < val_fraction < 1:
-            raise ValueError(f"data.val_fraction: {val_fraction} is not in (0, 1)")
-        self.save_hyperparameters()
+            raise UserError(f"data.val_fraction: {val_fraction} is not in (0, 1)")
+        _warn_about_deprecated_keys(tokenizer=tokenizer, image_size=image_size, num_image_tokens=num_image_tokens)
+        # Not kept: Lightning merges the model's and the data's hyperparameters for the logger and refuses a key
+        # (``tokenizer``) that both have with different values.
+        self.save_hyperparameters(ignore=["tokenizer", "image_size", "num_image_tokens"])
         # Which datasets are served, from where: decided now, so that a configuration mistake stops the run before
         # anything is built.
         roots = {"unifood": unifood_root, "nutrition5k": nutrition5k_root, "recipe1m": recipe1m_root,
@@ -148,10 +154,10 @@ class FoodDataModule(L.LightningDataModule):
         for key, weight in (sampling_weights or {}).items():
             dataset, _, task = key.partition("/")
             if dataset not in served or (task and task not in TASKS):
-                raise ValueError(f"data.sampling_weights: unknown key {key!r}; expected a served dataset "
-                                 f"({', '.join(served)}) or '<dataset>/<task>' with a task of {', '.join(TASKS)}")
+                raise UserError(f"data.sampling_weights: unknown key {key!r}; expected a served dataset "
+                                f"({', '.join(served)}) or '<dataset>/<task>' with a task of {', '.join(TASKS)}")
             if not weight >= 0:
-                raise ValueError(f"data.sampling_weights: {key!r} has weight {weight!r}; expected a number >= 0")
+                raise UserError(f"data.sampling_weights: {key!r} has weight {weight!r}; expected a number >= 0")
         self.skipped = SkipCounter()
         self.datasets: dict[str, InstructionDataset] = {}
         self.records: dict[str, list[FoodRecord]] = {}
@@ -161,13 +167,11 @@ class FoodDataModule(L.LightningDataModule):
         self.floors: dict[str, dict[str, dict[str, float]]] = {}
         self.cluster_centroids: torch.Tensor | None = None
         self.predict_dataset: PredictionDataset | None = None
+        # How conversations become batches: the model's (``FoodLMMModule.setup`` sets it), the loaders' collate.
+        self.conversation_format: Callable[[list[Conversation]], FoodBatch] | None = None
         # Read now: a bad vocabulary file should stop the run before anything is built.
         self.ingredient_vocabulary = (IngredientVocabulary.from_file(ingredient_vocabulary)
                                       if ingredient_vocabulary else None)
-
-    @property
-    def tokenizer(self):
-        return load_tokenizer(self.hparams.tokenizer)
 
     @property
     def demo_dir(self) -> Path:
@@ -218,7 +222,6 @@ class FoodDataModule(L.LightningDataModule):
             return
         # prepare_data runs on one process per node; generation is idempotent, so ensure it here as well.
         self._generate_demo()
-        transform = self.image_transform
         for split, tasks in (("train", self.hparams.train_tasks), ("val", self.hparams.eval_tasks),
                              ("test", self.hparams.eval_tasks)):
             samples = []
@@ -238,11 +241,9 @@ class FoodDataModule(L.LightningDataModule):
                 # Batches of one task generate together and stop together: short answers do not wait for recipes.
                 samples.sort(key=lambda sample: (sample.record.dataset, sample.task))
             if not samples and split not in self.missing_splits:
-                raise ValueError(f"split {split!r} of {', '.join(self.served)} has no sample for tasks {tasks}")
+                raise UserError(f"split {split!r} of {', '.join(self.served)} has no sample for tasks {tasks}")
             if samples:
-                self.datasets[split] = InstructionDataset(samples, self.tokenizer, transform,
-                                                          self.hparams.num_image_tokens, self.hparams.max_length,
-                                                          self.hparams.seed)
+                self.datasets[split] = InstructionDataset(samples, self.hparams.seed)
         self.records.setdefault("val", [])
         self.records.setdefault("test", [])
         if self.hparams.num_clusters:
@@ -257,7 +258,7 @@ class FoodDataModule(L.LightningDataModule):
         split = {"fit": "val", "validate": "val", "test": "test"}.get(stage)
         if split and split not in self.datasets:
             reasons = "; ".join(self.missing_splits.get(split, [])) or f"no {split} samples"
-            raise ValueError(f"{stage} needs a {split} split, and no served dataset has one: {reasons}")
+            raise UserError(f"{stage} needs a {split} split, and no served dataset has one: {reasons}")
 
     def _compute_floors(self) -> None:
         """The label-only floors of the validation and test splits (``floors[split][dataset]``,
@@ -277,12 +278,6 @@ class FoodDataModule(L.LightningDataModule):
                 if result.floors:
                     self.floors.setdefault(split, {})[dataset] = result.floors
 
-    @property
-    def image_transform(self):
-        """open_clip's own evaluation preprocessing for the configured input size (resize, centre crop, CLIP
-        normalisation), so pixels reach the encoder exactly as in its pre-training."""
-        return open_clip.image_transform(self.hparams.image_size, is_train=False)
-
     def _setup_predict(self) -> None:
         if self.predict_dataset is not None:
             return
@@ -292,11 +287,10 @@ class FoodDataModule(L.LightningDataModule):
         if skipped:
             rank_zero_warn(f"predict: skipped {sum(skipped.values())} request(s): {skipped.report()}")
         if not kept:
-            raise ValueError(f"data.predict_source: none of the {len(requests)} requests in "
-                             f"{self.hparams.predict_source} has a readable image")
+            raise UserError(f"data.predict_source: none of the {len(requests)} requests in "
+                            f"{self.hparams.predict_source} has a readable image")
         self.skipped.update(skipped)
-        self.predict_dataset = PredictionDataset(kept, self.tokenizer, self.image_transform,
-                                                 self.hparams.num_image_tokens)
+        self.predict_dataset = PredictionDataset(kept)
         rank_zero_info(f"predict: {len(kept)} request(s) from {self.hparams.predict_source}")
 
     def _assign_clusters(self) -> None:
@@ -341,12 +335,12 @@ class FoodDataModule(L.LightningDataModule):
         samples = self.datasets["train"].samples
         values = [weights.get(f"{s.record.dataset}/{s.task}", weights.get(s.record.dataset, 1.0)) for s in samples]
         if not any(values):
-            raise ValueError("data.sampling_weights: every training sample has weight 0")
+            raise UserError("data.sampling_weights: every training sample has weight 0")
         return torch.tensor(values, dtype=torch.double)
 
     def _loader(self, split: str) -> DataLoader:
         batch_size = self.hparams.batch_size if split == "train" else self.hparams.eval_batch_size
-        collate_fn = InstructionCollator(self.tokenizer.pad_token_id)
+        collate_fn = self._collate()
         workers = {"num_workers": self.hparams.num_workers, "persistent_workers": self.hparams.num_workers > 0}
         if split == "train":
             # Each epoch's order follows from data.seed (drawn by sampling_weights, if given), and checkpoints record
@@ -369,7 +363,24 @@ class FoodDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dataset is None:
-            raise ValueError("predict needs data.predict_source: a folder of images or a JSON/JSONL file of requests")
+            raise UserError("predict needs data.predict_source: a folder of images or a JSON/JSONL file of requests")
         return DataLoader(self.predict_dataset, batch_size=self.hparams.eval_batch_size, shuffle=False,
-                          num_workers=self.hparams.num_workers,
-                          collate_fn=PredictionCollator(self.tokenizer.pad_token_id))
+                          num_workers=self.hparams.num_workers, collate_fn=self._collate())
+
+    def _collate(self) -> Callable[[list[Conversation]], FoodBatch]:
+        """The model's conversation format, bounded by ``max_length``."""
+        if self.conversation_format is None:
+            raise RuntimeError("FoodDataModule.conversation_format is not set: the model sets it when a Trainer runs "
+                               "them together; a script that uses the data module alone sets it itself (e.g. "
+                               "rode_lightning.model.formats.LlavaFormat)")
+        self.conversation_format.max_length = self.hparams.max_length
+        return self.conversation_format
+
+
+def _warn_about_deprecated_keys(**values) -> None:
+    """Configs of earlier versions set these (the CLI linked them from the model); they are accepted, ignored, and
+    named once so that the user can delete them."""
+    given = [f"data.{key}" for key, value in values.items() if value is not None]
+    if given:
+        rank_zero_warn(f"{', '.join(given)}: no longer used (the model's conversation format tokenizes and prepares "
+                       "the images from model.tokenizer and model.vision); delete the key(s) from the config")

@@ -27,6 +27,7 @@ import numpy as np
 from rode_lightning.data.demo import CATEGORIES, draw_dish, sample_dish
 from rode_lightning.data.food101 import CLASSES_FILE, LABELS_FILE, SPLIT_LISTS, image_path
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import ExistingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def generate_demo_food101(root: str | Path, seed: int = 0, sizes: dict[str, int]
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = sorted(set(sizes) - set(SPLIT_LISTS))
     if unknown or any(count < 0 for count in sizes.values()):
-        raise ValueError(f"sizes={sizes}: expected non-negative counts for splits among {list(SPLIT_LISTS)}")
+        raise UserError(f"sizes={sizes}: expected non-negative counts for splits among {list(SPLIT_LISTS)}")
     stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1}, sort_keys=True)
     marker = root / _MARKER
     if marker.exists() and marker.read_text() == stamp:
@@ -94,8 +95,8 @@ def _write(path: Path, text: str) -> None:
 def _clear_previous_demo(root: Path, marker: Path) -> None:
     present = [name for name in _LAYOUT_DIRS if (root / name).exists()]
     if present and not marker.exists():
-        raise FileExistsError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                              f"wrote, so it is left alone; choose an empty directory")
+        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
+                                f"wrote, so it is left alone; choose an empty directory")
     for name in present:
         shutil.rmtree(root / name)
     root.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from rode_lightning.data.demo import CATEGORIES, draw_dish, nutrition_of, recipe
 from rode_lightning.data.huggingface import HuggingFaceSource
 from rode_lightning.data.huggingface_files import datasets_progress
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import ExistingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def generate_demo_huggingface(root: str | Path, seed: int = 0, sizes: dict[str, 
     root = Path(root)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     if not sizes or any(not isinstance(count, int) or count < 1 for count in sizes.values()):
-        raise ValueError(f"sizes={sizes}: expected a positive row count per split")
+        raise UserError(f"sizes={sizes}: expected a positive row count per split")
     stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1}, sort_keys=True)
     marker = root / _MARKER
     if marker.exists() and marker.read_text() == stamp:
@@ -115,8 +116,8 @@ def _clear_previous_demo(root: Path, marker: Path) -> None:
     index = root / "dataset_dict.json"
     present = [name for name in ("dataset_dict.json", "state.json") if (root / name).exists()]
     if present and not marker.exists():
-        raise FileExistsError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                              f"wrote, so it is left alone; choose an empty directory")
+        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
+                                f"wrote, so it is left alone; choose an empty directory")
     if index.exists():
         for split in json.loads(index.read_text()).get("splits", []):
             shutil.rmtree(root / split, ignore_errors=True)

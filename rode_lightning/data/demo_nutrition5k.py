@@ -26,6 +26,7 @@ import numpy as np
 from rode_lightning.data.demo import INGREDIENTS, draw_dish, sample_dish
 from rode_lightning.data.nutrition5k import METADATA_FILES, SPLIT_FILES, overhead_image
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import ExistingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def generate_demo_nutrition5k(root: str | Path, seed: int = 0, sizes: dict[str, 
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = sorted(set(sizes) - set(SPLIT_FILES))
     if unknown or any(count < 0 for count in sizes.values()) or missing_overhead < 0:
-        raise ValueError(f"sizes={sizes}, missing_overhead={missing_overhead}: expected non-negative counts for "
-                         f"splits among {list(SPLIT_FILES)}")
+        raise UserError(f"sizes={sizes}, missing_overhead={missing_overhead}: expected non-negative counts for "
+                        f"splits among {list(SPLIT_FILES)}")
     stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size,
                         "missing_overhead": missing_overhead, "version": 1}, sort_keys=True)
     marker = root / _MARKER
@@ -91,8 +92,8 @@ def generate_demo_nutrition5k(root: str | Path, seed: int = 0, sizes: dict[str, 
 def _clear_previous_demo(root: Path, marker: Path) -> None:
     present = [name for name in _LAYOUT_DIRS if (root / name).exists()]
     if present and not marker.exists():
-        raise FileExistsError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                              f"wrote, so it is left alone; choose an empty directory")
+        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
+                                f"wrote, so it is left alone; choose an empty directory")
     for name in present:
         shutil.rmtree(root / name)
     root.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ import numpy as np
 from rode_lightning.data.demo import INGREDIENTS, draw_dish, recipe_of, sample_dish
 from rode_lightning.data.recipe1m import DETECTIONS, LAYER1, LAYER2, NUTRITION_FILE, SPLITS, recipe_image
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import ExistingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def generate_demo_recipe1m(root: str | Path, seed: int = 0, sizes: dict[str, int
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = sorted(set(sizes) - set(SPLITS))
     if unknown or any(count < 0 for count in sizes.values()) or missing_images < 0:
-        raise ValueError(f"sizes={sizes}, missing_images={missing_images}: expected non-negative counts for splits "
-                         f"among {list(SPLITS)}")
+        raise UserError(f"sizes={sizes}, missing_images={missing_images}: expected non-negative counts for splits "
+                        f"among {list(SPLITS)}")
     stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size, "with_nutrition": with_nutrition,
                         "missing_images": missing_images, "version": 1}, sort_keys=True)
     marker = root / _MARKER
@@ -125,8 +126,8 @@ def generate_demo_recipe1m(root: str | Path, seed: int = 0, sizes: dict[str, int
 def _clear_previous_demo(root: Path, marker: Path) -> None:
     present = [name for name in _LAYOUT if (root / name).exists()]
     if present and not marker.exists():
-        raise FileExistsError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                              f"wrote, so it is left alone; choose an empty directory")
+        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
+                                f"wrote, so it is left alone; choose an empty directory")
     for name in present:
         path = root / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -29,6 +29,7 @@ from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, draw_dish, sample_
 from rode_lightning.data.vireo172 import FOOD_LIST, IMAGE_DIR, INGREDIENT_LIST, LABEL_DIR, LABEL_FILE, SPLIT_FILES, \
     image_path
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import ExistingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def generate_demo_vireo172(root: str | Path, seed: int = 0, sizes: dict[str, int
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = sorted(set(sizes) - set(SPLIT_FILES))
     if unknown or any(count < 0 for count in sizes.values()):
-        raise ValueError(f"sizes={sizes}: expected non-negative counts for splits among {list(SPLIT_FILES)}")
+        raise UserError(f"sizes={sizes}: expected non-negative counts for splits among {list(SPLIT_FILES)}")
     stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1}, sort_keys=True)
     marker = root / _MARKER
     if marker.exists() and marker.read_text() == stamp:
@@ -93,8 +94,8 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 def _clear_previous_demo(root: Path, marker: Path) -> None:
     present = [name for name in _LAYOUT_DIRS if (root / name).exists()]
     if present and not marker.exists():
-        raise FileExistsError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                              f"wrote, so it is left alone; choose an empty directory")
+        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
+                                f"wrote, so it is left alone; choose an empty directory")
     for name in present:
         shutil.rmtree(root / name)
     root.mkdir(parents=True, exist_ok=True)

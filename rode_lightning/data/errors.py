@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal, get_args
 
+from rode_lightning.user_errors import MissingFileError, UserError
+
 OnError = Literal["raise", "skip"]
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """A data file does not follow its documented format.
 
     Messages start with a short reason followed by a colon and the detail (``"bad nutrition value: fat_g=-3 ..."``);
@@ -37,7 +39,7 @@ def skip_reason(error: Exception) -> str:
 def check_on_error(on_error: str) -> None:
     """Refuse an unknown mode up front: a typo must not silently mean "skip"."""
     if on_error not in get_args(OnError):
-        raise ValueError(f"on_error={on_error!r}: expected one of {list(get_args(OnError))}")
+        raise UserError(f"on_error={on_error!r}: expected one of {list(get_args(OnError))}")
 
 
 def report_bad_record(error: DataFormatError, location: str, on_error: OnError, skipped: SkipCounter,
@@ -49,6 +51,6 @@ def report_bad_record(error: DataFormatError, location: str, on_error: OnError, 
     skipped[f"{source}: {type(error).__name__}: {skip_reason(error)}"] += 1
 
 
-class MissingSplitError(FileNotFoundError):
+class MissingSplitError(MissingFileError):
     """A dataset has no file for a split. The data module serves the other datasets' share of that split, and
     refuses only a stage that needs the split and finds it in no dataset (``test`` without any test file)."""

@@ -39,6 +39,7 @@ from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction, is_held_out
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import MissingFileError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CLASSES_FILE = "meta/classes.txt"
@@ -75,7 +76,7 @@ def read_food101_split(root: str | Path, split: str, on_error: OnError = "raise"
     check_fraction(val_fraction)
     root = Path(root).absolute()
     if not root.is_dir():
-        raise FileNotFoundError(f"Food-101 root {root} does not exist or is not a directory")
+        raise MissingFileError(f"Food-101 root {root} does not exist or is not a directory")
     skipped = SkipCounter() if skipped is None else skipped
     categories = read_food101_classes(root)
     list_path, listed = _read_split_list(root, "test" if split == "test" else "train")
@@ -103,8 +104,8 @@ def read_food101_classes(root: str | Path) -> dict[str, str]:
     if not path.is_file():
         nested = root / "food-101" / CLASSES_FILE
         hint = f"; {nested} exists: pass {nested.parent.parent} as the root" if nested.is_file() else ""
-        raise FileNotFoundError(f"Food-101 class list {path} does not exist (the release has {CLASSES_FILE}, one "
-                                f"class name per line){hint}")
+        raise MissingFileError(f"Food-101 class list {path} does not exist (the release has {CLASSES_FILE}, one "
+                               f"class name per line){hint}")
     names: dict[str, int] = {}  # class -> line number
     for line_number, name in _read_lines(path, "class name"):
         if not _CLASS_NAME.fullmatch(name):
@@ -144,8 +145,8 @@ def _read_split_list(root: Path, name: str) -> tuple[Path, list[_ListEntry]]:
         path = json_path
         listed = _read_json_list(path)
     else:
-        raise FileNotFoundError(f"Food-101 split list {text_path} does not exist, nor {json_path} (the release has "
-                                f"both, one <class>/<image id> entry per image)")
+        raise MissingFileError(f"Food-101 split list {text_path} does not exist, nor {json_path} (the release has "
+                               f"both, one <class>/<image id> entry per image)")
     entries, first_seen = [], {}
     for location, text, listed_under in listed:
         entries.append(_ListEntry(text, location, listed_under, first_seen.get(text)))

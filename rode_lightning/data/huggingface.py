@@ -50,6 +50,7 @@ from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction, is_held_out
 from rode_lightning.data.unifood import NUTRITION_LIMITS
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import UserError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -191,17 +192,17 @@ def _prepare(source: HuggingFaceSource, key: str) -> DatasetLayout:
         splits = {name: split_dataset(layout.path, name, files) for name, files in layout.files.items()}
     for our_split, name in (source.splits or {}).items():
         if name not in splits and (layout.named or our_split != "train"):
-            raise ValueError(f"{key}.splits.{our_split}: split {name!r} is not in {layout.path} "
-                             f"(splits: {', '.join(splits)})")
+            raise UserError(f"{key}.splits.{our_split}: split {name!r} is not in {layout.path} "
+                            f"(splits: {', '.join(splits)})")
     for column_key, column, accepts, expected in _column_checks(source):
         for split_name, dataset in splits.items():
             where = f"{layout.path}" + (f" split {split_name!r}" if len(splits) > 1 else "")
             if column not in dataset.features:
-                raise ValueError(f"{key}.{column_key}: column {column!r} is not in {where} "
-                                 f"(columns: {', '.join(dataset.features)})")
+                raise UserError(f"{key}.{column_key}: column {column!r} is not in {where} "
+                                f"(columns: {', '.join(dataset.features)})")
             if not accepts(dataset.features[column]):
-                raise ValueError(f"{key}.{column_key}: column {column!r} of {where} holds "
-                                 f"{dataset.features[column]!r}, expected {expected}")
+                raise UserError(f"{key}.{column_key}: column {column!r} of {where} holds "
+                                f"{dataset.features[column]!r}, expected {expected}")
     return layout
 
 
@@ -211,41 +212,41 @@ def _prepare(source: HuggingFaceSource, key: str) -> DatasetLayout:
 
 def _check_config(source: HuggingFaceSource, key: str) -> None:
     if not isinstance(source.path, str) or not source.path:
-        raise ValueError(f"{key}.path: expected {EXPECTED_PATH}, got {source.path!r}")
+        raise UserError(f"{key}.path: expected {EXPECTED_PATH}, got {source.path!r}")
     if not isinstance(source.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source.name):
-        raise ValueError(f"{key}.name: {source.name!r} is not a plain identifier (letters, digits and _, not "
-                         f"starting with a digit)")
+        raise UserError(f"{key}.name: {source.name!r} is not a plain identifier (letters, digits and _, not "
+                        f"starting with a digit)")
     for split, name in (source.splits or {}).items():
         if split not in SPLITS:
-            raise ValueError(f"{key}.splits: unknown split {split!r}; expected keys among {', '.join(SPLITS)}")
+            raise UserError(f"{key}.splits: unknown split {split!r}; expected keys among {', '.join(SPLITS)}")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{key}.splits.{split}: expected the dataset's split name, got {name!r}")
+            raise UserError(f"{key}.splits.{split}: expected the dataset's split name, got {name!r}")
     if source.nutrition is not None:
         if not source.nutrition:
-            raise ValueError(f"{key}.nutrition: maps no field; give field -> column for some of "
-                             f"{', '.join(NUTRITION_FIELDS)}, or leave it out")
+            raise UserError(f"{key}.nutrition: maps no field; give field -> column for some of "
+                            f"{', '.join(NUTRITION_FIELDS)}, or leave it out")
         for name in source.nutrition:
             if name not in NUTRITION_FIELDS:
-                raise ValueError(f"{key}.nutrition: unknown field {name!r}; expected among "
-                                 f"{', '.join(NUTRITION_FIELDS)}")
+                raise UserError(f"{key}.nutrition: unknown field {name!r}; expected among "
+                                f"{', '.join(NUTRITION_FIELDS)}")
     for task, pair in (source.conversations or {}).items():
         if task not in TASKS:
-            raise ValueError(f"{key}.conversations: unknown task {task!r}; expected among {', '.join(TASKS)}")
+            raise UserError(f"{key}.conversations: unknown task {task!r}; expected among {', '.join(TASKS)}")
         if not isinstance(pair, dict) or set(pair) != {"question", "answer"}:
-            raise ValueError(f"{key}.conversations.{task}: expected {{question: column, answer: column}}, got {pair!r}")
+            raise UserError(f"{key}.conversations.{task}: expected {{question: column, answer: column}}, got {pair!r}")
         if pair["question"] == pair["answer"]:
-            raise ValueError(f"{key}.conversations.{task}: column {pair['question']!r} is given twice, as question "
-                             f"and as answer; expected two columns")
+            raise UserError(f"{key}.conversations.{task}: column {pair['question']!r} is given twice, as question "
+                            f"and as answer; expected two columns")
         if getattr(source, task) is not None:
-            raise ValueError(f"{key}.conversations.{task}: the task is also mapped by {key}.{task}; give one of "
-                             f"them (the conversation would replace the {task} answer)")
+            raise UserError(f"{key}.conversations.{task}: the task is also mapped by {key}.{task}; give one of "
+                            f"them (the conversation would replace the {task} answer)")
     for name, value in [("image", source.image), ("id", source.id), *((task, getattr(source, task))
                                                                        for task in _FIELD_TASKS[:3])]:
         if value is not None and (not isinstance(value, str) or not value):
-            raise ValueError(f"{key}.{name}: expected a column name, got {value!r}")
+            raise UserError(f"{key}.{name}: expected a column name, got {value!r}")
     if not any(getattr(source, task) for task in _FIELD_TASKS) and not source.conversations:
-        raise ValueError(f"{key}: no task is mapped; give at least one of {', '.join(_FIELD_TASKS)} or "
-                         f"conversations")
+        raise UserError(f"{key}: no task is mapped; give at least one of {', '.join(_FIELD_TASKS)} or "
+                        f"conversations")
 
 
 def _is_string(feature) -> bool:

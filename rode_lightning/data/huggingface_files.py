@@ -20,6 +20,7 @@ import datasets
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from rode_lightning.data.errors import MissingSplitError
+from rode_lightning.user_errors import MissingFileError, UserError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_SPLIT_NAMES: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("validation", "val"),
@@ -60,24 +61,24 @@ def find_layout(setting: str, splits: dict[str, str] | None, key: str) -> Datase
         files = sorted(file for file in glob.glob(path, recursive=True)
                        if file.endswith(".parquet") and os.path.isfile(file))
         if not files:
-            raise FileNotFoundError(f"{key}.path: no parquet file matches {path}; expected {EXPECTED_PATH}")
+            raise MissingFileError(f"{key}.path: no parquet file matches {path}; expected {EXPECTED_PATH}")
         base = _glob_base(path)
     elif not os.path.exists(path):
-        raise FileNotFoundError(f"{key}.path: {path} does not exist; expected {EXPECTED_PATH}")
+        raise MissingFileError(f"{key}.path: {path} does not exist; expected {EXPECTED_PATH}")
     elif os.path.isdir(path):
         if is_saved_dataset(path):
             named = (Path(path) / "dataset_dict.json").is_file()  # else one Dataset, without a split name
             return DatasetLayout(path, dict.fromkeys(load_saved(path), ()), Path(path), named=named)
         files = sorted(str(file) for file in Path(path).rglob("*.parquet") if file.is_file())
         if not files:
-            raise ValueError(f"{key}.path: {path} is neither a dataset written by save_to_disk (no "
-                             f"dataset_dict.json, or state.json and dataset_info.json) nor a folder of parquet files; "
-                             f"expected {EXPECTED_PATH}")
+            raise UserError(f"{key}.path: {path} is neither a dataset written by save_to_disk (no "
+                            f"dataset_dict.json, or state.json and dataset_info.json) nor a folder of parquet files; "
+                            f"expected {EXPECTED_PATH}")
         base = Path(path)
     elif path.endswith(".parquet"):
         files, base = [path], Path(path).parent
     else:
-        raise ValueError(f"{key}.path: {path} is a file but not a .parquet file; expected {EXPECTED_PATH}")
+        raise UserError(f"{key}.path: {path} is a file but not a .parquet file; expected {EXPECTED_PATH}")
     grouped = _group_by_split(files, base, split_names(splits), key)
     if grouped is None:  # no file names a split: one split, as for a single file
         return DatasetLayout(path, {UNNAMED_SPLIT: tuple(files)}, base, named=False)
@@ -115,9 +116,9 @@ def _group_by_split(files: list[str], base: Path, names: dict[str, tuple[str, ..
     if not grouped:
         return None
     if unmatched:
-        raise ValueError(f"{key}.path: {unmatched[0]} names no split, while other files do "
-                         f"({', '.join(sorted(grouped))}); expected file names starting with one of "
-                         f"{', '.join(sorted(candidates))}, or no split names at all")
+        raise UserError(f"{key}.path: {unmatched[0]} names no split, while other files do "
+                        f"({', '.join(sorted(grouped))}); expected file names starting with one of "
+                        f"{', '.join(sorted(candidates))}, or no split names at all")
     return {split: tuple(group) for split, group in grouped.items()}
 
 
@@ -142,7 +143,7 @@ def dataset_split_for(layout: DatasetLayout, splits: dict[str, str] | None, spli
         options = " or ".join(repr(name) for name in names[split])
         extra = " (val is carved out of it when there is no validation split)" if split != "test" else ""
         # A missing test split is the data module's to judge (fatal for `test` only); a missing train always fatal.
-        error = MissingSplitError if split == "test" else ValueError
+        error = MissingSplitError if split == "test" else UserError
         raise error(f"{layout.path} has no {split} split{extra} (splits: {', '.join(present)}): add one named "
                     f"{options}, or set {key}.splits.{split} to the split that holds it")
     if val is not None or split == "test":
@@ -159,7 +160,10 @@ _IMAGE_VIEWS: dict[tuple, datasets.Dataset] = {}
 def load_saved(path: str) -> dict[str, datasets.Dataset]:
     key = ("saved", path)
     if key not in _DATASETS:
-        loaded = datasets.load_from_disk(path)
+        try:
+            loaded = datasets.load_from_disk(path)
+        except (OSError, ValueError) as error:  # a truncated or corrupt Arrow file: the user's data, not a bug
+            raise UserError(f"{path}: datasets cannot read this saved dataset ({error})") from error
         # A single saved Dataset is one split, called train (like a single parquet file).
         _DATASETS[key] = {UNNAMED_SPLIT: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
     return _DATASETS[key]
@@ -170,7 +174,10 @@ def split_dataset(path: str, split: str, files: tuple[str, ...]) -> datasets.Dat
         return load_saved(path)[split]
     key = ("parquet", files)
     if key not in _DATASETS:
-        _DATASETS[key] = datasets.load_dataset("parquet", data_files={"train": list(files)}, split="train")
+        try:
+            _DATASETS[key] = datasets.load_dataset("parquet", data_files={"train": list(files)}, split="train")
+        except (OSError, ValueError) as error:  # a truncated or corrupt parquet file (pyarrow's ArrowInvalid)
+            raise UserError(f"{path}: datasets cannot read its parquet files ({error})") from error
     return _DATASETS[key]
 
 

@@ -40,6 +40,7 @@ from rode_lightning.data.records import FoodRecord, Ingredient, merge_ingredient
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, is_held_out
 from rode_lightning.data.unifood import NUTRITION_LIMITS
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,10 @@ def read_nutrition5k_split(root: str | Path, split: str, on_error: OnError = "ra
     if split not in SPLITS:
         raise ValueError(f"Nutrition5k split {split!r}: expected one of {list(SPLITS)}")
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction!r}: expected a number in [0, 1)")
+        raise UserError(f"val_fraction={val_fraction!r}: expected a number in [0, 1)")
     root = Path(root).absolute()
     if not root.is_dir():
-        raise FileNotFoundError(f"Nutrition5k root {root} does not exist or is not a directory")
+        raise MissingFileError(f"Nutrition5k root {root} does not exist or is not a directory")
     skipped = SkipCounter() if skipped is None else skipped
     split_path = root / SPLIT_FILES["test" if split == "test" else "train"]
     listed = _read_split_file(split_path)
@@ -136,7 +137,7 @@ class MetadataRow:
 
 def _read_split_file(path: Path) -> list[_SplitEntry]:
     if not path.is_file():
-        raise FileNotFoundError(f"Nutrition5k split file {path} does not exist (expected one dish id per line)")
+        raise MissingFileError(f"Nutrition5k split file {path} does not exist (expected one dish id per line)")
     entries, first_seen = [], {}
     for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
         dish_id = line.strip()
@@ -191,8 +192,8 @@ def read_nutrition5k_metadata(root: str | Path) -> dict[str, MetadataRow]:
     for relative in METADATA_FILES:
         path = root / relative
         if not path.is_file():
-            raise FileNotFoundError(f"Nutrition5k metadata file {path} does not exist (the release has "
-                                    f"{' and '.join(METADATA_FILES)})")
+            raise MissingFileError(f"Nutrition5k metadata file {path} does not exist (the release has "
+                                   f"{' and '.join(METADATA_FILES)})")
         # Decoded up front so that a non-UTF-8 file is one clear error, not a failure halfway through the rows.
         reader = csv.reader(io.StringIO(_read_text(path), newline=""))
         try:

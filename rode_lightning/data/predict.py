@@ -12,14 +12,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from rode_lightning.conventions import TASKS
 from rode_lightning.data.errors import DataFormatError, SkipCounter
-from rode_lightning.data.instructions import encode_prompt, pad_sequences
+from rode_lightning.data.conversation import Conversation, single_turn
 from rode_lightning.data.prompts import QUESTIONS
+from rode_lightning.user_errors import MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -42,12 +42,15 @@ def read_prediction_requests(source: str | Path, tasks: list[str]) -> list[Predi
         return [PredictionRequest(f"{path.relative_to(source).as_posix()}#{task}", str(path), QUESTIONS[task][0], task)
                 for path in images for task in tasks]
     if not source.is_file():
-        raise FileNotFoundError(f"data.predict_source: {source} is neither a folder of images nor a JSON/JSONL file")
+        raise MissingFileError(f"data.predict_source: {source} is neither a folder of images nor a JSON/JSONL file")
     return _read_request_file(source)
 
 
 def _read_request_file(path: Path) -> list[PredictionRequest]:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataFormatError(f"{path}: not UTF-8 text (byte {error.start}): expected a JSON/JSONL file") from None
     if path.suffix.lower() == ".json":
         try:
             entries = list(enumerate(json.loads(text), start=1))
@@ -100,39 +103,19 @@ def drop_unreadable_images(requests: list[PredictionRequest], skipped: SkipCount
 
 
 class PredictionDataset(Dataset):
-    """Prompt tokens and pixels of each request; there is no answer to train on."""
+    """One conversation to answer per request: the image and the question, no reference answer."""
 
-    def __init__(self, requests: list[PredictionRequest], tokenizer, image_transform, num_image_tokens: int):
+    def __init__(self, requests: list[PredictionRequest]):
         self.requests = requests
         self.cluster_ids: list[int] | None = None  # set by the data module for MoCLE routing
-        self.tokenizer = tokenizer
-        self.image_transform = image_transform
-        self.num_image_tokens = num_image_tokens
 
     def __len__(self) -> int:
         return len(self.requests)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> Conversation:
         request = self.requests[index]
-        prompt_ids = encode_prompt(self.tokenizer, request.question, self.num_image_tokens)
         with Image.open(request.image) as image:
-            pixels = self.image_transform(image.convert("RGB"))
-        item = {"prompt_ids": prompt_ids, "image": pixels, "id": request.id, "image_path": request.image,
-                "question": request.question, "task": request.task}
-        if self.cluster_ids is not None:
-            item["cluster_id"] = self.cluster_ids[index]
-        return item
-
-
-class PredictionCollator:
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, items: list[dict]) -> dict:
-        ids, mask = pad_sequences([item["prompt_ids"] for item in items], self.pad_token_id, left=True)
-        batch = {"prompt_ids": ids, "prompt_attention_mask": mask, "images": torch.stack([i["image"] for i in items]),
-                 "ids": [i["id"] for i in items], "image_paths": [i["image_path"] for i in items],
-                 "questions": [i["question"] for i in items], "tasks": [i["task"] for i in items]}
-        if "cluster_id" in items[0]:
-            batch["cluster_ids"] = torch.tensor([item["cluster_id"] for item in items], dtype=torch.long)
-        return batch
+            rgb = image.convert("RGB")
+        return single_turn(rgb, request.question, None, id=request.id, dataset="predict", task=request.task,
+                           cluster_id=self.cluster_ids[index] if self.cluster_ids is not None else 0,
+                           image_path=request.image)

@@ -1,4 +1,5 @@
-"""Instruction prompts: the LLaVA v1 conversation template and the questions and answers of each food task.
+"""The questions and answers of each food task, in words (how a base model spells them is its conversation format's
+business: ``model/formats/``).
 
 Answers have one fixed format per task so that the metrics can parse a model's text back into ingredients,
 numbers or a category (see :mod:`rode_lightning.metrics.parsing`).
@@ -8,16 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
-from rode_lightning.conventions import IMAGE_PLACEHOLDER, NUTRITION_UNITS, TASKS
+from rode_lightning.conventions import NUTRITION_UNITS, TASKS
 from rode_lightning.data.records import FoodRecord
-
-
-# LLaVA v1 ("vicuna_v1") conversation: a system prompt, then "USER: ... ASSISTANT: ..." turns separated by spaces,
-# each assistant turn closed by the end-of-sequence token.
-SYSTEM_PROMPT = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
-)
 
 
 QUESTIONS: dict[str, tuple[str, ...]] = {
@@ -94,8 +87,3 @@ def question_for(record: FoodRecord, task: str, seed: int = 0) -> str:
     phrasings = QUESTIONS[task]
     key = f"{seed}/{record.dataset}/{record.id}/{task}".encode()
     return phrasings[int.from_bytes(hashlib.sha256(key).digest()[:4], "little") % len(phrasings)]
-
-
-def build_prompt(question: str) -> str:
-    """The conversation up to and including ``ASSISTANT:``; the answer (then ``</s>``) follows it."""
-    return f"{SYSTEM_PROMPT} USER: {IMAGE_PLACEHOLDER}\n{question} ASSISTANT:"

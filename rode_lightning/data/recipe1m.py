@@ -71,6 +71,7 @@ from rode_lightning.conventions import NUTRITION_FIELDS
 from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.unifood import NUTRITION_LIMITS
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ def read_recipe1m_split(root: str | Path, split: str, on_error: OnError = "raise
                         min_instruction_chars)
     root = Path(root).absolute()
     if not root.is_dir():
-        raise FileNotFoundError(f"Recipe1M root {root} does not exist or is not a directory (the release has "
-                                f"{_RELEASE})")
+        raise MissingFileError(f"Recipe1M root {root} does not exist or is not a directory (the release has "
+                               f"{_RELEASE})")
     skipped = SkipCounter() if skipped is None else skipped
     release = _load_release(root, _stamps(root))
     vocabulary = release.vocabulary(rules)
@@ -250,7 +251,7 @@ def _stamps(root: Path) -> tuple:
         path = root / name
         if not path.is_file():
             if name != NUTRITION_FILE:
-                raise FileNotFoundError(f"Recipe1M file {path} does not exist (the release has {_RELEASE})")
+                raise MissingFileError(f"Recipe1M file {path} does not exist (the release has {_RELEASE})")
             stamps.append(None)
             continue
         stat = path.stat()

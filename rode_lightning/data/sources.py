@@ -28,6 +28,7 @@ from rode_lightning.data.recipe1m import read_recipe1m_split
 from rode_lightning.data.records import FoodRecord
 from rode_lightning.data.unifood import read_unifood_split
 from rode_lightning.data.vireo172 import read_vireo172_split
+from rode_lightning.user_errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +156,13 @@ def resolve_served_datasets(datasets: list[str] | None, roots: dict[str, str | N
         if root is not None:
             kind = KINDS[name]
             if not Path(root).expanduser().is_dir():
-                raise FileNotFoundError(f"{kind.root_key}: {root} does not exist or is not a directory; expected the "
-                                        f"{kind.title} folder (README.md, Data)")
+                raise MissingFileError(f"{kind.root_key}: {root} does not exist or is not a directory; expected the "
+                                       f"{kind.title} folder (README.md, Data)")
             configured[name] = ServedDataset(name, Path(root).expanduser(), False, kind.tasks, kind=kind)
     for index, source in enumerate(huggingface):
         if source.name in configured or source.name in KINDS:
-            raise ValueError(f"data.huggingface[{index}].name: {source.name!r} is already the name of another "
-                             f"served dataset; give each dataset its own name")
+            raise UserError(f"data.huggingface[{index}].name: {source.name!r} is already the name of another "
+                            f"served dataset; give each dataset its own name")
         key = f"data.huggingface[{index}]"
         check_huggingface_source(source, key)  # columns and types, before any row is read
         configured[source.name] = ServedDataset(source.name, Path(source.path).expanduser(), False,
@@ -170,9 +171,9 @@ def resolve_served_datasets(datasets: list[str] | None, roots: dict[str, str | N
     if datasets is not None:
         unknown = [name for name in datasets if name not in known]
         if unknown or not datasets:
-            raise ValueError(f"data.datasets: {unknown or 'empty list'} - expected names among {known}")
+            raise UserError(f"data.datasets: {unknown or 'empty list'} - expected names among {known}")
         if len(set(datasets)) != len(datasets):
-            raise ValueError(f"data.datasets: {datasets} names a dataset twice")
+            raise UserError(f"data.datasets: {datasets} names a dataset twice")
     if not configured:
         # Nothing configured: the demo, and say so (the data module's summary marks every demo copy).
         names = list(datasets) if datasets is not None else list(DEMO_DATASETS)
@@ -184,8 +185,8 @@ def resolve_served_datasets(datasets: list[str] | None, roots: dict[str, str | N
     for name in datasets:
         if name not in configured:
             key = "a data.huggingface block" if name not in KINDS else KINDS[name].root_key
-            raise ValueError(f"data.datasets lists {name!r}, which has no data: set {key}, or remove {name!r} from "
-                             f"data.datasets (demo copies are served only when no data is configured at all)")
+            raise UserError(f"data.datasets lists {name!r}, which has no data: set {key}, or remove {name!r} from "
+                            f"data.datasets (demo copies are served only when no data is configured at all)")
     return {name: configured[name] for name in datasets}
 
 

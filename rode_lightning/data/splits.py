@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
+from rode_lightning.user_errors import UserError
+
 DEFAULT_VAL_FRACTION = 0.1
 """Share of the training items held out as ``val`` when a dataset has no validation split of its own."""
 
@@ -27,4 +29,4 @@ def is_held_out(key: str, fraction: float = DEFAULT_VAL_FRACTION) -> bool:
 
 def check_fraction(fraction: float, name: str = "val_fraction") -> None:
     if not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"{name}={fraction!r}: expected a number in [0, 1)")
+        raise UserError(f"{name}={fraction!r}: expected a number in [0, 1)")

@@ -17,8 +17,9 @@ from pathlib import Path
 from tokenizers import AddedToken
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from rode_lightning.conventions import IMAGE_PLACEHOLDER, NUTRITION_UNITS
-from rode_lightning.data.prompts import QUESTIONS, SYSTEM_PROMPT
+from rode_lightning.conventions import IMAGE_PLACEHOLDER, NUTRITION_UNITS, SYSTEM_PROMPT
+from rode_lightning.data.prompts import QUESTIONS
+from rode_lightning.user_errors import MissingFileError, UserError
 
 DEMO_TOKENIZER = "demo"
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
@@ -57,11 +58,11 @@ def load_tokenizer(spec: str = DEMO_TOKENIZER) -> PreTrainedTokenizerBase:
 
 def _load_local_tokenizer(path: Path, spec: str) -> PreTrainedTokenizerBase:
     if not path.is_dir():
-        raise FileNotFoundError(f"model.tokenizer: {spec!r} is neither 'demo' nor an existing directory")
+        raise MissingFileError(f"model.tokenizer: {spec!r} is neither 'demo' nor an existing directory")
     has_json, has_sentencepiece = (path / "tokenizer.json").is_file(), (path / "tokenizer.model").is_file()
     if not has_json and not has_sentencepiece and not (path / "tokenizer_config.json").is_file():
-        raise FileNotFoundError(f"model.tokenizer: {path} holds no tokenizer (tokenizer.json, tokenizer.model or "
-                                "tokenizer_config.json)")
+        raise MissingFileError(f"model.tokenizer: {path} holds no tokenizer (tokenizer.json, tokenizer.model or "
+                               "tokenizer_config.json)")
     if not has_json and has_sentencepiece:
         try:
             import sentencepiece  # noqa: F401
@@ -77,6 +78,9 @@ def _load_local_tokenizer(path: Path, spec: str) -> PreTrainedTokenizerBase:
     config_logger.setLevel(logging.ERROR)
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
+    except (OSError, ValueError) as error:  # what transformers raises for a folder it cannot read a tokenizer from
+        detail = " ".join(str(error).split())[:300]
+        raise UserError(f"model.tokenizer: transformers cannot read a tokenizer from {path} ({detail})") from error
     finally:
         config_logger.setLevel(level)
 

@@ -22,6 +22,7 @@ from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.splits import check_fraction, is_held_out
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
     check_fraction(val_fraction, "data.val_fraction")
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"Uni-Food root {root} does not exist or is not a directory (expected "
-                                f"annotations/train.jsonl and the images it names)")
+        raise MissingFileError(f"Uni-Food root {root} does not exist or is not a directory (expected "
+                               f"annotations/train.jsonl and the images it names)")
     path = root / "annotations" / f"{split}.jsonl"
     held_out = split in ("train", "val") and not (root / "annotations" / "val.jsonl").is_file()
     if held_out and val_fraction == 0 and split == "val":
@@ -59,7 +60,10 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
                                 f"exist")
     skipped = SkipCounter() if skipped is None else skipped
     records, seen_ids = [], set()
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise DataFormatError(f"{path}: not UTF-8 text (byte {error.start}): expected JSON lines") from None
     for line_number, line in enumerate(progress(lines, f"reading Uni-Food {split}", "record"), start=1):
         if not line.strip():
             continue

@@ -46,6 +46,7 @@ from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, ch
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def read_vireo172_split(root: str | Path, split: str, on_error: OnError = "raise
         raise ValueError(f"VIREO Food-172 split {split!r}: expected one of {list(SPLITS)}")
     root = Path(root).absolute()
     if not root.is_dir():
-        raise FileNotFoundError(f"VIREO Food-172 root {root} does not exist or is not a directory")
+        raise MissingFileError(f"VIREO Food-172 root {root} does not exist or is not a directory")
     skipped = SkipCounter() if skipped is None else skipped
     split_path = root / SPLIT_FILES[split]
     listed = _read_split_file(split_path)
@@ -115,8 +116,8 @@ def read_name_list(path: Path, what: str) -> list[str]:
     Blank lines are allowed only at the end: names are matched by line number, so a gap would shift all later ones.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"VIREO Food-172 file {path} does not exist (the release has {FOOD_LIST} and "
-                                f"{INGREDIENT_LIST}, one name per line)")
+        raise MissingFileError(f"VIREO Food-172 file {path} does not exist (the release has {FOOD_LIST} and "
+                               f"{INGREDIENT_LIST}, one name per line)")
     names = [line.strip() for line in _read_text(path).splitlines()]
     while names and not names[-1]:
         names.pop()
@@ -145,8 +146,8 @@ def read_vireo172_labels(root: str | Path, ingredients: list[str]) -> dict[str, 
     """
     path = Path(root) / LABEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"VIREO Food-172 label file {path} does not exist (the release has {LABEL_FILE}: "
-                                f"one line per image, its path then 1 or -1 per ingredient)")
+        raise MissingFileError(f"VIREO Food-172 label file {path} does not exist (the release has {LABEL_FILE}: "
+                               f"one line per image, its path then 1 or -1 per ingredient)")
     labels: dict[str, LabelLine] = {}
     for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
         fields = line.split()
@@ -186,8 +187,8 @@ class _SplitEntry:
 
 def _read_split_file(path: Path) -> list[_SplitEntry]:
     if not path.is_file():
-        raise FileNotFoundError(f"VIREO Food-172 split file {path} does not exist (the release has "
-                                f"{', '.join(SPLIT_FILES.values())}, one image path like /1/10_0.jpg per line)")
+        raise MissingFileError(f"VIREO Food-172 split file {path} does not exist (the release has "
+                               f"{', '.join(SPLIT_FILES.values())}, one image path like /1/10_0.jpg per line)")
     entries, first_seen = [], {}
     for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
         image = line.strip()

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import yaml
 
+from rode_lightning.user_errors import UserError
+
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class GridError(ValueError):
+class GridError(UserError):
     """A grid file that cannot be run; the message names the file and the field."""
 
 

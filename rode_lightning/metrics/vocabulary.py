@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from rode_lightning.conventions import normalize_ingredient
+from rode_lightning.user_errors import MissingFileError, UserError
 
 
 class IngredientVocabulary:
@@ -24,28 +25,30 @@ class IngredientVocabulary:
         self.cluster_of: dict[str, str] = {}
         for cluster, members in clusters.items():
             if not isinstance(cluster, str) or not normalize_ingredient(cluster):
-                raise ValueError(f"{source}: cluster name {cluster!r} is not an ingredient name")
+                raise UserError(f"{source}: cluster name {cluster!r} is not an ingredient name")
             if not isinstance(members, list) or not all(isinstance(member, str) for member in members):
-                raise ValueError(f"{source}: cluster {cluster!r} must map to a list of names, got {members!r}")
+                raise UserError(f"{source}: cluster {cluster!r} must map to a list of names, got {members!r}")
             canonical = cluster.strip()  # as the user wrote it: it becomes the training target's wording
             for name in [cluster, *members]:
                 key = normalize_ingredient(name)
                 if self.cluster_of.get(key, canonical) != canonical:
-                    raise ValueError(f"{source}: {name!r} is in two clusters, {self.cluster_of[key]!r} and "
-                                     f"{canonical!r}")
+                    raise UserError(f"{source}: {name!r} is in two clusters, {self.cluster_of[key]!r} and "
+                                    f"{canonical!r}")
                 self.cluster_of[key] = canonical
 
     @classmethod
     def from_file(cls, path: str | Path) -> IngredientVocabulary:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"data.ingredient_vocabulary: {path} does not exist")
+            raise MissingFileError(f"data.ingredient_vocabulary: {path} does not exist")
         try:
             clusters = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: malformed JSON at line {error.lineno}: {error.msg}") from None
+            raise UserError(f"{path}: malformed JSON at line {error.lineno}: {error.msg}") from None
+        except UnicodeDecodeError as error:
+            raise UserError(f"{path}: not UTF-8 text (byte {error.start}): expected a JSON file") from None
         if not isinstance(clusters, dict):
-            raise ValueError(f"{path}: expected an object mapping cluster names to lists of names")
+            raise UserError(f"{path}: expected an object mapping cluster names to lists of names")
         return cls(clusters, source=str(path))
 
     def canonical(self, name: str) -> str:

@@ -11,8 +11,10 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rode_lightning.compat import use_sdpa_attention
 from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
 from rode_lightning.model.llava_weights import ProjectorWeights, inspect_llava_directory, load_llava_weights
+from rode_lightning.user_errors import UserError
 
 
 MAX_VOCABULARY_CHANGE = 64
@@ -54,7 +56,7 @@ class LanguageConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.heads:
-            raise ValueError(f"model.language: hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
+            raise UserError(f"model.language: hidden_size {self.hidden_size} is not divisible by heads {self.heads}")
         check_dtype("model.language.dtype", self.dtype)
 
     @property
@@ -77,11 +79,11 @@ def load_language_model(config: LanguageConfig, vocab_size: int, vision_width: i
         return _random_language_model(config, vocab_size), None
     directory = inspect_llava_directory(config.path)
     if vision_width is not None and directory.projector_input_dim not in (None, vision_width):
-        raise ValueError(f"model.vision width {vision_width} does not match the projector input width "
-                         f"{directory.projector_input_dim} (mm_hidden_size) of {directory.describe()}; use the vision "
-                         "tower the checkpoint was trained with (LLaVA-1.5: preset ViT-L-14-336, width 1024)")
+        raise UserError(f"model.vision width {vision_width} does not match the projector input width "
+                        f"{directory.projector_input_dim} (mm_hidden_size) of {directory.describe()}; use the vision "
+                        "tower the checkpoint was trained with (LLaVA-1.5: preset ViT-L-14-336, width 1024)")
     llama_config = LlamaConfig(**directory.text_config)
-    llama_config._attn_implementation = "sdpa"
+    use_sdpa_attention(llama_config)
     with torch.device("meta"):
         model = LlamaForCausalLM(llama_config)
     projector = load_llava_weights(directory, model, config.torch_dtype)
@@ -105,8 +107,8 @@ def resize_vocabulary(model: LlamaForCausalLM, size: int, source: str = "the lan
     if rows == size:
         return
     if abs(rows - size) > MAX_VOCABULARY_CHANGE:
-        raise ValueError(f"the tokenizer has {size} tokens but the embedding of {source} has {rows} rows: "
-                         "model.tokenizer must be the tokenizer of model.language.path (usually the same directory)")
+        raise UserError(f"the tokenizer has {size} tokens but the embedding of {source} has {rows} rows: "
+                        "model.tokenizer must be the tokenizer of model.language.path (usually the same directory)")
     tied = head.weight is embedding.weight
     with torch.no_grad():
         embedding.weight = nn.Parameter(_resized(embedding.weight, size), requires_grad=embedding.weight.requires_grad)
@@ -141,7 +143,7 @@ def language_model_config(config: LanguageConfig, vocab_size: int) -> LlamaConfi
         tie_word_embeddings=False,
         initializer_range=config.initializer_range or config.hidden_size ** -0.5,
     )
-    llama_config._attn_implementation = "sdpa"
+    use_sdpa_attention(llama_config)
     return llama_config
 
 

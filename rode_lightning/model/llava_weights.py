@@ -40,8 +40,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rode_lightning.compat import put_tensor
 from rode_lightning.model.weight_files import check_shape, first_tensor_names, unreadable_as_error
 from rode_lightning.progress import progress
+from rode_lightning.user_errors import MissingFileError, UserError
 
 LLAVA, LLAVA_HF, LLAMA = "llava", "llava-hf", "llama"
 LAYOUTS = (LLAVA, LLAVA_HF, LLAMA)
@@ -107,9 +109,9 @@ class ProjectorWeights:
         """Copy into ``projector`` (its dtype is kept). A ``vision_width`` other than the projector's input width is
         an error naming both; any other shape that does not fit names file and tensor."""
         if vision_width is not None and vision_width != self.input_dim:
-            raise ValueError(f"model.vision width {vision_width} does not match the projector input width "
-                             f"{self.input_dim} (mm_hidden_size) of {self.source}; use the vision tower the checkpoint "
-                             "was trained with (LLaVA-1.5: preset ViT-L-14-336, width 1024)")
+            raise UserError(f"model.vision width {vision_width} does not match the projector input width "
+                            f"{self.input_dim} (mm_hidden_size) of {self.source}; use the vision tower the checkpoint "
+                            "was trained with (LLaVA-1.5: preset ViT-L-14-336, width 1024)")
         own = projector.state_dict()
         for name, tensor in self.state.items():
             check_shape(own[name].shape, tensor.shape, self.files.get(name, self.source), name,
@@ -126,44 +128,47 @@ def inspect_llava_directory(path: str | Path) -> LlavaDirectory:
     """Read ``config.json``, tell the layout and list the weight files; reads no weights."""
     directory = Path(path).expanduser()
     if not directory.exists():
-        raise FileNotFoundError(f"model.language.path: {directory} does not exist")
+        raise MissingFileError(f"model.language.path: {directory} does not exist")
     if not directory.is_dir():
-        raise NotADirectoryError(f"model.language.path: {directory} is not a directory (give the directory that "
-                                 "holds config.json and the weight files)")
+        raise MissingFileError(f"model.language.path: {directory} is not a directory (give the directory that "
+                               "holds config.json and the weight files)")
     config_file = directory / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"model.language.path: {directory} has no config.json; a LLaVA (original or llava-hf) "
-                                "or LLaMA directory is expected")
-    raw = json.loads(config_file.read_text())
+        raise MissingFileError(f"model.language.path: {directory} has no config.json; a LLaVA (original or llava-hf) "
+                               "or LLaMA directory is expected")
+    try:
+        raw = json.loads(config_file.read_text())
+    except ValueError as error:  # malformed JSON, or not UTF-8 text: the user's file, not a bug
+        raise UserError(f"model.language.path: {config_file} is not valid JSON ({error})") from None
     model_type = raw.get("model_type")
     if model_type in ("llava", "llava_llama") and isinstance(raw.get("text_config"), dict):
         layout, text = LLAVA_HF, dict(raw["text_config"])
         text_type = text.get("model_type", "llama")
         if text_type != "llama":
-            raise ValueError(f"{config_file}: text_config.model_type is {text_type!r}; only LLaMA language models "
-                             "are supported")
+            raise UserError(f"{config_file}: text_config.model_type is {text_type!r}; only LLaMA language models "
+                            "are supported")
         projector_input = (raw.get("vision_config") or {}).get("hidden_size")  # absent: the tensor's width decides
         activation = raw.get("projector_hidden_act", "gelu")
         if activation != "gelu":
-            raise ValueError(f"{config_file}: projector_hidden_act is {activation!r}; MLPProjector uses GELU")
+            raise UserError(f"{config_file}: projector_hidden_act is {activation!r}; MLPProjector uses GELU")
         _warn_feature_layer(config_file, raw.get("vision_feature_layer", -2),
                             raw.get("vision_feature_select_strategy", "default") == "default")
     elif model_type in ("llava", "llava_llama"):
         layout, text = LLAVA, dict(raw)
         projector_type = raw.get("mm_projector_type", "mlp2x_gelu")
         if projector_type != "mlp2x_gelu":
-            raise ValueError(f"{config_file}: mm_projector_type is {projector_type!r}; MLPProjector is LLaVA-1.5's "
-                             "'mlp2x_gelu' (Linear, GELU, Linear)")
+            raise UserError(f"{config_file}: mm_projector_type is {projector_type!r}; MLPProjector is LLaVA-1.5's "
+                            "'mlp2x_gelu' (Linear, GELU, Linear)")
         projector_input = raw.get("mm_hidden_size")
         _warn_feature_layer(config_file, raw.get("mm_vision_select_layer", -2),
                             raw.get("mm_vision_select_feature", "patch") == "patch")
     elif model_type == "llama":
         layout, text, projector_input = LLAMA, dict(raw), None
     else:
-        raise ValueError(f"{config_file}: unknown layout (model_type {model_type!r}); expected 'llava' or "
-                         "'llava_llama' (original LLaVA v1/v1.5 repo, or llava-hf with a text_config) or 'llama'")
+        raise UserError(f"{config_file}: unknown layout (model_type {model_type!r}); expected 'llava' or "
+                        "'llava_llama' (original LLaVA v1/v1.5 repo, or llava-hf with a text_config) or 'llama'")
     if "quantization_config" in text:
-        raise ValueError(f"{config_file}: quantized checkpoints are not supported")
+        raise UserError(f"{config_file}: quantized checkpoints are not supported")
     text = {key: value for key, value in text.items() if key not in _NOT_LLAMA_KEYS}
     vocab = text.get("vocab_size", 32000)
     if not (isinstance(text.get("pad_token_id"), int) and 0 <= text["pad_token_id"] < vocab):
@@ -242,18 +247,18 @@ def load_llava_weights(directory: LlavaDirectory, model: nn.Module,
         _put(model, ours, tensor.to(dtype if tensor.is_floating_point() else tensor.dtype, copy=True))
         loaded.add(ours)
     if unexpected:
-        raise ValueError(f"{directory.describe()}: tensors this model does not have: "
-                         + first_tensor_names([f"{name} (in {file.name})" for name, file in unexpected]))
+        raise UserError(f"{directory.describe()}: tensors this model does not have: "
+                        + first_tensor_names([f"{name} (in {file.name})" for name, file in unexpected]))
     tied = _tie_if_configured(model)
     missing = sorted(expected - loaded - tied)
     if missing:
-        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {first_tensor_names(missing)}")
+        raise UserError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {first_tensor_names(missing)}")
     if not directory.has_projector:
         return None
     missing_projector = [key for key in PROJECTOR_KEYS if key not in projector]
     if missing_projector:
-        raise ValueError(f"{directory.describe()}: missing projector tensors: "
-                         + first_tensor_names([_checkpoint_projector_name(directory.layout, key) for key in missing_projector]))
+        raise UserError(f"{directory.describe()}: missing projector tensors: "
+                        + first_tensor_names([_checkpoint_projector_name(directory.layout, key) for key in missing_projector]))
     return ProjectorWeights(projector, directory.describe(), projector_files)
 
 
@@ -269,21 +274,24 @@ def _weight_files(directory: Path) -> tuple[list[Path], dict[str, str] | None]:
                                         (_BIN_INDEX, "pytorch_model.bin", "pytorch_model-*-of-*.bin")):
         index_file = directory / index_name
         if index_file.is_file():
-            weight_map = json.loads(index_file.read_text()).get("weight_map")
+            try:
+                weight_map = json.loads(index_file.read_text()).get("weight_map")
+            except (ValueError, AttributeError) as error:  # malformed JSON, or JSON that is not an object
+                raise UserError(f"model.language.path: {index_file} is not a weight index ({error})") from None
             if not isinstance(weight_map, dict) or not weight_map:
-                raise ValueError(f"{index_file}: no 'weight_map'")
+                raise UserError(f"{index_file}: no 'weight_map'")
             names = list(dict.fromkeys(weight_map.values()))
             absent = [name for name in names if not (directory / name).is_file()]
             if absent:
-                raise FileNotFoundError(f"{index_file} names shard files that are not in {directory}: {first_tensor_names(absent)}")
+                raise MissingFileError(f"{index_file} names shard files that are not in {directory}: {first_tensor_names(absent)}")
             return [directory / name for name in names], weight_map
         if (directory / single).is_file():
             return [directory / single], None
         shards = sorted(directory.glob(pattern))
         if shards:
             return shards, None
-    raise FileNotFoundError(f"{directory}: no weights found (looked for {_SAFETENSORS_INDEX}, model.safetensors, "
-                            f"model-*-of-*.safetensors, {_BIN_INDEX}, pytorch_model.bin, pytorch_model-*-of-*.bin)")
+    raise MissingFileError(f"{directory}: no weights found (looked for {_SAFETENSORS_INDEX}, model.safetensors, "
+                           f"model-*-of-*.safetensors, {_BIN_INDEX}, pytorch_model.bin, pytorch_model-*-of-*.bin)")
 
 
 def _expected_language_names(model: nn.Module) -> set[str]:
@@ -319,15 +327,15 @@ def _check_names(directory: LlavaDirectory, expected: set[str], listed: dict[str
         else:
             unexpected.append(f"{name} (in {file.name})")
     if unexpected:
-        raise ValueError(f"{directory.describe()}: tensors this model does not have: {first_tensor_names(unexpected)}")
+        raise UserError(f"{directory.describe()}: tensors this model does not have: {first_tensor_names(unexpected)}")
     optional = {"lm_head.weight"} if directory.text_config.get("tie_word_embeddings") else set()
     missing = sorted(expected - found - optional)
     if missing:
-        raise ValueError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {first_tensor_names(missing)}")
+        raise UserError(f"{directory.describe()}: missing tensors (named as in LlamaForCausalLM): {first_tensor_names(missing)}")
     if directory.has_projector:
         missing = [_checkpoint_projector_name(directory.layout, key) for key in PROJECTOR_KEYS if key not in projector]
         if missing:
-            raise ValueError(f"{directory.describe()}: missing projector tensors: {first_tensor_names(missing)}")
+            raise UserError(f"{directory.describe()}: missing projector tensors: {first_tensor_names(missing)}")
 
 
 def _projector_shapes(input_dim: int | None, hidden: int) -> dict[str, tuple[int, ...]]:
@@ -376,12 +384,7 @@ def _torch_load(file: Path) -> dict[str, torch.Tensor]:
 
 def _put(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module_name, _, leaf = name.rpartition(".")
-    module = model.get_submodule(module_name)
-    if leaf in module._parameters:
-        old = module._parameters[leaf]
-        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else False)
-    else:
-        module._buffers[leaf] = tensor
+    put_tensor(model.get_submodule(module_name), leaf, tensor)
 
 
 def _tie_if_configured(model: nn.Module) -> set[str]:

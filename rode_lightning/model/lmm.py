@@ -16,6 +16,7 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.inject import add_adapters, auxiliary_loss
 from rode_lightning.adapters.routers import ClusterRouter
+from rode_lightning.compat import is_compiled
 from rode_lightning.conventions import IMAGE_PLACEHOLDER
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
@@ -137,7 +138,7 @@ class FoodLMM(nn.Module):
         whole LLaMA: the block is what FSDP gathers and what activation checkpointing recomputes, and ``generate``'s
         changing shapes then recompile small graphs only."""
         for block in self.language_model.model.layers:
-            if getattr(block, "_compiled_call_impl", None) is None:
+            if not is_compiled(block):
                 block.compile(backend=backend)
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:

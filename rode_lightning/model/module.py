@@ -1,4 +1,9 @@
-"""The LightningModule: training on answer tokens, validation by generating answers and scoring them."""
+"""The LightningModule: training on answer tokens, validation by generating answers and scoring them.
+
+Why this module is over 400 lines: it is the one class Lightning drives, and its hooks share state (the network built
+once, the evaluation suites, the examples and losses of an epoch, the checkpoint's RNG states); the network, its
+conversation format, the metrics and the checkpoint helpers already live in their own modules.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.nn.modules.module import _IncompatibleKeys
 from torchmetrics import Metric
 from transformers import get_cosine_schedule_with_warmup
 
 from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.batch import FoodBatch
 from rode_lightning.adapters.inject import adapter_layers
 from rode_lightning.adapters.saving import load_adapter, save_adapter, saved_cluster_embedding_shape
 from rode_lightning.adapters.sparsity import SparsityController, gate_counts
+from rode_lightning.compat import attached_trainer, incompatible_keys, load_pending_loader_states
 from rode_lightning.conventions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.answers import structured_answer
@@ -27,10 +33,12 @@ from rode_lightning.scale.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_
                                                 collect_rng_states, frozen_fingerprint, frozen_weights_match,
                                                 restore_rng_states, trainable_names)
 from rode_lightning.model.language import LanguageConfig
+from rode_lightning.model.formats import ConversationFormat, LlavaFormat
 from rode_lightning.model.lmm import FoodLMM
 from rode_lightning.scale.sharded_checkpoint import (install_checkpoint_io, is_sharded_checkpoint,
                                                      read_sharded_checkpoint)
 from rode_lightning.model.vision import VisionConfig
+from rode_lightning.user_errors import UserError
 
 
 SPARSITY_KEY = "sparsity_controller"
@@ -81,6 +89,7 @@ class FoodLMMModule(L.LightningModule):
         # Kept as objects: under LightningCLI ``hparams`` holds the raw config (plain dicts) for logging.
         self.vision_config, self.language_config, self.adapter_config = vision, language, adapter
         self.model: FoodLMM | None = None
+        self._conversation_format: ConversationFormat | None = None
         self.evaluation = torch.nn.ModuleDict({stage: EvaluationSuite() for stage in ("val", "test")})
         # RoDE with controlled sparsity (adapter.sparsity_target): ReMoE's adaptive L1 coefficient.
         self.sparsity = (SparsityController(adapter.sparsity_target, adapter.sparsity_coefficient,
@@ -93,6 +102,15 @@ class FoodLMMModule(L.LightningModule):
     def tokenizer(self):
         return load_tokenizer(self.hparams.tokenizer)
 
+    @property
+    def conversation_format(self) -> ConversationFormat:
+        """How this model spells a conversation (the data loaders' collate function): LLaVA-1.5's template with one
+        ``<image>`` token per patch of ``model.vision``, pixels at its input size."""
+        if self._conversation_format is None:
+            self._conversation_format = LlavaFormat(self.tokenizer, self.vision_config.image_size,
+                                                    self.vision_config.num_patches)
+        return self._conversation_format
+
     def configure_model(self) -> None:
         """Builds the network once; Lightning calls this before optimizers exist, on the right device.
 
@@ -103,7 +121,7 @@ class FoodLMMModule(L.LightningModule):
         if self.model is None:
             centroids = None
             routes_by_cluster = self.adapter_config.adapter_method.needs_cluster_features
-            if routes_by_cluster and self._trainer is not None:
+            if routes_by_cluster and attached_trainer(self) is not None:
                 centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
             self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
                                  self.hparams.train_projector, cluster_centroids=centroids)
@@ -113,21 +131,23 @@ class FoodLMMModule(L.LightningModule):
                 self.model.enable_activation_checkpointing()
             if self.hparams.adapter_path:  # before sharding: loads whole tensors into the whole model
                 load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
-        if self._device_mesh is not None:
+        if self.device_mesh is not None:
             from rode_lightning.scale.sharding import shard_model
             from rode_lightning.scale.strategy import warn_if_checkpoints_cannot_resume
 
-            shard_model(self.model, self._device_mesh)
-            warn_if_checkpoints_cannot_resume(getattr(self._trainer, "strategy", None))
+            shard_model(self.model, self.device_mesh)
+            warn_if_checkpoints_cannot_resume(getattr(attached_trainer(self), "strategy", None))
         if self.hparams.compile:
             self.model.compile_decoder_blocks(self.hparams.compile)
 
     def setup(self, stage: str) -> None:
         # Lightning restores --ckpt_path after this hook: let a one-process or DDP run read a sharded FSDP folder
         # (and every run write its checkpoint files complete or absent).
-        if self._trainer is not None:
+        if attached_trainer(self) is not None:
             install_checkpoint_io(self.trainer.strategy)
-        datamodule = getattr(self._trainer, "datamodule", None)
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "conversation_format"):
+            datamodule.conversation_format = self.conversation_format  # the loaders batch in this model's spelling
         # One metric per (dataset, task) the data module serves; metric states are not saved in checkpoints, so
         # rebuilding them here changes nothing that is restored.
         pairs = getattr(datamodule, "evaluation_pairs", None)
@@ -176,7 +196,7 @@ class FoodLMMModule(L.LightningModule):
         checkpoint[FINGERPRINT_KEY] = frozen_fingerprint(self)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self._trainer is None:  # load_from_checkpoint: the model was built without the data's cluster centroids
+        if attached_trainer(self) is None:  # load_from_checkpoint: built without the data's cluster centroids
             saved = checkpoint.get("state_dict", {}).get("model.cluster_embedding")
             self._fit_cluster_width(None if saved is None else tuple(saved.shape))
         fingerprint = checkpoint.get(FINGERPRINT_KEY)
@@ -194,9 +214,7 @@ class FoodLMMModule(L.LightningModule):
         # it when it builds the loader, but `estimated_stepping_batches` (configure_optimizers) built it before the
         # checkpoint was read (Lightning issue #20550), so it would be dropped; the loader has not started yet. A no-op
         # where Lightning has already loaded it.
-        load_pending_loader_states = getattr(self.trainer.fit_loop, "_load_combined_loader_states", None)
-        if load_pending_loader_states is not None:
-            load_pending_loader_states()
+        load_pending_loader_states(self.trainer)
         states = getattr(self, "_rng_states_to_restore", None)
         if states is not None:
             restore_rng_states(states, self.device)
@@ -215,17 +233,21 @@ class FoodLMMModule(L.LightningModule):
             check_checkpoint_keys(self, state_dict)
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         trainable = trainable_names(self)
-        return _IncompatibleKeys([name for name in result.missing_keys if name in trainable], result.unexpected_keys)
+        return incompatible_keys([name for name in result.missing_keys if name in trainable], result.unexpected_keys)
 
-    def answer_loss(self, batch: dict) -> torch.Tensor:
-        logits = self.model(batch["input_ids"], batch["attention_mask"], batch["images"], batch.get("cluster_ids"))
+    def forward_batch(self, batch: FoodBatch) -> torch.Tensor:
+        """Teacher-forced next-token logits of the whole conversations, ``(batch, sequence, vocab)``."""
+        return self.model(batch.input_ids, batch.attention_mask, batch.pixel_values, batch.cluster_ids)
+
+    def answer_loss(self, batch: FoodBatch) -> torch.Tensor:
+        logits = self.forward_batch(batch)
         # Position t predicts token t + 1; prompt, image and padding positions carry IGNORE_INDEX labels.
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch.labels[:, 1:].flatten(),
                                ignore_index=IGNORE_INDEX)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: FoodBatch, batch_idx: int) -> torch.Tensor:
         loss = self.answer_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         # Collected right after the forward: activation checkpointing re-runs layers during backward, and the
         # losses recorded then are not the ones in this graph.
         auxiliary = self.model.auxiliary_loss()
@@ -236,10 +258,10 @@ class FoodLMMModule(L.LightningModule):
             weight = (self.sparsity.coefficient if self.sparsity is not None
                       else method.auxiliary_loss_weight(self.adapter_config))
             loss = loss + weight * auxiliary
-            self.log(f"train/{method.auxiliary_loss_name or 'auxiliary_loss'}", auxiliary, batch_size=len(batch["ids"]))
+            self.log(f"train/{method.auxiliary_loss_name or 'auxiliary_loss'}", auxiliary, batch_size=len(batch))
             if self.sparsity is not None:
-                self._update_sparsity_coefficient(len(batch["ids"]))
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch["ids"]))
+                self._update_sparsity_coefficient(len(batch))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch))
         return loss
 
     def _update_sparsity_coefficient(self, batch_size: int) -> None:
@@ -247,25 +269,21 @@ class FoodLMMModule(L.LightningModule):
         counts = gate_counts(list(adapter_layers(self.model.language_model).values()))
         if counts is None:
             return
-        counts = self.trainer.strategy.reduce(counts.double(), reduce_op="sum") if self._trainer else counts
+        counts = self.trainer.strategy.reduce(counts.double(), reduce_op="sum") if attached_trainer(self) else counts
         sparsity = float(counts[0] / counts[1]) if counts[1] > 0 else 1.0
         self.log("train/router_sparsity", sparsity, batch_size=batch_size)
         self.log("train/sparsity_coefficient", self.sparsity.coefficient, batch_size=batch_size)
         self.sparsity.update(sparsity)
 
-    def generate_answers(self, batch: dict, rows: list[int] | None = None) -> list[str]:
-        rows = list(range(len(batch["ids"]))) if rows is None else rows
-        prompt_ids, prompt_mask = batch["prompt_ids"][rows], batch["prompt_attention_mask"][rows]
-        # Rows were left-padded for the whole batch; drop columns that are padding in every selected row.
-        keep = prompt_mask.any(dim=0)
-        cluster_ids = batch["cluster_ids"][rows] if "cluster_ids" in batch else None
-        new_tokens = self.model.generate(prompt_ids[:, keep], prompt_mask[:, keep], batch["images"][rows],
-                                         max_new_tokens=self.hparams.max_new_tokens, cluster_ids=cluster_ids)
-        # The answer follows "ASSISTANT:" after a space, which the first token carries (LLaMA's "▁word").
-        return [answer.strip() for answer in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    def generate_answers(self, batch: FoodBatch, rows: list[int] | None = None) -> list[str]:
+        """Greedy answers to the prompts of ``batch`` (of its ``rows`` only, when given), as text."""
+        batch = batch if rows is None else batch.select(rows)
+        new_tokens = self.model.generate(batch.prompt_ids, batch.prompt_attention_mask, batch.pixel_values,
+                                         max_new_tokens=self.hparams.max_new_tokens, cluster_ids=batch.cluster_ids)
+        return self.conversation_format.decode(new_tokens)
 
-    def _evaluation_step(self, batch: dict, stage: str) -> None:
-        batch_size = len(batch["ids"])
+    def _evaluation_step(self, batch: FoodBatch, stage: str) -> None:
+        batch_size = len(batch)
         loss = self.answer_loss(batch)
         self.log(f"{stage}/loss", loss, batch_size=batch_size, sync_dist=True)
         totals = self._loss_totals.setdefault(stage, [0.0, 0.0])
@@ -273,17 +291,17 @@ class FoodLMMModule(L.LightningModule):
         totals[1] += batch_size
         suite, examples = self.evaluation[stage], self._examples[stage]
         for row, prediction in enumerate(self.generate_answers(batch)):
-            dataset, task, reference = batch["datasets"][row], batch["tasks"][row], batch["answers"][row]
+            dataset, task, reference = batch.datasets[row], batch.tasks[row], batch.references[row]
             suite.update(dataset, task, [prediction], [reference])
             shown = sum(1 for example in examples if example["dataset"] == dataset and example["task"] == task)
             if shown < self.hparams.prediction_examples:
-                examples.append({"dataset": dataset, "task": task, "id": batch["ids"][row],
+                examples.append({"dataset": dataset, "task": task, "id": batch.ids[row],
                                  "prediction": prediction, "reference": reference})
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: FoodBatch, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: FoodBatch, batch_idx: int) -> None:
         self._evaluation_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
@@ -369,17 +387,17 @@ class FoodLMMModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._evaluation_epoch_end("test")
 
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+    def predict_step(self, batch: FoodBatch, batch_idx: int) -> list[dict]:
         """Answers with, where the task has them, the structured values parsed back from the text."""
         answers = self.generate_answers(batch)
-        if "answers" in batch:  # an evaluation batch: keep the reference beside the prediction
+        if batch.has_answers:  # an evaluation batch: keep the reference beside the prediction
             return [{"id": sample_id, "dataset": dataset, "task": task, "prediction": answer, "reference": reference}
                     for sample_id, dataset, task, answer, reference
-                    in zip(batch["ids"], batch["datasets"], batch["tasks"], answers, batch["answers"])]
+                    in zip(batch.ids, batch.datasets, batch.tasks, answers, batch.references)]
         return [{"id": sample_id, "image": image, "question": question, "task": task, "answer": answer,
                  **structured_answer(task, answer)}
                 for sample_id, image, question, task, answer
-                in zip(batch["ids"], batch["image_paths"], batch["questions"], batch["tasks"], answers)]
+                in zip(batch.ids, batch.image_paths, batch.questions, batch.tasks, answers)]
 
     def configure_optimizers(self):
         parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
@@ -397,4 +415,4 @@ def _check_training_numbers(**values: float) -> None:
     for name, value in values.items():
         bound, inclusive = lowest.get(name, (0, True))
         if value < bound or (value == bound and not inclusive):
-            raise ValueError(f"model.{name}: {value}; expected a number {'at least' if inclusive else 'above'} {bound}")
+            raise UserError(f"model.{name}: {value}; expected a number {'at least' if inclusive else 'above'} {bound}")

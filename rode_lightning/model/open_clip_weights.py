@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from rode_lightning.model.weight_files import check_shape, first_tensor_names, unreadable_as_error
+from rode_lightning.user_errors import MissingFileError, UserError
 
 
 def read_open_clip_visual(path: str | Path) -> dict[str, torch.Tensor]:
@@ -27,7 +28,7 @@ def read_open_clip_visual(path: str | Path) -> dict[str, torch.Tensor]:
     through ``torch.jit.load``. A file of the tower alone (``conv1.weight`` at the top level) is taken as is."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"model.vision.checkpoint: {file} does not exist")
+        raise MissingFileError(f"model.vision.checkpoint: {file} does not exist")
     with unreadable_as_error(file, "model.vision.checkpoint"):
         if _is_torchscript(file):
             state = torch.jit.load(str(file), map_location="cpu").state_dict()
@@ -42,8 +43,8 @@ def read_open_clip_visual(path: str | Path) -> dict[str, torch.Tensor]:
         hint = (" It looks like a transformers CLIP checkpoint (vision_model.*); give open_clip's file for the same "
                 "weights (e.g. open_clip_pytorch_model.bin of the open_clip/timm release)."
                 if any(name.startswith(("vision_model.", "vision_tower.")) for name in state) else "")
-        raise ValueError(f"model.vision.checkpoint: {file} has no visual.* tensors (open_clip naming); it holds "
-                         f"{first_tensor_names(sorted(state))}.{hint}")
+        raise UserError(f"model.vision.checkpoint: {file} has no visual.* tensors (open_clip naming); it holds "
+                        f"{first_tensor_names(sorted(state))}.{hint}")
     return visual
 
 
@@ -61,9 +62,9 @@ def load_open_clip_visual(tower: nn.Module, path: str | Path) -> None:
     missing = sorted(set(own) - set(visual))
     unexpected = sorted(set(visual) - set(own))
     if missing or unexpected:
-        raise ValueError(f"model.vision.checkpoint {file} does not fit the tower built from model.vision: missing "
-                         f"tensors: {first_tensor_names(['visual.' + n for n in missing])}; unexpected tensors: "
-                         f"{first_tensor_names(['visual.' + n for n in unexpected])}")
+        raise UserError(f"model.vision.checkpoint {file} does not fit the tower built from model.vision: missing "
+                        f"tensors: {first_tensor_names(['visual.' + n for n in missing])}; unexpected tensors: "
+                        f"{first_tensor_names(['visual.' + n for n in unexpected])}")
     with torch.no_grad():
         for name, tensor in visual.items():
             own[name].copy_(tensor)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rode_lightning.compat import build_open_clip_vision_tower
 from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
+from rode_lightning.user_errors import UserError
 
 
 @dataclass
@@ -59,17 +61,17 @@ class VisionConfig:
 
             model_config = open_clip.get_model_config(self.preset)
             if model_config is None:
-                raise ValueError(f"model.vision.preset: {self.preset!r} is not an open_clip model name")
+                raise UserError(f"model.vision.preset: {self.preset!r} is not an open_clip model name")
             vision = model_config["vision_cfg"]
             self.image_size, self.patch_size = int(vision["image_size"]), int(vision["patch_size"])
             self.width, self.layers = int(vision["width"]), int(vision["layers"])
             self.head_width = int(vision.get("head_width", 64))
         if self.image_size % self.patch_size:
-            raise ValueError(f"model.vision: image_size {self.image_size} is not a multiple of "
-                             f"patch_size {self.patch_size}")
+            raise UserError(f"model.vision: image_size {self.image_size} is not a multiple of "
+                            f"patch_size {self.patch_size}")
         if self.layers < 2:
-            raise ValueError(f"model.vision.layers: {self.layers}; at least 2 are needed (the penultimate block's "
-                             "output feeds the projector)")
+            raise UserError(f"model.vision.layers: {self.layers}; at least 2 are needed (the penultimate block's "
+                            "output feeds the projector)")
 
     @property
     def num_patches(self) -> int:
@@ -79,7 +81,7 @@ class VisionConfig:
 class VisionEncoder(nn.Module):
     def __init__(self, config: VisionConfig):
         super().__init__()
-        from open_clip.model import CLIPVisionCfg, _build_vision_tower
+        from open_clip.model import CLIPVisionCfg
 
         self.config = config
         vision_cfg = CLIPVisionCfg(layers=config.layers, width=config.width, head_width=config.head_width,
@@ -91,7 +93,7 @@ class VisionEncoder(nn.Module):
             import open_clip
 
             embed_dim = int(open_clip.get_model_config(config.preset)["embed_dim"])
-        self.tower = _build_vision_tower(embed_dim=embed_dim, vision_cfg=vision_cfg, quick_gelu=config.quick_gelu)
+        self.tower = build_open_clip_vision_tower(embed_dim, vision_cfg, config.quick_gelu)
         if config.checkpoint is not None:
             from rode_lightning.model.open_clip_weights import load_open_clip_visual
 

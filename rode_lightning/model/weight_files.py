@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rode_lightning.messages import first_names
+from rode_lightning.user_errors import UserError
 
 
 def first_tensor_names(names: list[str]) -> str:
@@ -27,8 +28,8 @@ def unreadable_as_error(file: Path, key: str) -> Iterator[None]:
         yield
     except (SafetensorError, UnpicklingError, EOFError, RuntimeError) as error:
         detail = " ".join(str(error).split())[:160]
-        raise ValueError(f"{key}: {file} is truncated or not a weight file ({type(error).__name__}: {detail}); "
-                         "download or copy it again") from None
+        raise UserError(f"{key}: {file} is truncated or not a weight file ({type(error).__name__}: {detail}); "
+                        "download or copy it again") from None
 
 
 def check_shape(expected, found, file, name: str, what: str) -> None:
@@ -36,4 +37,4 @@ def check_shape(expected, found, file, name: str, what: str) -> None:
     fits = len(expected) == len(found) and all(e in (-1, f) for e, f in zip(expected, found))
     if not fits:
         shown = tuple("any" if e == -1 else e for e in expected)
-        raise ValueError(f"{file}: tensor {name} has shape {found} but {what} expects {shown}")
+        raise UserError(f"{file}: tensor {name} has shape {found} but {what} expects {shown}")

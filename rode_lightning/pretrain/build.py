@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from rode_lightning.atomic import write_json_atomically
 from rode_lightning.data.demo_text import food_text
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
@@ -149,5 +150,5 @@ def _build(base: DemoBase, recipe: BaseRecipe) -> dict:
     seconds["total"] = time.perf_counter() - start
     record = {"recipe": recipe.as_dict(), "final_losses": losses, "seconds": seconds,
               "torch_threads": torch.get_num_threads(), "versions": library_versions()}
-    base.record.write_text(json.dumps(record, indent=2) + "\n")
+    write_json_atomically(base.record, record, indent=2)
     return record

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from rode_lightning.compat import use_sdpa_attention
 from rode_lightning.pretrain.recipe import BaseRecipe
 from rode_lightning.pretrain.schedule import train
 
@@ -37,7 +38,7 @@ def train_language_model(recipe: BaseRecipe, texts: list[str], tokenizer: PreTra
                          ) -> tuple[LlamaForCausalLM, float]:
     torch.manual_seed(recipe.seed)
     config = llama_config(recipe, len(tokenizer), tokenizer)
-    config._attn_implementation = "sdpa"
+    use_sdpa_attention(config)
     model = LlamaForCausalLM(config)
     blocks = text_blocks(texts, tokenizer, recipe.text_block_length)
 

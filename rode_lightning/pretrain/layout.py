@@ -10,12 +10,13 @@ LLaVA-7B and CLIP ViT-L (``model/llava_weights.py``, ``model/open_clip_weights.p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from safetensors.torch import save_file
 from torch import nn
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+from rode_lightning.atomic import replaced_atomically, write_json_atomically
 
 VISION_CHECKPOINT = "open_clip_model.safetensors"
 LLAVA_DIRECTORY = "llava-v1.5-demo"
@@ -26,7 +27,9 @@ def _contiguous(state: dict) -> dict:
 
 
 def write_open_clip_checkpoint(clip: nn.Module, path: Path) -> Path:
-    save_file(_contiguous(clip.state_dict()), str(path), metadata={"format": "pt"})
+    # Through atomic.py as every file the tool writes: safetensors alone would make it readable by its owner only.
+    with replaced_atomically(path) as partial:
+        save_file(_contiguous(clip.state_dict()), str(partial), metadata={"format": "pt"})
     return path
 
 
@@ -39,10 +42,11 @@ def write_llava_directory(language_model: LlamaForCausalLM, projector: nn.Module
                   mm_vision_tower=vision_tower, mm_use_im_start_end=False, torch_dtype="float32")
     for key in ("dtype", "_attn_implementation_autoset", "transformers_version"):
         config.pop(key, None)
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json_atomically(directory / "config.json", config, indent=2, sort_keys=True)
     tensors = _contiguous(language_model.state_dict())
     tensors.update({f"model.mm_projector.{name.removeprefix('layers.')}": tensor
                     for name, tensor in _contiguous(projector.state_dict()).items()})
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    with replaced_atomically(directory / "model.safetensors") as partial:
+        save_file(tensors, str(partial), metadata={"format": "pt"})
     tokenizer.save_pretrained(directory)
     return directory

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from rode_lightning.conventions import NUTRITION_UNITS
+from rode_lightning.conventions import NUTRITION_UNITS, SYSTEM_PROMPT
 from rode_lightning.data.demo import CATEGORIES, INGREDIENTS
-from rode_lightning.data.prompts import QUESTIONS, SYSTEM_PROMPT
+from rode_lightning.data.prompts import QUESTIONS
 
 _NUTRITION_ANSWER = re.compile(r"\b(" + "|".join(label for label, _ in NUTRITION_UNITS.values()) + r")\s*:\s*\d",
                                re.IGNORECASE)

@@ -21,6 +21,7 @@ from torch import nn
 
 from rode_lightning.dtensors import is_dtensor
 from rode_lightning.messages import first_names
+from rode_lightning.user_errors import UserError
 
 RNG_KEY = "rng_states"
 FINGERPRINT_KEY = "frozen_fingerprint"
@@ -41,7 +42,7 @@ def check_checkpoint_keys(module: nn.Module, keys: Iterable[str]) -> None:
     missing = sorted(trainable_names(module) - keys)
     unexpected = sorted(keys - set(module.state_dict()))
     if missing or unexpected:
-        raise ValueError(
+        raise UserError(
             "checkpoint does not fit the model: "
             f"missing trainable tensors: {first_names(missing)}; "
             f"tensors the model does not have: {first_names(unexpected)}. "

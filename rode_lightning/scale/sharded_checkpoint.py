@@ -22,31 +22,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.strategies.model_parallel import _is_sharded_checkpoint
-from lightning.fabric.utilities.load import _load_distributed_checkpoint
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import Strategy
 
 from rode_lightning.atomic import replaced_atomically
+from rode_lightning.compat import is_distributed_checkpoint_folder, load_distributed_checkpoint
+from rode_lightning.user_errors import MissingFileError
 
 _OPTIMIZER_KEY = re.compile(r"optimizer_(\d+)")
 
 
 def is_sharded_checkpoint(path: Any) -> bool:
     """Whether ``path`` is a checkpoint folder written by torch.distributed.checkpoint (not a file, not a buffer)."""
-    return isinstance(path, (str, Path)) and _is_sharded_checkpoint(Path(path))
+    return isinstance(path, (str, Path)) and is_distributed_checkpoint_folder(path)
 
 
-def read_sharded_checkpoint(folder: _PATH) -> dict[str, Any]:
+def read_sharded_checkpoint(folder: str | Path) -> dict[str, Any]:
     """The checkpoint in ``folder`` as one dict on the CPU, in the layout of a single ``.ckpt`` file: ``state_dict``,
     ``optimizer_states`` (a list, from the folder's ``optimizer_0``, ``optimizer_1``, ...) and everything else
     Lightning saved."""
     folder = Path(folder)
     if not is_sharded_checkpoint(folder):
-        raise FileNotFoundError(f"{folder}: not a sharded checkpoint folder (expected the .metadata file that "
-                                "torch.distributed.checkpoint writes in it)")
-    checkpoint = _load_distributed_checkpoint(folder)
+        raise MissingFileError(f"{folder}: not a sharded checkpoint folder (expected the .metadata file that "
+                               "torch.distributed.checkpoint writes in it)")
+    checkpoint = load_distributed_checkpoint(folder)
     indices = sorted(int(match.group(1)) for key in checkpoint if (match := _OPTIMIZER_KEY.fullmatch(key)))
     if indices:
         checkpoint["optimizer_states"] = [checkpoint.pop(f"optimizer_{index}") for index in indices]
@@ -67,12 +66,13 @@ class TrainingCheckpointIO(TorchCheckpointIO):
     before Lightning restores ``--ckpt_path``, so a run in one process or under DDP takes a checkpoint written under
     FSDP as it is."""
 
-    def load_checkpoint(self, path: _PATH, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def load_checkpoint(self, path: str | Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if is_sharded_checkpoint(path):
             return read_sharded_checkpoint(path)
         return super().load_checkpoint(path, *args, **kwargs)
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+                        ) -> None:
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
         with replaced_atomically(path) as partial:

@@ -40,14 +40,12 @@ import warnings
 import torch
 from torch import nn
 
-try:  # torch >= 2.6
-    from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
-except ImportError:  # torch 2.4, 2.5
-    from torch.distributed._composable.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
-
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
+from rode_lightning.compat import fsdp2
 from rode_lightning.dtensors import is_dtensor, is_replicated
+from rode_lightning.user_errors import UserError
 
+FSDPModule, fully_shard, register_fsdp_forward_method = fsdp2()  # public from torch 2.6, private before
 _CONTAINERS = (nn.ModuleDict, nn.ModuleList)  # hold modules but are never called: FSDP's hooks would not run
 
 
@@ -67,7 +65,7 @@ def shard_model(model: nn.Module, device_mesh) -> None:
     if names != ("data_parallel", "tensor_parallel"):
         raise ValueError(f"expected ModelParallelStrategy's (data_parallel, tensor_parallel) device mesh, got {names}")
     if device_mesh["tensor_parallel"].size() != 1:
-        raise ValueError(
+        raise UserError(
             f"ModelParallelStrategy: tensor_parallel_size is {device_mesh['tensor_parallel'].size()}, but this model "
             "implements no tensor parallelism; set tensor_parallel_size: 1 and data_parallel_size to the number of "
             "processes (num_nodes x devices), as configs/fsdp.yaml does")

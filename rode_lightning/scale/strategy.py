@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.strategies.model_parallel import _METADATA_FILENAME
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from rode_lightning.adapters.saving import adapter_state_dict
+from rode_lightning.compat import saves_distributed_checkpoint, sharded_checkpoint_metadata
 from rode_lightning.dtensors import is_dtensor
 from rode_lightning.scale.checkpointing import trainable_parameters
 from rode_lightning.scale.sharded_checkpoint import is_sharded_checkpoint
+from rode_lightning.user_errors import MissingFileError
 
 
 class AdapterFSDPStrategy(ModelParallelStrategy):
@@ -40,7 +41,7 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
     def lightning_module_state_dict(self) -> dict[str, Any]:
         """The trainable tensors, by the module's own names: DTensors for a sharded checkpoint (each rank offers its
         replica, written once), their local (= whole) values on the CPU for a single-file one."""
-        if self._save_distributed_checkpoint:
+        if saves_distributed_checkpoint(self):
             return {name: parameter.detach() for name, parameter in trainable_parameters(self.lightning_module).items()}
         return {name: tensor.cpu() for name, tensor in adapter_state_dict(self.lightning_module).items()}
 
@@ -49,7 +50,7 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
         """A sharded checkpoint folder complete or absent: every rank writes into a temporary folder beside it,
         which replaces the previous folder once all ranks are done (a single file goes through
         ``TrainingCheckpointIO``, which does the same for files)."""
-        if not self._save_distributed_checkpoint:
+        if not saves_distributed_checkpoint(self):
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         path = Path(self.broadcast(str(filepath)))
         partial = path.with_name(f".{path.name}.partial")
@@ -83,9 +84,9 @@ class AdapterFSDPStrategy(ModelParallelStrategy):
                 state = {key: get_optimizer_state_dict(module, optimizer)}
                 distributed_load(state, checkpoint_id=path)
                 set_optimizer_state_dict(module, optimizer, optim_state_dict=state[key], options=options)
-            return torch.load(path / _METADATA_FILENAME, weights_only=weights_only)
+            return torch.load(sharded_checkpoint_metadata(path), weights_only=weights_only)
         if not path.is_file():
-            raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file or sharded checkpoint folder")
+            raise MissingFileError(f"--ckpt_path {path}: no such checkpoint file or sharded checkpoint folder")
 
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
         parameters = trainable_parameters(module)

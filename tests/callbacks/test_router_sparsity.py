@@ -18,6 +18,7 @@ from rode_lightning.adapters.layer import MixtureOfLoRALinear
 from rode_lightning.adapters.routers import ReLURouter
 from rode_lightning.callbacks import RouterSparsityMonitor
 from rode_lightning.callbacks.router_sparsity import gate_histogram, gate_statistics, short_layer_names
+from rode_lightning.batch import FoodBatch
 
 
 def read_events(log_dir: Path):
@@ -139,7 +140,9 @@ def collate(items):
     for row, (ids, _) in enumerate(items):
         input_ids[row, :len(ids)] = torch.tensor(ids)
         mask[row, :len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "tasks": [task for _, task in items]}
+    return FoodBatch(ids=[str(ids) for ids, _ in items], datasets=["tiny"] * len(items),
+                     tasks=[task for _, task in items], prompt_ids=input_ids, prompt_attention_mask=mask,
+                     input_ids=input_ids, attention_mask=mask)
 
 
 class TinyRouted(L.LightningModule):
@@ -163,8 +166,8 @@ class TinyRouted(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         if not self.route_in_training:
-            return self.embed(batch["input_ids"]).pow(2).mean()
-        return self(batch["input_ids"]).pow(2).mean()
+            return self.embed(batch.input_ids).pow(2).mean()
+        return self(batch.input_ids).pow(2).mean()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.0)
@@ -180,8 +183,8 @@ def expected_statistics(model: TinyRouted, items) -> dict[str, float]:
     batch = collate(items)
     layer = model.block["q_proj"]
     with torch.no_grad():
-        gates = layer.router(model.embed(batch["input_ids"]))
-    real = gates[batch["attention_mask"].bool()]
+        gates = layer.router(model.embed(batch.input_ids))
+    real = gates[batch.attention_mask.bool()]
     values = {"sparsity": (real == 0).float().mean().item()}
     for expert in range(real.shape[1]):
         values[f"mean_gate/expert_{expert}"] = real[:, expert].mean().item()
@@ -319,3 +322,20 @@ def test_cli_fit_logs_router_statistics_for_every_adapted_layer(cli_demo_dir, tm
     heatmaps = {tag for tag in tags["images"] if tag.startswith("router/heatmap/")}
     assert heatmaps and heatmaps <= {f"router/heatmap/{task}" for task in
                                      ("category", "ingredients", "recipe", "nutrition")}
+
+
+def test_a_batch_of_another_type_is_refused_not_ignored(tmp_path):
+    """A dict batch would once have turned the statistics off without a word."""
+
+    class DictBatches(TinyRouted):
+        def training_step(self, batch, batch_idx):
+            return self(batch["input_ids"]).pow(2).mean()
+
+    def dict_collate(items):
+        batch = collate(items)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "tasks": batch.tasks}
+
+    trainer = tiny_trainer(tmp_path, RouterSparsityMonitor(every_n_steps=1), TensorBoardLogger(tmp_path, name="t"),
+                           max_steps=1)
+    with pytest.raises(TypeError, match="reads a rode_lightning.batch.FoodBatch; the loader gave a dict"):
+        trainer.fit(DictBatches(), DataLoader(SEQUENCES, batch_size=2, collate_fn=dict_collate))

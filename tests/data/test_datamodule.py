@@ -3,13 +3,15 @@ from __future__ import annotations
 import pytest
 
 from rode_lightning.data.datamodule import FoodDataModule
+from tests.conftest import demo_format
 
 
 def tiny_datamodule(demo_dir, **overrides) -> FoodDataModule:
     settings = dict(demo_dir=str(demo_dir), demo_train_size=16, demo_eval_size=4, demo_nutrition5k_size=40,
-                    image_size=32, num_image_tokens=4, batch_size=4, eval_batch_size=4)
+                    batch_size=4, eval_batch_size=4)
     settings.update(overrides)
     module = FoodDataModule(**settings)
+    module.conversation_format = demo_format()
     module.setup("fit")
     return module
 
@@ -27,7 +29,7 @@ def test_both_datasets_serve_their_tasks_and_evaluation_is_grouped_by_task(demo_
     val = [(s.record.dataset, s.task) for s in module.datasets["val"].samples]
     assert val == sorted(val)
     batch = next(iter(module.train_dataloader()))
-    assert len(batch["tasks"]) == len(batch["datasets"]) == 4
+    assert len(batch.tasks) == len(batch.datasets) == len(batch) == 4
     summary = module.summary()
     # The demo Nutrition5k copy lists a dish without an overhead image in each split: counted, not silent.
     assert "nutrition5k" in summary and "skipped: none" not in summary

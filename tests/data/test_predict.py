@@ -6,10 +6,11 @@ import pytest
 from PIL import Image
 
 from rode_lightning.data.errors import DataFormatError, SkipCounter
-from rode_lightning.data.predict import (PredictionCollator, PredictionDataset, drop_unreadable_images,
+from rode_lightning.data.predict import (PredictionDataset, drop_unreadable_images,
                                          read_prediction_requests)
 from rode_lightning.data.prompts import QUESTIONS
 from rode_lightning.data.tokenizer import load_tokenizer
+from tests.conftest import demo_format
 
 
 def write_image(path, size=32):
@@ -76,16 +77,17 @@ def test_prediction_batches_are_left_padded_with_image_tokens(tmp_path):
     write_image(tmp_path / "a.png")
     requests = read_prediction_requests(tmp_path, ["category", "recipe"])
     tokenizer = load_tokenizer("demo")
-    import open_clip
-
-    dataset = PredictionDataset(requests, tokenizer, open_clip.image_transform(32, is_train=False), num_image_tokens=4)
-    batch = PredictionCollator(tokenizer.pad_token_id)([dataset[0], dataset[1]])
-    assert batch["images"].shape == (2, 3, 32, 32)
-    lengths = [len(dataset[i]["prompt_ids"]) for i in range(2)]
-    width = batch["prompt_ids"].shape[1]
+    spelling = demo_format(image_size=32, num_image_tokens=4)
+    dataset = PredictionDataset(requests)
+    batch = spelling([dataset[0], dataset[1]])
+    assert batch.pixel_values.shape == (2, 3, 32, 32)
+    assert batch.input_ids is None and batch.references is None and not batch.has_answers
+    assert batch.image_paths == [str(tmp_path / "a.png")] * 2 and batch.tasks == ["category", "recipe"]
+    lengths = [len(spelling.encode_prompt(request.question)) for request in requests]
+    width = batch.prompt_ids.shape[1]
     for row, length in enumerate(lengths):
-        assert batch["prompt_attention_mask"][row].tolist() == [0] * (width - length) + [1] * length
-        assert (batch["prompt_ids"][row] == tokenizer.convert_tokens_to_ids("<image>")).sum() == 4
-    assert "cluster_ids" not in batch
+        assert batch.prompt_attention_mask[row].tolist() == [0] * (width - length) + [1] * length
+        assert (batch.prompt_ids[row] == tokenizer.convert_tokens_to_ids("<image>")).sum() == 4
+    assert batch.cluster_ids.tolist() == [0, 0]
     dataset.cluster_ids = [3, 1]
-    assert PredictionCollator(tokenizer.pad_token_id)([dataset[0], dataset[1]])["cluster_ids"].tolist() == [3, 1]
+    assert spelling([dataset[0], dataset[1]]).cluster_ids.tolist() == [3, 1]

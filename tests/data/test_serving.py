@@ -26,9 +26,9 @@ from rode_lightning.data.prompts import answer_for
 from rode_lightning.data.sources import DEMO_DATASETS, HUGGINGFACE, KINDS, resolve_served_datasets
 from rode_lightning.data.splits import is_held_out
 from rode_lightning.data.unifood import read_unifood_split
+from tests.conftest import demo_format
 
-SMALL = dict(demo_train_size=12, demo_eval_size=4, demo_nutrition5k_size=40, image_size=32, num_image_tokens=4,
-             batch_size=4, eval_batch_size=4)
+SMALL = dict(demo_train_size=12, demo_eval_size=4, demo_nutrition5k_size=40, batch_size=4, eval_batch_size=4)
 NO_ROOTS = dict.fromkeys(KINDS)
 ALL_DATASETS = ["unifood", "nutrition5k", "recipe1m", "food101", "vireo172", HUGGINGFACE]
 
@@ -235,6 +235,7 @@ def every_dataset(tmp_path_factory):
     module = FoodDataModule(datasets=ALL_DATASETS, demo_dir=str(tmp_path_factory.mktemp("every_demo")), **SMALL)
     module.prepare_data()
     module.setup("fit")
+    module.conversation_format = demo_format()
     return module
 
 
@@ -257,8 +258,8 @@ def test_every_kind_is_served_with_the_tasks_its_labels_allow(every_dataset):
 def test_every_kind_gives_a_batch_from_each_loader(every_dataset):
     for loader in (every_dataset.train_dataloader(), every_dataset.val_dataloader(), every_dataset.test_dataloader()):
         batch = next(iter(loader))
-        assert batch["images"].shape == (4, 3, 32, 32)
-        assert len(batch["tasks"]) == len(batch["datasets"]) == len(batch["answers"]) == 4
+        assert batch.pixel_values.shape == (4, 3, 32, 32)
+        assert len(batch.tasks) == len(batch.datasets) == len(batch.references) == 4
     # Evaluation batches are grouped by dataset, so the first ones may never reach the Hugging Face rows: read one of
     # its samples of every split through InstructionDataset (and so through open_image on a DatasetImage).
     for split in ("train", "val", "test"):
@@ -266,7 +267,7 @@ def test_every_kind_gives_a_batch_from_each_loader(every_dataset):
         index = next(i for i, s in enumerate(dataset.samples) if s.record.dataset == HUGGINGFACE)
         assert not isinstance(dataset.samples[index].record.image, str)
         item = dataset[index]
-        assert item["dataset"] == HUGGINGFACE and tuple(item["image"].shape) == (3, 32, 32)
+        assert item.dataset == HUGGINGFACE and item.image.mode == "RGB" and item.reference
 
 
 def test_recipe1m_nutrition_has_no_carbohydrate(every_dataset):
@@ -307,8 +308,9 @@ def test_sampling_weights_by_a_huggingface_block_name(small_hf, tmp_path):
     expected = [1.0 if s.record.dataset == "unifood" else 0.0 if s.task == "recipe" else 3.0 for s in samples]
     assert module.sample_weights().tolist() == expected
     assert Counter(expected) == {1.0: 48, 3.0: 12 * 3, 0.0: 12}
+    module.conversation_format = demo_format()
     batch = next(iter(module.train_dataloader()))
-    assert not any(d == "mine" and t == "recipe" for d, t in zip(batch["datasets"], batch["tasks"]))
+    assert not any(d == "mine" and t == "recipe" for d, t in zip(batch.datasets, batch.tasks))
 
 
 @pytest.mark.parametrize("key", ["unifood", "huggingface", "demo_huggingface/recipe"])

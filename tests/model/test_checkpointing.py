@@ -34,7 +34,7 @@ class BatchRecorder(Callback):
         self.batches: dict[tuple[int, int], tuple[float, tuple[str, ...]]] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.batches[(trainer.current_epoch, batch_idx)] = (outputs["loss"].item(), tuple(batch["ids"]))
+        self.batches[(trainer.current_epoch, batch_idx)] = (outputs["loss"].item(), tuple(batch.ids))
 
 
 def fit(demo_dir: Path, log_dir: Path, *extra: str):
@@ -129,7 +129,7 @@ def test_checkpoint_holds_only_the_trainable_state_and_restores_it_exactly(unint
         warnings.filterwarnings("error", message=".*frozen weights.*")
         fresh = FoodLMMModule.load_from_checkpoint(path)
     batch = next(iter(full.datamodule.train_dataloader()))
-    inputs = (batch["input_ids"], batch["attention_mask"], batch["images"])
+    inputs = (batch.input_ids, batch.attention_mask, batch.pixel_values)
     full.model.eval(), fresh.eval()
     with torch.no_grad():
         assert torch.equal(fresh.model(*inputs), full.model.model(*inputs))

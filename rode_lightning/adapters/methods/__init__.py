@@ -12,6 +12,7 @@ from rode_lightning.adapters.methods.lora import LoRA
 from rode_lightning.adapters.methods.rode import RoDE
 from rode_lightning.adapters.methods.softmax import SoftmaxMixture
 from rode_lightning.adapters.methods.top1 import Top1
+from rode_lightning.user_errors import UserError
 
 METHODS: dict[str, AdapterMethod] = {}
 """Every registered method by ``adapter.method`` name, in registration order."""
@@ -29,7 +30,15 @@ def get_method(name: str) -> AdapterMethod:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"adapter.method: {name!r} is not one of {', '.join(METHODS)}") from None
+        raise UserError(f"adapter.method: {name!r} is not one of {', '.join(METHODS)}") from None
+
+
+def methods_help() -> str:
+    """The help of ``adapter.method``: every registered method with its one-line summary, in registration order.
+    The command line builds it when its parser is built, so a method registered before (README.md, "Adding a
+    method") is listed as the built-in ones are."""
+    listed = "; ".join(f"``{name}``: {method.describe()}" for name, method in METHODS.items())
+    return f"the adaptation method, one of those registered ({listed})."
 
 
 register_method(RoDE())
@@ -38,4 +47,4 @@ register_method(Top1())
 register_method(ClusterRouting())
 register_method(LoRA())
 
-__all__ = ["METHODS", "AdapterMethod", "AdapterSettings", "get_method", "register_method"]
+__all__ = ["METHODS", "AdapterMethod", "AdapterSettings", "get_method", "methods_help", "register_method"]

@@ -25,6 +25,7 @@ from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.experts import LoRAExperts
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
 from rode_lightning.adapters.routers import Router
+from rode_lightning.user_errors import UserError
 
 
 class AdapterSettings(Protocol):
@@ -51,7 +52,7 @@ class AdapterMethod:
     name: ClassVar[str]
     """``adapter.method`` in a config."""
     summary: ClassVar[str] = ""
-    """One line for ``--help`` and error messages: the paper and the routing rule."""
+    """One line for ``--help`` (:meth:`describe`): the paper and the routing rule."""
     needs_cluster_features: ClassVar[bool] = False
     """Routes by each sample's instruction cluster: the data side clusters instructions, the model holds a
     trainable cluster embedding and puts each sample's row in the routing context before every forward."""
@@ -65,13 +66,19 @@ class AdapterMethod:
     routes_tokens: ClassVar[bool] = True
     """The router reads every token (and so keeps the layer input for backward), as opposed to per-sample routing."""
 
+    def describe(self) -> str:
+        """:attr:`summary`, or the first line of the class's docstring for a method that sets none, so that every
+        registered method says what it is in ``python -m rode_lightning fit --help``."""
+        lines = (type(self).__doc__ or "").strip().splitlines()
+        return self.summary or (lines[0].strip() if lines else "")
+
     def validate(self, config: AdapterSettings) -> None:
         """Raise ``ValueError`` naming the field for a setting this method cannot take (called by AdapterConfig)."""
         if config.sparsity_target is not None and not self.supports_sparsity_target:
             from rode_lightning.adapters.methods import METHODS  # the registry imports this module
 
             takers = ", ".join(repr(name) for name, method in METHODS.items() if method.supports_sparsity_target)
-            raise ValueError(f"adapter.sparsity_target: only method {takers} (ReLU routing) has it, not {self.name!r}")
+            raise UserError(f"adapter.sparsity_target: only method {takers} (ReLU routing) has it, not {self.name!r}")
 
     def expert_ranks(self, config: AdapterSettings) -> list[int]:
         """Ranks of the experts each adapted layer holds."""

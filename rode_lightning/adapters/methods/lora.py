@@ -6,6 +6,7 @@ from torch import nn
 
 from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.methods.base import AdapterMethod, AdapterSettings
+from rode_lightning.user_errors import UserError
 
 
 class LoRA(AdapterMethod):
@@ -16,7 +17,7 @@ class LoRA(AdapterMethod):
     def validate(self, config: AdapterSettings) -> None:
         super().validate(config)
         if len(config.ranks) != 1:
-            raise ValueError(f"adapter.ranks: method 'lora' takes exactly one rank, got {config.ranks}")
+            raise UserError(f"adapter.ranks: method 'lora' takes exactly one rank, got {config.ranks}")
 
     def inject(self, model: nn.Module, names: list[str], config: AdapterSettings, context: RoutingContext,
                cluster_dim: int | None) -> None:
