@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = served_dataset(args.source, args.root, args.config)
         written = convert(dataset, Path(args.out), args.link, args.on_error, args.val_fraction)
-    except (ValueError, OSError, yaml.YAMLError) as error:  # the user's input, not a bug: one line, no traceback
+    # The user's input (or a folder they cannot write to), not a bug: one line, no traceback. Any other error is a
+    # bug and keeps its traceback.
+    except (UserError, yaml.YAMLError, PermissionError) as error:
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
