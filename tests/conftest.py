@@ -22,6 +22,17 @@ def cli_demo_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cli_demo")
 
 
+@pytest.fixture
+def registry():
+    """The adapter-method registry as it was, restored after the test (for tests that register a method)."""
+    from rode_lightning.adapters.methods import METHODS
+
+    before = dict(METHODS)
+    yield METHODS
+    METHODS.clear()
+    METHODS.update(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

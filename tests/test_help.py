@@ -5,18 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from rode_lightning.adapters import METHODS, AdapterMethod, register_method
+from rode_lightning.adapters import AdapterMethod, register_method
 from rode_lightning.adapters.routers import SoftmaxRouter
 from rode_lightning.cli import main
-
-
-@pytest.fixture
-def registry():
-    """The registry as it was, restored after the test."""
-    before = dict(METHODS)
-    yield METHODS
-    METHODS.clear()
-    METHODS.update(before)
 
 
 class HalfGated(AdapterMethod):

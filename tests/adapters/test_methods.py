@@ -19,15 +19,6 @@ README = Path(__file__).parents[2] / "README.md"
 PACKAGE = Path(rode_lightning.__file__).parent
 
 
-@pytest.fixture
-def registry():
-    """The registry as it was, restored after the test (the example registers a method)."""
-    before = dict(METHODS)
-    yield METHODS
-    METHODS.clear()
-    METHODS.update(before)
-
-
 def _readme_example() -> str:
     text = README.read_text()
     section = text[text.index("### Adding a method"):]
