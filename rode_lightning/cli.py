@@ -83,7 +83,9 @@ def check_config_files(args) -> None:
         if not path.is_file():
             continue  # jsonargparse names a missing file itself
         try:
-            yaml.safe_load(path.read_text())
+            yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise UserError(f"--config {path}: not UTF-8 text (byte {error.start}); expected a YAML file") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -99,12 +101,18 @@ def check_checkpoint_path(ckpt_path: str | None) -> None:
     """Refuse a ``--ckpt_path`` that is not a checkpoint before Lightning reads it, naming the file: a missing
     path, or a file that is not a ``torch.save`` archive (truncated, or something else), which ``torch.load``
     reports as an unpickling error naming neither. A folder is a sharded FSDP checkpoint (``scale/strategy.py``)."""
-    if not ckpt_path or ckpt_path.split(":")[0] in _LIGHTNING_CHECKPOINT_NAMES or "://" in ckpt_path:
-        return  # Lightning finds "last" / "best" itself; remote storage is read by fsspec
+    name = (ckpt_path or "").split(":")[0]
+    if name in ("best", "hpc"):
+        # Lightning knows these only within the process that trained (a ModelCheckpoint's best, a SLURM requeue):
+        # a command of its own never has one, and Lightning would refuse it with a plain ValueError.
+        raise UserError(f"--ckpt_path {ckpt_path}: a name Lightning resolves only inside the run that trained; give "
+                        "a checkpoint file, e.g. <log dir>/checkpoints/last.ckpt")
+    if not ckpt_path or name in _LIGHTNING_CHECKPOINT_NAMES or "://" in ckpt_path:
+        return  # Lightning finds "last" itself; remote storage is read by fsspec
     path = Path(ckpt_path).expanduser()
     if path.is_dir():
         if not is_sharded_checkpoint(path):
-            raise MissingFileError(f"--ckpt_path {path}: the folder is not a sharded checkpoint (no .metadata)")
+            raise MissingFileError(f"--ckpt_path {path}: the folder is not a sharded checkpoint (no meta.pt)")
         return
     if not path.is_file():
         raise MissingFileError(f"--ckpt_path {path} does not exist; the run's checkpoints are in "
@@ -155,7 +163,7 @@ def resolve_demo_base(config) -> None:
     """Replace every ``demo-base`` value by the base's real path, building the base first if it is not there.
     What the model then loads is an open_clip checkpoint and a LLaVA v1.5 directory, by the code that loads
     CLIP ViT-L and LLaVA-7B."""
-    keys = ("model.vision.checkpoint", "model.language.path", "model.tokenizer", "data.tokenizer")
+    keys = ("model.vision.checkpoint", "model.language.path", "model.tokenizer")
     wanted = [key for key in keys if config.get(key) == DEMO_BASE]
     if not wanted:
         return
@@ -164,7 +172,7 @@ def resolve_demo_base(config) -> None:
     demo_dir = config.get("data.demo_dir") or default_demo_dir()
     base = pretrain.build_demo_base(f"{demo_dir}/base")
     paths = {"model.vision.checkpoint": base.vision_checkpoint, "model.language.path": base.llava,
-             "model.tokenizer": base.llava, "data.tokenizer": base.llava}
+             "model.tokenizer": base.llava}
     for key in wanted:
         config[key] = str(paths[key])
 

@@ -33,7 +33,7 @@ SYSTEM_PROMPT = (
 text the demo tokenizer is trained on and the demo base's pre-training text must not contain."""
 
 IMAGE_PLACEHOLDER = "<image>"
-"""The token the prompt carries where the image goes; the data side repeats it once per patch (llava-hf's way)."""
+"""The token the prompt carries where the image goes; the LLaVA format repeats it once per patch (llava-hf's way)."""
 
 IGNORE_INDEX = -100
 """Label of a token the loss skips (prompt, image and padding): PyTorch's ``cross_entropy`` default."""

@@ -3,8 +3,8 @@
 What counts as a mistake is said where it is found, by its type: :class:`UserError` (a value this package refuses:
 the message names the key, file or value and what was expected) and :class:`MissingFileError` (a file or folder the
 user named is missing or unreadable), a configuration the parser refuses (jsonargparse's ``ArgumentError`` names the
-key and the value), and a trainer setting Lightning refuses (``MisconfigurationException``: no GPU, a strategy that
-cannot run here). :func:`reported_in_one_line` turns each into ``error: <message>`` on stderr and exit status 2;
+key and the value), a trainer setting Lightning refuses (``MisconfigurationException``: no GPU, a strategy that
+cannot run here), and a ``PermissionError`` (a folder the user named that they cannot write to). :func:`reported_in_one_line` turns each into ``error: <message>`` on stderr and exit status 2;
 ``RODE_TRACEBACK=1`` shows the traceback instead, for the case where a mistake turns out to be a bug after all.
 
 Anything else, a plain ``ValueError`` or ``OSError`` included, is a bug (a shape error inside torch, an internal
@@ -75,7 +75,9 @@ def reported_in_one_line() -> Iterator[None]:
             raise
         print(f"error: {argument_message(str(error))} (--help lists every key)", file=sys.stderr)
         raise SystemExit(EXIT_STATUS) from None
-    except (UserError, MisconfigurationException) as error:
+    # A PermissionError is the machine's answer to a path the user chose (a log or output folder they cannot write
+    # to), wherever in the run it comes: reported like a mistake, not a bug.
+    except (UserError, MisconfigurationException, PermissionError) as error:
         if traceback_wanted():
             raise
         print(f"error: {mistake_message(error)} ({TRACEBACK_VARIABLE}=1 shows the traceback)", file=sys.stderr)

@@ -219,3 +219,13 @@ def test_the_demo_of_every_layout_trains_and_scores_each_dataset_on_its_own_task
     assert set(results["vireo172"]) == {"category_accuracy", "ingredient_iou", "ingredient_sample_iou"}
     assert "pmae_average" in results["recipe1m"] and "pmae_carbohydrate" not in results["recipe1m"]
     assert "pmae_carbohydrate" in results["unifood"] and "recipe_rouge_l" in results["huggingface"]
+
+
+def test_a_config_with_the_data_keys_the_model_now_owns_still_runs_and_names_them(cli_demo_dir, tmp_path):
+    """data.tokenizer / image_size / num_image_tokens, set by configs of earlier versions: parsed, ignored, named."""
+    old = tmp_path / "old.yaml"
+    old.write_text("data:\n  tokenizer: demo\n  image_size: 64\n  num_image_tokens: 64\n")
+    with pytest.warns(UserWarning, match=r"data.tokenizer, data.image_size, data.num_image_tokens: no longer used"):
+        cli = main(["validate", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--config", str(old),
+                    "--trainer.limit_val_batches", "1"])
+    assert "val/loss" in cli.trainer.callback_metrics  # it validated

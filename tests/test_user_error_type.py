@@ -22,7 +22,8 @@ def _no_traceback_switch(monkeypatch):
                                    MissingFileError("model.tokenizer: /nowhere holds no tokenizer"),
                                    ExistingFileError("/tmp/x holds ['images'] but no marker"),
                                    DataFormatError("train.jsonl:9: malformed JSON"),
-                                   GridError("grid.yaml: seeds must be a non-empty list")])
+                                   GridError("grid.yaml: seeds must be a non-empty list"),
+                                   PermissionError(13, "Permission denied", "/srv/logs/demo")])
 def test_a_user_error_ends_in_one_line_and_exit_status_2(error, capsys):
     with pytest.raises(SystemExit) as stop:
         with reported_in_one_line():

@@ -58,6 +58,12 @@ def run_in_process(arguments: list[str], cwd: Path, capfd, monkeypatch, **env) -
     return Finished(returncode, output, errors)
 
 
+def write_bytes(path: Path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
 def write(path: Path, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -158,6 +164,8 @@ MISTAKES = {
     "missing config file": ("fit", ["--config", "/nonexistent/run.yaml"], "/nonexistent/run.yaml"),
     "config file that is not YAML": ("fit", lambda tmp: ["--config", write(tmp / "run.yaml", "model: [unclosed\n")],
                                      "run.yaml: line 2, column 1: not valid YAML"),
+    "config file that is not UTF-8": ("fit", lambda tmp: ["--config", write_bytes(tmp / "run.yaml", b"seed: \xe9\n")],
+                                      "run.yaml: not UTF-8 text"),
     "empty rank list": ("fit", ["--model.adapter.ranks", "[]"], "the list of expert ranks is empty"),
     "conflicting method and ranks": ("fit", ["--model.adapter.method", "lora", "--model.adapter.ranks", "[2, 4]"],
                                      "method 'lora' takes exactly one rank, got [2, 4]"),
@@ -179,6 +187,8 @@ MISTAKES = {
     "a strategy that cannot run here": ("fit", ["--trainer.strategy", "fsdp"], "The strategy `fsdp` requires a GPU"),
     # Files: weights and checkpoints.
     "missing checkpoint": ("fit", ["--ckpt_path", "/nonexistent/last.ckpt"], "--ckpt_path /nonexistent/last.ckpt"),
+    "a checkpoint name known only inside the run that trained": ("test", ["--ckpt_path", "best"],
+                                                                 "--ckpt_path best: a name Lightning resolves only"),
     "corrupt checkpoint": ("fit", lambda tmp: ["--ckpt_path", write(tmp / "last.ckpt", "half a checkpoint")],
                            "last.ckpt is not a Lightning checkpoint"),
     "missing adapter folder": ("test", ["--model.adapter_path", "/nonexistent/adapter"],

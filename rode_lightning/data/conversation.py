@@ -33,7 +33,8 @@ class Conversation:
         id: the sample's id.
         dataset: the dataset it comes from.
         task: its food task, or ``None`` for a free question.
-        cluster_id: its instruction cluster (MoCLE routing).
+        cluster_id: its instruction cluster (MoCLE routing); ``None`` where none was assigned (a ``predict``
+            request before the data module placed it).
         image_path: where the image was read from, when it is a file (reported by ``predict``).
     """
 
@@ -42,7 +43,7 @@ class Conversation:
     id: str
     dataset: str
     task: str | None = None
-    cluster_id: int = 0
+    cluster_id: int | None = 0
     image_path: str | None = None
 
     def __post_init__(self) -> None:

@@ -84,7 +84,10 @@ def served_dataset(name: str, root: str | None, config: str | None) -> ServedDat
         path = Path(config)
         if not path.is_file():
             raise MissingFileError(f"--config {path} does not exist")
-        block = yaml.safe_load(path.read_text()) or {}
+        try:
+            block = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            raise UserError(f"--config {path}: not UTF-8 text (byte {error.start}); expected a YAML file") from None
         if not isinstance(block, dict):
             raise UserError(f"{path}: expected the keys of one data.huggingface block")
         try:

@@ -166,6 +166,7 @@ class FoodDataModule(L.LightningDataModule):
         self.nutrition_baselines: dict[str, dict[str, float]] = {}
         self.floors: dict[str, dict[str, dict[str, float]]] = {}
         self.cluster_centroids: torch.Tensor | None = None
+        self._clusters: InstructionClusters | None = None  # the fitted k-means, for predict requests
         self.predict_dataset: PredictionDataset | None = None
         # How conversations become batches: the model's (``FoodLMMModule.setup`` sets it), the loaders' collate.
         self.conversation_format: Callable[[list[Conversation]], FoodBatch] | None = None
@@ -218,6 +219,8 @@ class FoodDataModule(L.LightningDataModule):
             if not self.hparams.num_clusters:
                 return
         if self.datasets:
+            if self.predict_dataset is not None and self.predict_dataset.cluster_ids is None and self._clusters:
+                self._place_predict_requests()  # predict after fit in one process: the clusters exist already
             self._check_split_for(stage)
             return
         # prepare_data runs on one process per node; generation is idempotent, so ensure it here as well.
@@ -304,9 +307,13 @@ class FoodDataModule(L.LightningDataModule):
             dataset = self.datasets[split]
             dataset.samples[index] = replace(dataset.samples[index], cluster_id=label)
         self.cluster_centroids = torch.from_numpy(clusters.centroids)
+        self._clusters = clusters
         if self.predict_dataset is not None:
-            questions = [request.question for request in self.predict_dataset.requests]
-            self.predict_dataset.cluster_ids = clusters.assign(questions).tolist()
+            self._place_predict_requests()
+
+    def _place_predict_requests(self) -> None:
+        questions = [request.question for request in self.predict_dataset.requests]
+        self.predict_dataset.cluster_ids = self._clusters.assign(questions).tolist()
 
     def summary(self) -> str:
         lines = ["food data:"]

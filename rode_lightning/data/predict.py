@@ -117,5 +117,5 @@ class PredictionDataset(Dataset):
         with Image.open(request.image) as image:
             rgb = image.convert("RGB")
         return single_turn(rgb, request.question, None, id=request.id, dataset="predict", task=request.task,
-                           cluster_id=self.cluster_ids[index] if self.cluster_ids is not None else 0,
+                           cluster_id=self.cluster_ids[index] if self.cluster_ids is not None else None,
                            image_path=request.image)

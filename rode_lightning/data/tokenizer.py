@@ -31,7 +31,8 @@ def load_tokenizer(spec: str = DEMO_TOKENIZER) -> PreTrainedTokenizerBase:
     (``tokenizer.json``, or LLaMA's sentencepiece ``tokenizer.model``, which needs the ``sentencepiece`` package to
     be converted), usually the LLaVA directory of ``model.language.path``. Nothing is downloaded.
 
-    The data side needs ``<image>`` as one special token (it splices one per image patch) and a pad token:
+    The LLaVA conversation format needs ``<image>`` as one special token (it splices one per image patch) and a pad
+    token:
 
     * ``<image>`` is added as a special token when the vocabulary lacks it (LLaVA v1.5's tokenizer; llava-hf's has it,
       id 32000), so it gets the next id (32000 for LLaMA's 32000 tokens);
@@ -39,7 +40,7 @@ def load_tokenizer(spec: str = DEMO_TOKENIZER) -> PreTrainedTokenizerBase:
       new ``<pad>`` token (llava-hf has its own ``<pad>``, id 32001).
 
     The language model's embedding is resized to ``len(tokenizer)`` when it is built (``model/language.py``: new rows
-    at the mean embedding, frozen). Cached: the model and the data module ask for the same tokenizer.
+    at the mean embedding, frozen). Cached: the model and its conversation format ask for the same tokenizer.
     """
     if spec == DEMO_TOKENIZER:
         tokenizer = _build_demo_tokenizer()

@@ -1,7 +1,7 @@
 """The LLaVA-style food LMM: vision encoder -> projector -> language model with adapters.
 
-Image tokens enter the language model the way ``llava-hf`` does it: the data side repeats the ``<image>`` token once
-per patch, and :meth:`FoodLMM.embed` writes the projected patch features over those positions. The text sequence
+Image tokens enter the language model the way ``llava-hf`` does it: the LLaVA conversation format
+(``model/formats/llava.py``) repeats the ``<image>`` token once per patch, and :meth:`FoodLMM.embed` writes the projected patch features over those positions. The text sequence
 therefore already has its final length before the model sees it, which keeps padding, attention masks, labels
 and ``generate`` (with its KV cache) plain transformers code.
 """

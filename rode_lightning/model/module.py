@@ -51,7 +51,7 @@ class FoodLMMModule(L.LightningModule):
         vision: vision encoder shape or preset.
         language: language model shape, or the local path of real weights.
         adapter: adapter method, expert ranks and target layers.
-        tokenizer: ``demo`` or a local tokenizer directory (shared with the data module).
+        tokenizer: ``demo`` or a local tokenizer directory; the conversation format tokenizes the data with it.
         train_projector: train the image projector along with the adapters.
         learning_rate: AdamW peak learning rate.
         weight_decay: AdamW weight decay.

@@ -43,8 +43,8 @@ def read_sharded_checkpoint(folder: str | Path) -> dict[str, Any]:
     Lightning saved."""
     folder = Path(folder)
     if not is_sharded_checkpoint(folder):
-        raise MissingFileError(f"{folder}: not a sharded checkpoint folder (expected the .metadata file that "
-                               "torch.distributed.checkpoint writes in it)")
+        raise MissingFileError(f"{folder}: not a sharded checkpoint folder (expected the meta.pt file that "
+                               "Lightning writes in it beside torch.distributed.checkpoint's shards)")
     checkpoint = load_distributed_checkpoint(folder)
     indices = sorted(int(match.group(1)) for key in checkpoint if (match := _OPTIMIZER_KEY.fullmatch(key)))
     if indices:

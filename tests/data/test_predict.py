@@ -88,6 +88,22 @@ def test_prediction_batches_are_left_padded_with_image_tokens(tmp_path):
     for row, length in enumerate(lengths):
         assert batch.prompt_attention_mask[row].tolist() == [0] * (width - length) + [1] * length
         assert (batch.prompt_ids[row] == tokenizer.convert_tokens_to_ids("<image>")).sum() == 4
-    assert batch.cluster_ids.tolist() == [0, 0]
+    assert batch.cluster_ids is None  # not placed in a cluster: a cluster-routed model refuses, never routes to 0
     dataset.cluster_ids = [3, 1]
     assert spelling([dataset[0], dataset[1]]).cluster_ids.tolist() == [3, 1]
+
+
+def test_predict_after_fit_in_one_process_places_the_requests_in_the_training_clusters(tmp_path):
+    """setup("predict") on a data module set up for fit already: the requests still get their clusters (MoCLE),
+    never the cluster 0 of a request no one placed."""
+    from rode_lightning.data.datamodule import FoodDataModule
+
+    write_image(tmp_path / "photos" / "a.png")
+    module = FoodDataModule(demo_dir=str(tmp_path / "demo"), demo_train_size=12, demo_eval_size=4,
+                            demo_nutrition5k_size=40, num_clusters=3, cluster_encoder="tfidf",
+                            predict_source=str(tmp_path / "photos"), predict_tasks=["category", "recipe"])
+    module.setup("fit")
+    module.setup("predict")
+    assert module.predict_dataset.cluster_ids is not None and len(module.predict_dataset.cluster_ids) == 2
+    batch = demo_format()([module.predict_dataset[0], module.predict_dataset[1]])
+    assert batch.cluster_ids.tolist() == module.predict_dataset.cluster_ids

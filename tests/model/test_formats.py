@@ -145,3 +145,27 @@ def test_a_qwen2_vl_processor_batches_two_images_of_different_sizes(tmp_path):
     assert torch.equal(selected.pixel_values, alone.pixel_values)
     assert torch.equal(selected.extra["image_grid_thw"], alone.extra["image_grid_thw"])
     assert torch.equal(selected.prompt_ids, alone.prompt_ids) and selected.ids == ["b"]
+
+
+def test_formats_pickle_for_data_loader_workers_started_by_spawn(tmp_path):
+    """The format is the loaders' collate function: with num_workers > 0 under spawn it travels to each worker."""
+    import pickle
+
+    from tests.tiny_vlm import IM_END, tiny_qwen2vl_processor
+
+    image = Image.new("RGB", (32, 32), (10, 200, 10))
+    conversation = single_turn(image, "What dish is this?", "pizza", id="a", dataset="demo", task="category")
+    for spelling in (LlavaFormat(load_tokenizer("demo"), image_size=32, num_image_tokens=4),
+                     ChatTemplateFormat(tiny_qwen2vl_processor(tmp_path / "processor"), end_of_turn=IM_END)):
+        copy = pickle.loads(pickle.dumps(spelling))
+        batch, again = spelling([conversation]), copy([conversation])
+        assert torch.equal(batch.input_ids, again.input_ids) and torch.equal(batch.pixel_values, again.pixel_values)
+
+
+def test_an_image_placeholder_in_the_question_is_not_a_second_image():
+    """LLaVA-style datasets write "<image>\\n" before the first question; the format places the image once."""
+    spelling = LlavaFormat(load_tokenizer("demo"), image_size=32, num_image_tokens=4)
+    image = Image.new("RGB", (32, 32))
+    plain = spelling([single_turn(image, "What dish is this?", "soup", id="a", dataset="d")])
+    marked = spelling([single_turn(image, "<image>\nWhat dish is this?", "soup", id="a", dataset="d")])
+    assert torch.equal(plain.input_ids, marked.input_ids) and marked.image_mask.sum() == 4

@@ -73,7 +73,9 @@ class AdapterMethod:
         return self.summary or (lines[0].strip() if lines else "")
 
     def validate(self, config: AdapterSettings) -> None:
-        """Raise ``ValueError`` naming the field for a setting this method cannot take (called by AdapterConfig)."""
+        """Raise ``UserError`` (``rode_lightning.user_errors``) naming the field for a setting this method cannot take
+        (called by AdapterConfig): the command line reports it in one line, where a plain ``ValueError`` would show
+        as a bug, with its traceback."""
         if config.sparsity_target is not None and not self.supports_sparsity_target:
             from rode_lightning.adapters.methods import METHODS  # the registry imports this module
 

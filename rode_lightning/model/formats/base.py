@@ -61,4 +61,6 @@ def metadata(conversations: list[Conversation]) -> dict:
             "tasks": [c.task for c in conversations], "questions": [c.question for c in conversations],
             "references": [c.reference for c in conversations] if all(answered) else None,
             "image_paths": [c.image_path for c in conversations],
-            "cluster_ids": torch.tensor([c.cluster_id for c in conversations], dtype=torch.long)}
+            # None where a sample has no cluster: a cluster-routed model refuses that rather than route it to 0.
+            "cluster_ids": (None if any(c.cluster_id is None for c in conversations)
+                            else torch.tensor([c.cluster_id for c in conversations], dtype=torch.long))}

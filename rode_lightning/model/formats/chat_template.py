@@ -1,9 +1,11 @@
 """A transformers processor's spelling of a conversation: its chat template, its image tokens, its pixel inputs.
 
-Modern vision-language models (Qwen2-VL and its successors, LLaVA-OneVision, SmolVLM, ...) ship a processor that
-knows the model's conversation template, expands the image placeholder into the right number of image tokens for
-the image's size, and returns the pixel inputs the model's forward takes (Qwen2-VL: flattened patches and
-``image_grid_thw``; SmolVLM: tiles and ``pixel_attention_mask``). This format lets the processor do all of that.
+Modern vision-language models ship a processor that knows the model's conversation template, expands the image
+placeholder into the right number of image tokens for the image's size, and returns the pixel inputs the model's
+forward takes. This format lets the processor do all of that. Tested on Qwen2-VL's processor (flattened patches and
+``image_grid_thw``); pixel inputs with one entry per sample are batched too when their shapes agree (per-sample tile
+counts that differ, SmolVLM's, are not handled yet). Not yet selectable from a config: it comes with the
+transformers base.
 
 Labels come from tokenizing the whole conversation once: the prompt rendered with ``add_generation_prompt=True`` must
 be a token prefix of it (else the template is refused, naming the model family), and the labels cover the answer
@@ -19,10 +21,6 @@ from rode_lightning.conventions import IGNORE_INDEX
 from rode_lightning.data.conversation import Conversation
 from rode_lightning.model.formats.base import ConversationFormat, metadata, pad_sequences
 from rode_lightning.user_errors import UserError
-
-# Pixel inputs whose first dimension counts patches over the whole batch rather than samples.
-_FLATTENED_PIXELS = ("image_grid_thw",)
-
 
 def chat_messages(conversation: Conversation, prompt_only: bool) -> list[dict]:
     """The conversation as the ``messages`` a processor's chat template takes; the image with the first user turn."""
@@ -43,8 +41,9 @@ class ChatTemplateFormat(ConversationFormat):
         processor: the model's processor, with a chat template.
         end_of_turn: the token that closes an assistant turn (Qwen: ``<|im_end|>``); the labels end with it. Default:
             the tokenizer's eos token.
-        max_length: longest sequence, image tokens included; a longer conversation is refused (cutting it could cut
-            image tokens, which the model must find all of).
+        max_length: longest sequence, image tokens included; a longer conversation (or prompt) is refused: cutting
+            it could cut image tokens, which the model must find all of. The data module sets it from
+            ``data.max_length``.
     """
 
     def __init__(self, processor, end_of_turn: str | None = None, max_length: int = 2048):
@@ -75,15 +74,20 @@ class ChatTemplateFormat(ConversationFormat):
         images = [conversation.image.convert("RGB") for conversation in conversations]
         prompts = self._encode(self._render(conversations, prompt_only=True), images)
         prompt_ids, prompt_mask = pad_sequences(prompts["ids"], self.pad_token_id, left=True)
-        pixel_rows = [row for row in prompts["pixels"]]
-        pixel_values = torch.cat([row["pixel_values"] for row in pixel_rows])
-        extra = {name: torch.cat([row[name] for row in pixel_rows]) for name in pixel_rows[0]
-                 if name not in ("input_ids", "attention_mask", "pixel_values") and name not in ("mm_token_type_ids",
-                                                                                               "token_type_ids")}
+        for ids, conversation in zip(prompts["ids"], conversations):
+            if len(ids) >= self.max_length:
+                raise UserError(f"data.max_length: {self.max_length} is too short for the prompt of sample "
+                                f"{conversation.id} ({len(ids)} tokens, image tokens included)")
+        rows = prompts["pixels"]
+        pixel_values = torch.cat([row["pixel_values"] for row in rows])
+        # Per-token tensors (token types) belong to one spelling of the ids, prompt or whole conversation: the
+        # model derives them from the ids it is given.
+        extra = {name: torch.cat([row[name] for row in rows]) for name in rows[0]
+                 if name not in ("input_ids", "attention_mask", "pixel_values", "mm_token_type_ids", "token_type_ids")}
         flattened = pixel_values.shape[0] != len(conversations)
         batch = FoodBatch(prompt_ids=prompt_ids, prompt_attention_mask=prompt_mask, pixel_values=pixel_values,
                           extra=extra, **metadata(conversations),
-                          pixel_rows=(torch.tensor([row["pixel_values"].shape[0] for row in pixel_rows])
+                          pixel_rows=(torch.tensor([row["pixel_values"].shape[0] for row in rows])
                                       if flattened else None))
         if batch.has_answers:
             whole = self._encode(self._render(conversations, prompt_only=False), images)["ids"]

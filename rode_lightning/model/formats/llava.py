@@ -25,6 +25,14 @@ def build_prompt(question: str) -> str:
     return f"{SYSTEM_PROMPT} USER: {IMAGE_PLACEHOLDER}\n{question} ASSISTANT:"
 
 
+def without_placeholder(question: str) -> str:
+    """``question`` without any ``<image>`` of its own: LLaVA-style datasets write it (and a newline) before the first
+    question, and the format places the image itself, once; a second one would be a second image to the model."""
+    if IMAGE_PLACEHOLDER not in question:
+        return question
+    return question.replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
+
+
 class LlavaFormat(ConversationFormat):
     """Spells conversations for the LLaVA-1.5 base (``model/lmm.py``).
 
@@ -52,8 +60,10 @@ class LlavaFormat(ConversationFormat):
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def encode_prompt(self, question: str) -> list[int]:
-        """Token ids of the first turn up to ``ASSISTANT:``, with one ``<image>`` token per image patch."""
-        before, after = build_prompt(question).split(IMAGE_PLACEHOLDER)
+        """Token ids of the first turn up to ``ASSISTANT:``, with one ``<image>`` token per image patch.
+
+        A question that carries ``<image>`` itself loses it (``without_placeholder``)."""
+        before, after = build_prompt(without_placeholder(question)).split(IMAGE_PLACEHOLDER)
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return bos + self._text(before) + [self.image_token_id] * self.num_image_tokens + self._text(after)
 
@@ -71,7 +81,7 @@ class LlavaFormat(ConversationFormat):
                 answer = self._answer(turn.text)
                 ids, labels = ids + answer, labels + answer
             else:
-                question = self._text(f"USER: {turn.text} ASSISTANT:")
+                question = self._text(f"USER: {without_placeholder(turn.text)} ASSISTANT:")
                 ids, labels = ids + question, labels + [IGNORE_INDEX] * len(question)
         reference = conversation.reference
         prompt_length = len(ids) - (len(self._answer(reference)) if reference is not None else 0)
