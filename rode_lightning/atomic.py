@@ -70,3 +70,12 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
 
 def write_json_atomically(path: str | Path, value, **dumps) -> Path:
     return write_text_atomically(path, json.dumps(value, **dumps) + ("\n" if dumps.get("indent") else ""))
+
+
+def save_figure_atomically(figure, path: str | Path, **savefig) -> Path:
+    """A matplotlib figure saved to ``path``, complete or absent. The format comes from ``path``'s suffix, which the
+    temporary file's name does not end with (matplotlib would otherwise pick its default format)."""
+    path = Path(path)
+    with replaced_atomically(path) as partial:
+        figure.savefig(partial, format=path.suffix.lstrip(".") or "png", **savefig)
+    return path

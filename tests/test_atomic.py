@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,8 +144,13 @@ def test_a_sharded_folder_replaced_keeps_nothing_of_the_previous_one(tmp_path):
 @pytest.mark.parametrize("name", ["last", "best", "hpc", "registry:version:v2", "s3://bucket/run/last.ckpt"])
 def test_checkpoint_names_lightning_resolves_itself_are_not_taken_for_missing_files(name):
     from rode_lightning.cli import check_checkpoint_path
+    from rode_lightning.user_errors import UserError
 
-    check_checkpoint_path(name)
+    if name in ("best", "hpc"):  # known only inside the run that trained: refused as names, not as missing files
+        with pytest.raises(UserError, match=f"--ckpt_path {name}: a name Lightning resolves only inside the run"):
+            check_checkpoint_path(name)
+    else:
+        check_checkpoint_path(name)
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
@@ -179,3 +185,26 @@ def test_the_umask_is_read_and_left_as_it_was_with_or_without_proc(monkeypatch):
         assert os.umask(0o027) == 0o027  # unchanged by the reading
     finally:
         os.umask(previous)
+
+
+def test_a_figure_is_saved_in_its_suffix_s_format_complete_or_absent(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from rode_lightning.atomic import save_figure_atomically
+
+    figure = Figure(figsize=(1, 1))
+    FigureCanvasAgg(figure)
+    figure.add_subplot().plot([0, 1], [1, 0])
+    png, svg = save_figure_atomically(figure, tmp_path / "a.png"), save_figure_atomically(figure, tmp_path / "a.svg")
+    assert png.read_bytes().startswith(b"\x89PNG") and b"<svg" in svg.read_bytes()[:500]
+    before = png.read_bytes()
+
+    def cut(path, **kwargs):  # the disk fills up halfway through the image
+        Path(path).write_bytes(before[: len(before) // 2])
+        raise OSError("No space left on device")
+
+    figure.savefig = cut
+    with pytest.raises(OSError, match="No space left"):
+        save_figure_atomically(figure, png)
+    assert png.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.svg"]

@@ -22,7 +22,8 @@ class AdapterConfig:
         target_modules: names of the ``nn.Linear`` layers to adapt. An entry matches a module whose name ends with
             ``.<entry>`` or equals it, dots included (``self_attn.q_proj``), as peft matches; ``re:<regex>`` is
             matched against the full module name with ``re.fullmatch``. (An entry with other regex characters and no
-            ``re:`` is still read as a regex, with a warning.) Every entry must match at least one layer.
+            ``re:`` is still read as a regex, with a warning.) ``all-linear``: every linear layer but the output layer
+            (``lm_head``), as peft's. Every entry must match at least one layer.
         load_balancing_coefficient: ``top1`` only: weight of the load-balancing loss (averaged over layers) added to
             the training loss (LLaVA-MoLE: 1e-2).
         num_clusters: ``cluster`` only: number of instruction clusters (k of the k-means on the data side).

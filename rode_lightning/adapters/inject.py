@@ -14,6 +14,9 @@ from rode_lightning.adapters.context import RoutingContext
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
 from rode_lightning.user_errors import UserError
 
+ALL_LINEAR = "all-linear"
+"""The ``target_modules`` entry for every linear layer but the output layer, as peft's ``all-linear``."""
+
 REGEX_PREFIX = "re:"
 """An entry of ``target_modules`` written ``re:<regex>`` is matched against the full module name."""
 
@@ -57,6 +60,14 @@ def _full_name_regex(entry: str, regex: str) -> Callable[[str], bool]:
     return lambda name: compiled.fullmatch(name) is not None
 
 
+def all_linear_matcher(model: nn.Module) -> Callable[[str], bool]:
+    """``all-linear`` as peft defines it: every ``nn.Linear`` but the output layer (the vocabulary projection, which
+    a transformers model names through ``get_output_embeddings()``; ``lm_head`` where it says nothing)."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    output_names = {name for name, module in model.named_modules() if output is not None and module is output}
+    return lambda name: name not in output_names and name.rsplit(".", 1)[-1] != "lm_head"
+
+
 def find_target_modules(model: nn.Module, patterns: list[str]) -> list[str]:
     """Names of the ``nn.Linear`` modules matched by ``patterns`` (:func:`target_matcher` gives the rule); each
     pattern must match at least one. The memory estimate (``rode_lightning/estimate.py``) counts the layers this
@@ -64,7 +75,7 @@ def find_target_modules(model: nn.Module, patterns: list[str]) -> list[str]:
     linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     matched: list[str] = []
     for pattern in patterns:
-        matches = target_matcher(pattern)
+        matches = all_linear_matcher(model) if pattern == ALL_LINEAR else target_matcher(pattern)
         hits = [name for name in linear_names if matches(name)]
         if not hits:
             leaf_names = sorted({name.rsplit(".", 1)[-1] for name in linear_names})
@@ -76,6 +87,37 @@ def find_target_modules(model: nn.Module, patterns: list[str]) -> list[str]:
             )
         matched.extend(name for name in hits if name not in matched)
     return matched
+
+
+def describe_adapted_layers(names: list[str]) -> str:
+    """The adapted layers in a few lines: names that differ only in their block number are one line, with the
+    numbers as ranges (``model.layers.{0-31}.self_attn.q_proj (32 layers)``), in the order first seen."""
+    groups: dict[str, list[int]] = {}
+    for name in names:
+        match = re.search(r"\.(\d+)\.", name)
+        template = name if match is None else name[:match.start()] + ".{}." + name[match.end():]
+        groups.setdefault(template, []).append(-1 if match is None else int(match.group(1)))
+    lines = [f"adapted {len(names)} linear layer{'s' if len(names) != 1 else ''}:"]
+    for template, numbers in groups.items():
+        if numbers == [-1]:
+            lines.append(f"  {template}")
+            continue
+        lines.append(f"  {template.format('{' + _ranges(sorted(numbers)) + '}')} ({len(numbers)} layers)")
+    return "\n".join(lines)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``0-2,5,7-8``."""
+    def run(first: int, last: int) -> str:
+        return str(first) if first == last else f"{first}-{last}"
+
+    parts, start, previous = [], numbers[0], numbers[0]
+    for number in numbers[1:]:
+        if number != previous + 1:
+            parts.append(run(start, previous))
+            start = number
+        previous = number
+    return ",".join([*parts, run(start, previous)])
 
 
 def inject_adapters(model: nn.Module, config: AdapterConfig, context: RoutingContext | None = None,

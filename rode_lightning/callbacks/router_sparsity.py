@@ -38,7 +38,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from rode_lightning.adapters.inject import adapter_layers
 from rode_lightning.adapters.layer import MixtureOfLoRALinear
-from rode_lightning.atomic import replaced_atomically, write_text_atomically
+from rode_lightning.atomic import save_figure_atomically, write_text_atomically
 from rode_lightning.batch import FoodBatch
 from rode_lightning.callbacks.gate_statistics import HISTOGRAM_BINS, GateStatistics, gate_histogram, gate_statistics
 from rode_lightning.callbacks.router_heatmaps import EvaluationRouting, router_heatmap_figure
@@ -82,8 +82,7 @@ def write_router_files(directory: Path, stage: str, router: dict, figure) -> Non
     (``rode_lightning/atomic.py``): a run killed while writing keeps the previous evaluation's file."""
     # No final newline: the same bytes as the files written before they were written atomically.
     write_text_atomically(directory / f"router_{stage}.json", json.dumps(router, indent=2))
-    with replaced_atomically(directory / f"router_{stage}.png") as partial:
-        figure.savefig(partial, format="png", bbox_inches="tight")  # the partial's name has no .png suffix
+    save_figure_atomically(figure, directory / f"router_{stage}.png", bbox_inches="tight")
 
 
 def _reduction_dtype(device: torch.device) -> torch.dtype:

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from rode_lightning.atomic import save_figure_atomically, write_json_atomically, write_text_atomically
 from rode_lightning.callbacks.router_heatmaps import router_heatmap_figure
 from rode_lightning.experiments.grid import Grid
 from rode_lightning.experiments.runner import RESULT, run_directory
@@ -183,14 +184,14 @@ def plot_metrics(report: dict, path: Path) -> Path | None:
         axes.grid(axis="x", alpha=0.3)
     figure.suptitle("test split: mean and 95 % interval over seeds (dots: seeds)", fontsize=9)
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure_atomically(figure, path)
     return path
 
 
 def plot_router(variant: str, router: dict, path: Path) -> Path:
     """Figure 6: layers x experts mean gate per task and dataset, one colour scale shared by every panel."""
     figure = router_heatmap_figure(router, f"{variant}: mean gate on the test split (mean over seeds)")
-    figure.savefig(path, bbox_inches="tight")
+    save_figure_atomically(figure, path, bbox_inches="tight")
     return path
 
 
@@ -198,8 +199,9 @@ def write_report(grid: Grid, directory: Path | None = None) -> Path:
     directory = directory or grid.output / "report"
     directory.mkdir(parents=True, exist_ok=True)
     report = build_report(grid, collect(grid))
-    (directory / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (directory / "report.md").write_text(markdown(report))
+    # Each file complete or absent (rode_lightning/atomic.py): a report cut short keeps the previous one's files.
+    write_json_atomically(directory / "report.json", report, indent=2, sort_keys=True)
+    write_text_atomically(directory / "report.md", markdown(report))
     plot_metrics(report, directory / "metrics.png")
     for variant, router in report["router"].items():
         plot_router(variant, router, directory / f"router_{variant}.png")

@@ -8,19 +8,23 @@ and ``generate`` (with its KV cache) plain transformers code.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.inject import add_adapters, auxiliary_loss
+from rode_lightning.adapters.inject import add_adapters, auxiliary_loss, describe_adapted_layers
 from rode_lightning.adapters.routers import ClusterRouter
 from rode_lightning.compat import is_compiled
 from rode_lightning.conventions import IMAGE_PLACEHOLDER
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
+
+log = logging.getLogger(__name__)
 
 
 class FoodLMM(nn.Module):
@@ -51,6 +55,7 @@ class FoodLMM(nn.Module):
         self.cluster_embedding = adapter.adapter_method.cluster_embedding(adapter, cluster_centroids)
         cluster_dim = None if self.cluster_embedding is None else self.cluster_embedding.shape[1]
         self.adapted_modules = add_adapters(self.language_model, adapter, cluster_dim, self.routing)
+        log.info("%s", describe_adapted_layers(self.adapted_modules))  # what target_modules matched, at start-up
 
     def set_cluster_width(self, width: int) -> None:
         """Rebuild MoCLE's cluster embedding and every layer's cluster gate for ``width``-wide cluster features.

@@ -93,3 +93,30 @@ def test_an_entry_matching_nothing_is_refused_with_the_names_there_are():
 def test_a_broken_regex_names_the_entry():
     with pytest.raises(ValueError, match=r"adapter.target_modules: 're:\(q_proj' is not a valid regex"):
         find_target_modules(tiny_llama(), ["re:(q_proj"])
+
+
+def test_all_linear_is_every_linear_layer_but_the_output_layer_as_in_peft():
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_llama()
+    ours = no_warnings(model, ["all-linear"])
+    linear = {name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    assert set(ours) == linear - {"lm_head"} and "lm_head" in linear
+    # peft's own reading of "all-linear" on the same model (an independent implementation).
+    peft_model = get_peft_model(tiny_llama(), LoraConfig(target_modules="all-linear", r=2))
+    theirs = {name.removeprefix("base_model.model.") for name, module in peft_model.named_modules()
+              if hasattr(module, "lora_A") and isinstance(getattr(module, "base_layer", None), nn.Linear)}
+    assert set(ours) == theirs
+
+
+def test_the_adapted_layers_are_described_by_block_ranges():
+    from rode_lightning.adapters.inject import describe_adapted_layers
+
+    names = find_target_modules(tiny_llama(), ["q_proj", "self_attn.v_proj", "extra_self_attn.q_proj"])
+    text = describe_adapted_layers(names)
+    assert text.splitlines() == ["adapted 5 linear layers:",
+                                 "  model.layers.{0-1}.self_attn.q_proj (2 layers)",
+                                 "  model.extra_self_attn.q_proj",
+                                 "  model.layers.{0-1}.self_attn.v_proj (2 layers)"]
+    gaps = describe_adapted_layers([f"m.layers.{i}.q_proj" for i in (0, 1, 2, 5, 7, 8)])
+    assert gaps.splitlines()[1] == "  m.layers.{0-2,5,7-8}.q_proj (6 layers)"

@@ -157,7 +157,8 @@ def test_cli_resolves_demo_base_to_the_built_files(tmp_path, monkeypatch, tiny_b
     cli.resolve_demo_base(config)
     assert calls == [tmp_path / "base"]
     assert config["model.vision.checkpoint"] == str(tiny_base.vision_checkpoint)
-    assert config["model.language.path"] == config["data.tokenizer"] == str(tiny_base.llava)
+    assert config["model.language.path"] == config["model.tokenizer"] == str(tiny_base.llava)
+    assert config["data.tokenizer"] == "demo-base"  # no longer used (the model's format tokenizes): left as written
 
 
 def test_fit_a_few_steps_on_the_built_base_then_test_it(tiny_base, cli_demo_dir, tmp_path):
