@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from rode_lightning.batch import FoodBatch
+from rode_lightning.conventions import IGNORE_INDEX
 from rode_lightning.data.conversation import Conversation
 
 
@@ -19,10 +20,11 @@ class ConversationFormat(ABC):
     """Turns conversations into a :class:`FoodBatch` for one base model.
 
     ``max_length`` bounds the whole conversation, image tokens included; a longer answer is cut (and its cut part is
-    not trained on), a prompt that alone does not fit is refused, naming the sample.
+    not trained on), a prompt that alone does not fit is refused, naming the sample. ``tokenizer`` pads and decodes.
     """
 
     max_length: int = 512
+    tokenizer = None
 
     @abstractmethod
     def __call__(self, conversations: list[Conversation]) -> FoodBatch:
@@ -30,13 +32,25 @@ class ConversationFormat(ABC):
         (left-padded) for generation always."""
 
     @property
-    @abstractmethod
     def pad_token_id(self) -> int:
         """The id padding uses."""
+        return self.tokenizer.pad_token_id
 
-    @abstractmethod
     def decode(self, token_ids: torch.Tensor) -> list[str]:
-        """Generated ids (``batch x new tokens``) back to answer texts, special tokens dropped."""
+        """Generated ids (``batch x new tokens``) back to answer texts, special tokens dropped (and the space a
+        first token may carry, LLaMA's "▁word" after "ASSISTANT:")."""
+        return [answer.strip() for answer in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+
+    def add_teacher_forced(self, batch: FoodBatch, ids: list[list[int]], labels: list[list[int]],
+                           image_token_id: int | None) -> None:
+        """Fill ``batch``'s whole-conversation fields from each row's ids and labels: right-padded ids and labels,
+        the attention mask, the answer mask (where labels are kept) and the image mask (where ids are the image
+        token; left unset without one)."""
+        batch.input_ids, batch.attention_mask = pad_sequences(ids, self.pad_token_id, left=False)
+        batch.labels, _ = pad_sequences(labels, IGNORE_INDEX, left=False)
+        batch.answer_mask = (batch.labels != IGNORE_INDEX).long()
+        if image_token_id is not None:
+            batch.image_mask = (batch.input_ids == image_token_id).long()
 
 
 def pad_sequences(sequences: list[list[int]], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:

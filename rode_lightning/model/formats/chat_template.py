@@ -56,10 +56,6 @@ class ChatTemplateFormat(ConversationFormat):
         if self.image_token_id is None and getattr(processor, "image_token", None) is not None:
             self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
 
-    @property
-    def pad_token_id(self) -> int:
-        return self.tokenizer.pad_token_id
-
     def _render(self, conversations: list[Conversation], prompt_only: bool) -> list[str]:
         return [self.processor.apply_chat_template(chat_messages(conversation, prompt_only), tokenize=False,
                                                    add_generation_prompt=prompt_only)
@@ -93,11 +89,7 @@ class ChatTemplateFormat(ConversationFormat):
             whole = self._encode(self._render(conversations, prompt_only=False), images)["ids"]
             labels = [self._labels(ids, prompt, conversation)
                       for ids, prompt, conversation in zip(whole, prompts["ids"], conversations)]
-            batch.input_ids, batch.attention_mask = pad_sequences(whole, self.pad_token_id, left=False)
-            batch.labels, _ = pad_sequences(labels, IGNORE_INDEX, left=False)
-            batch.answer_mask = (batch.labels != IGNORE_INDEX).long()
-            if self.image_token_id is not None:
-                batch.image_mask = (batch.input_ids == self.image_token_id).long()
+            self.add_teacher_forced(batch, whole, labels, self.image_token_id)
         return batch
 
     def _labels(self, ids: list[int], prompt: list[int], conversation: Conversation) -> list[int]:
@@ -113,5 +105,3 @@ class ChatTemplateFormat(ConversationFormat):
         end = answer.index(self.end_of_turn_id) + 1 if self.end_of_turn_id in answer else len(answer)
         return [IGNORE_INDEX] * len(prompt) + answer[:end] + [IGNORE_INDEX] * (len(answer) - end)
 
-    def decode(self, token_ids: torch.Tensor) -> list[str]:
-        return [answer.strip() for answer in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]

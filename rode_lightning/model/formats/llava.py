@@ -52,10 +52,6 @@ class LlavaFormat(ConversationFormat):
         self.image_transform = open_clip.image_transform(image_size, is_train=False)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
 
-    @property
-    def pad_token_id(self) -> int:
-        return self.tokenizer.pad_token_id
-
     def _text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
@@ -76,15 +72,16 @@ class LlavaFormat(ConversationFormat):
         turns: list[Turn] = list(conversation.turns)
         ids = self.encode_prompt(turns[0].text)
         labels = [IGNORE_INDEX] * len(ids)
+        prompt_length = len(ids)  # where generation continues: before the last answer, or at the end without one
         for turn in turns[1:]:
             if turn.role == "assistant":
                 answer = self._answer(turn.text)
+                prompt_length = len(ids)
                 ids, labels = ids + answer, labels + answer
             else:
                 question = self._text(f"USER: {without_placeholder(turn.text)} ASSISTANT:")
                 ids, labels = ids + question, labels + [IGNORE_INDEX] * len(question)
-        reference = conversation.reference
-        prompt_length = len(ids) - (len(self._answer(reference)) if reference is not None else 0)
+                prompt_length = len(ids)
         if prompt_length >= self.max_length:
             raise UserError(f"data.max_length: {self.max_length} is too short for the prompt of sample "
                             f"{conversation.id} ({prompt_length} tokens including {self.num_image_tokens} image "
@@ -99,13 +96,6 @@ class LlavaFormat(ConversationFormat):
                                                     for c in conversations]),
                           **metadata(conversations))
         if batch.has_answers:
-            batch.input_ids, batch.attention_mask = pad_sequences([ids for ids, _, _ in encoded], self.pad_token_id,
-                                                                  left=False)
-            batch.labels, _ = pad_sequences([labels for _, labels, _ in encoded], IGNORE_INDEX, left=False)
-            batch.answer_mask = (batch.labels != IGNORE_INDEX).long()
-            batch.image_mask = (batch.input_ids == self.image_token_id).long()
+            self.add_teacher_forced(batch, [ids for ids, _, _ in encoded], [labels for _, labels, _ in encoded],
+                                    self.image_token_id)
         return batch
-
-    def decode(self, token_ids: torch.Tensor) -> list[str]:
-        # The first generated token carries the space after "ASSISTANT:".
-        return [answer.strip() for answer in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
