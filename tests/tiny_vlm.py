@@ -166,3 +166,11 @@ def qwen_conversation(image: Any, question: str, answer: str | None = None) -> l
     if answer is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return messages
+
+
+def save_tiny_qwen2vl(directory: Path, seed: int = 0) -> Path:
+    """A tiny Qwen2-VL model directory as a user would have downloaded it: ``config.json``, weights,
+    ``generation_config.json`` and the processor's files with its chat template."""
+    processor = tiny_qwen2vl_processor(directory)
+    tiny_qwen2vl_model(processor, seed).save_pretrained(directory)
+    return directory

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from rode_lightning.adapters.methods import AdapterMethod, get_method
 from rode_lightning.user_errors import UserError
 
+SCOPES = ("language_model", "model")
+
 
 @dataclass
 class AdapterConfig:
@@ -24,6 +26,10 @@ class AdapterConfig:
             matched against the full module name with ``re.fullmatch``. (An entry with other regex characters and no
             ``re:`` is still read as a regex, with a warning.) ``all-linear``: every linear layer but the output layer
             (``lm_head``), as peft's. Every entry must match at least one layer.
+        scope: where ``target_modules`` are looked for: ``language_model`` (the default: the language model only,
+            so that ``mlp.gate_proj`` or ``q_proj`` never match a vision tower's layers of the same name, as
+            Qwen2.5-VL's and CLIP's have) or ``model`` (the whole base model, vision tower and connector included;
+            ``model.base: transformers`` only).
         load_balancing_coefficient: ``top1`` only: weight of the load-balancing loss (averaged over layers) added to
             the training loss (LLaVA-MoLE: 1e-2).
         num_clusters: ``cluster`` only: number of instruction clusters (k of the k-means on the data side).
@@ -42,6 +48,7 @@ class AdapterConfig:
     alpha: float = 16.0
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj"])
+    scope: str = "language_model"
     load_balancing_coefficient: float = 1e-2
     num_clusters: int = 8
     cluster_temperature: float = 0.05
@@ -72,6 +79,8 @@ class AdapterConfig:
         if self.sparsity_coefficient <= 0 or self.sparsity_update_rate <= 1:
             raise UserError(f"adapter.sparsity_coefficient {self.sparsity_coefficient} must be positive and "
                             f"adapter.sparsity_update_rate {self.sparsity_update_rate} above 1")
+        if self.scope not in SCOPES:
+            raise UserError(f"adapter.scope: {self.scope!r}; expected one of {', '.join(SCOPES)}")
         if not self.target_modules:
             raise UserError("adapter.target_modules: empty; name at least one layer, e.g. [q_proj, k_proj]")
         method.validate(self)

@@ -4,7 +4,12 @@ A full 7B checkpoint is ~13 GB while the adapters are a few MB, and the frozen w
 disk. An adapter directory holds::
 
     adapter.safetensors   experts, routers, cluster embedding, and the projector when it was trained
-    adapter_config.json   the AdapterConfig (and whether the projector was trained)
+    adapter_config.json   the AdapterConfig and the base it was trained on (format version 2)
+
+The base record (``AdaptedModel.base_record``: which base, model type, architecture, the text model's shape, a hash of
+a transformers ``config.json``) lets loading refuse an adapter trained on another base, naming both, instead of
+loading tensors that happen to fit. Adapters saved before it (format version 1) were all trained on the LLaVA-1.5
+base and still load there.
 
 Loading checks the configuration and every tensor's name and shape against the freshly built model and names
 whatever differs, instead of failing inside ``load_state_dict`` or, worse, loading into the wrong layers.
@@ -13,6 +18,7 @@ whatever differs, instead of failing inside ``load_state_dict`` or, worse, loadi
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,9 +55,38 @@ def save_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     # Each file complete or absent (rode_lightning/atomic.py): an interrupted save keeps the previous adapter.
     with replaced_atomically(directory / WEIGHTS_NAME) as partial:
         save_file(state, partial)
-    write_text_atomically(directory / CONFIG_NAME, json.dumps({"format_version": 1, "adapter": asdict(config)},
-                                                              indent=2))
+    record = {"format_version": FORMAT_VERSION, "adapter": asdict(config)}
+    if hasattr(model, "base_record"):
+        record["base"] = model.base_record()
+    write_text_atomically(directory / CONFIG_NAME, json.dumps(record, indent=2))
     return directory
+
+
+FORMAT_VERSION = 2
+LLAVA_BASE = "llava"
+_IDENTITY_KEYS = ("base", "model_type", "architecture", "text")
+
+
+def check_base(directory: Path, saved: dict | None, current: dict) -> None:
+    """Refuse an adapter trained on another base (``saved``: its record, None for format version 1, which only the
+    LLaVA-1.5 base wrote); a base of the same shape with another ``config.json`` only warns."""
+    saved = saved if saved is not None else {"base": LLAVA_BASE}
+    differing = [key for key in _IDENTITY_KEYS if key in saved and saved[key] != current.get(key)]
+    if differing:
+        raise UserError(f"adapter checkpoint {directory} was trained on another base: {_describe(saved)}; this "
+                        f"model is {_describe(current)}")
+    if saved.get("config_sha256") and saved["config_sha256"] != current.get("config_sha256"):
+        warnings.warn(f"adapter checkpoint {directory} was trained on a {_describe(saved)} whose config.json "
+                      "differs from this one's (same architecture and shape): its adapters load, but were not "
+                      "trained on these weights", UserWarning, stacklevel=3)
+
+
+def _describe(record: dict) -> str:
+    text = record.get("text") or {}
+    shape = f", hidden {text['hidden_size']}, {text['layers']} layers" if text else ""
+    if record.get("base") == LLAVA_BASE:
+        return f"the LLaVA-1.5 base (model.base: llava{shape})"
+    return f"{record.get('architecture')} ({record.get('model_type')}{shape})"
 
 
 def saved_cluster_embedding_shape(directory: str | Path) -> tuple[int, ...] | None:
@@ -82,12 +117,15 @@ def load_adapter(model: nn.Module, config: AdapterConfig, directory: str | Path)
     # (dropout, coefficients) may differ.
     structural_keys = config.adapter_method.structural_keys
     try:
-        saved = json.loads(config_file.read_text())["adapter"]
+        saved_file = json.loads(config_file.read_text())
+        saved = saved_file["adapter"]
         if not set(structural_keys) <= set(saved):
             raise KeyError("structural keys")
     except (ValueError, KeyError, TypeError):  # malformed JSON or not UTF-8 text (both ValueErrors), or no config
         raise UserError(f"adapter checkpoint: {config_file} is not an adapter config (truncated or written by "
                         f"something else); save the adapter again") from None
+    if hasattr(model, "base_record"):
+        check_base(directory, saved_file.get("base"), model.base_record())
     current = asdict(config)
     differences = [f"{key}: checkpoint {saved.get(key)!r}, model {current[key]!r}"
                    for key in structural_keys if saved.get(key) != current[key]]

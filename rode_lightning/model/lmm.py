@@ -8,26 +8,22 @@ and ``generate`` (with its KV cache) plain transformers code.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rode_lightning.adapters.config import AdapterConfig
-from rode_lightning.adapters.context import RoutingContext
-from rode_lightning.adapters.inject import add_adapters, auxiliary_loss, describe_adapted_layers
-from rode_lightning.adapters.routers import ClusterRouter
-from rode_lightning.compat import is_compiled
+from rode_lightning.batch import FoodBatch
 from rode_lightning.conventions import IMAGE_PLACEHOLDER
+from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
+from rode_lightning.user_errors import UserError
 
-log = logging.getLogger(__name__)
 
-
-class FoodLMM(nn.Module):
+class FoodLMM(AdaptedModel):
+    forward_methods = ("generate",)  # FSDP registers it: generate_batch calls it
     def __init__(self, vision: VisionConfig, language: LanguageConfig, adapter: AdapterConfig,
                  tokenizer: PreTrainedTokenizerBase, train_projector: bool = True,
                  cluster_centroids: torch.Tensor | None = None):
@@ -50,50 +46,15 @@ class FoodLMM(nn.Module):
         self.vision.requires_grad_(False)
         self.language_model.requires_grad_(False)
         self.projector.requires_grad_(train_projector)
-        self.routing = RoutingContext()
-        # MoCLE's: one embedding per cluster, shared by every layer's gate (Eq. 1); None for other methods.
-        self.cluster_embedding = adapter.adapter_method.cluster_embedding(adapter, cluster_centroids)
-        cluster_dim = None if self.cluster_embedding is None else self.cluster_embedding.shape[1]
-        self.adapted_modules = add_adapters(self.language_model, adapter, cluster_dim, self.routing)
-        log.info("%s", describe_adapted_layers(self.adapted_modules))  # what target_modules matched, at start-up
-
-    def set_cluster_width(self, width: int) -> None:
-        """Rebuild MoCLE's cluster embedding and every layer's cluster gate for ``width``-wide cluster features.
-
-        The width is the instruction encoder's (``data/clusters.py``: 384 for MiniLM, up to 64 for TF-IDF), known
-        only once the data module has clustered. A model built without its centroids (``load_from_checkpoint``, an
-        adapter loaded outside the CLI) starts ``CLUSTER_WIDTH`` wide and takes the width of the tensors it is about to load. The
-        new tensors are placeholders for those; call it before the optimizer exists.
-        """
-        if self.cluster_embedding is None:
-            raise ValueError("set_cluster_width: this model has no cluster routing (its adapter method does not "
-                             "route by cluster)")
-        old = self.cluster_embedding
-        self.cluster_embedding = nn.Parameter(old.new_zeros(old.shape[0], width), requires_grad=old.requires_grad)
-        for router in self.modules():
-            if isinstance(router, ClusterRouter):
-                gate = router.linear
-                router.linear = nn.Linear(width, gate.out_features, bias=False, device=gate.weight.device,
-                                          dtype=gate.weight.dtype).requires_grad_(gate.weight.requires_grad)
+        if adapter.scope != "language_model":
+            raise UserError(f"model.adapter.scope: {adapter.scope!r}; the LLaVA-1.5 base adapts its language model "
+                             "only (scope: language_model)")
+        self._add_adapters(self.language_model, adapter, cluster_centroids)
 
     def train(self, mode: bool = True) -> "FoodLMM":
         super().train(mode)
         self.vision.eval()  # frozen: keep any normalisation or dropout in inference behaviour
         return self
-
-    def set_routing(self, attention_mask: torch.Tensor | None, cluster_ids: torch.Tensor | None) -> None:
-        """Fill the routing context every router of this model reads (see ``adapters/context.py``)."""
-        self.routing.token_mask = attention_mask.bool() if attention_mask is not None else None
-        if self.cluster_embedding is not None:
-            if cluster_ids is None:
-                raise ValueError("cluster routing (adapter.method 'cluster') needs cluster_ids for every sample")
-            self.routing.cluster_features = self.cluster_embedding[cluster_ids]
-        else:
-            self.routing.cluster_features = None
-
-    def auxiliary_loss(self) -> torch.Tensor | None:
-        """Mean over adapted layers of their routers' auxiliary losses from the last forward, or None."""
-        return auxiliary_loss(self.language_model)
 
     def embed(self, input_ids: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with projected image patches written over the ``<image>`` positions."""
@@ -138,13 +99,40 @@ class FoodLMM(nn.Module):
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    def compile_decoder_blocks(self, backend: str) -> None:
-        """``torch.compile`` each decoder block in place (``nn.Module.compile``), once. Per block rather than the
-        whole LLaMA: the block is what FSDP gathers and what activation checkpointing recomputes, and ``generate``'s
-        changing shapes then recompile small graphs only."""
-        for block in self.language_model.model.layers:
-            if not is_compiled(block):
-                block.compile(backend=backend)
+    # --- the AdaptedModel interface -----------------------------------------------------------------------------
 
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {name: parameter for name, parameter in self.named_parameters() if parameter.requires_grad}
+    def forward_batch(self, batch: FoodBatch) -> torch.Tensor:
+        return self(batch.input_ids, batch.attention_mask, batch.pixel_values, batch.cluster_ids)
+
+    def generate_batch(self, batch: FoodBatch, max_new_tokens: int) -> torch.Tensor:
+        return self.generate(batch.prompt_ids, batch.prompt_attention_mask, batch.pixel_values,
+                             max_new_tokens=max_new_tokens, cluster_ids=batch.cluster_ids)
+
+    @property
+    def adapted_root(self) -> nn.Module:
+        return self.language_model
+
+    def decoder_blocks(self) -> list[nn.Module]:
+        return list(self.language_model.model.layers)
+
+    def vision_blocks(self) -> list[nn.Module]:
+        return [self.vision]  # open_clip's tower: one unit (its blocks share one attention-pool-free trunk)
+
+    def frozen_units(self) -> list[nn.Module]:
+        """The vision encoder, each decoder block, embedding and LM head (unless tied: then the root keeps both),
+        and the projector when it is not trained."""
+        language_model = self.language_model
+        units = [*self.vision_blocks(), *self.decoder_blocks()]
+        embedding, head = language_model.get_input_embeddings(), language_model.get_output_embeddings()
+        if head is None or head.weight is not embedding.weight:
+            units += [embedding] + ([head] if head is not None else [])
+        if not any(parameter.requires_grad for parameter in self.projector.parameters()):
+            units.append(self.projector)
+        return units
+
+    def base_record(self) -> dict:
+        text = self.language_model.config
+        return {"base": "llava", "model_type": "llava-1.5", "architecture": type(self.language_model).__name__,
+                "text": {"hidden_size": text.hidden_size, "layers": text.num_hidden_layers,
+                         "vocab_size": text.vocab_size},
+                "vision": {"width": self.vision.output_dim, "patches": self.num_image_tokens}}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -33,8 +34,10 @@ from rode_lightning.scale.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_
                                                 collect_rng_states, frozen_fingerprint, frozen_weights_match,
                                                 restore_rng_states, trainable_names)
 from rode_lightning.model.language import LanguageConfig
-from rode_lightning.model.formats import ConversationFormat, LlavaFormat
+from rode_lightning.model.adapted import AdaptedModel
+from rode_lightning.model.formats import ChatTemplateFormat, ConversationFormat, LlavaFormat
 from rode_lightning.model.lmm import FoodLMM
+from rode_lightning.model.transformers_base import TransformersConfig, TransformersLMM, load_processor
 from rode_lightning.scale.sharded_checkpoint import (install_checkpoint_io, is_sharded_checkpoint,
                                                      read_sharded_checkpoint)
 from rode_lightning.model.vision import VisionConfig
@@ -42,17 +45,20 @@ from rode_lightning.user_errors import UserError
 
 
 SPARSITY_KEY = "sparsity_controller"
+BASES = ("llava", "transformers")
 
 
 class FoodLMMModule(L.LightningModule):
     """A food LMM with adapters, trained with next-token cross-entropy on answers.
 
     Args:
-        vision: vision encoder shape or preset.
-        language: language model shape, or the local path of real weights.
+        vision: ``llava`` base: vision encoder shape or preset.
+        language: ``llava`` base: language model shape, or the local path of real weights.
         adapter: adapter method, expert ranks and target layers.
-        tokenizer: ``demo`` or a local tokenizer directory; the conversation format tokenizes the data with it.
-        train_projector: train the image projector along with the adapters.
+        tokenizer: ``llava`` base: ``demo`` or a local tokenizer directory; the conversation format tokenizes the
+            data with it.
+        train_projector: train the connector between vision tower and language model along with the adapters
+            (the ``llava`` base's projector; a transformers model's own connector, e.g. Qwen's merger).
         learning_rate: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: optimizer steps of linear warm-up before cosine decay to zero.
@@ -64,6 +70,11 @@ class FoodLMMModule(L.LightningModule):
         gradient_checkpointing: recompute each decoder block's activations during backward (less memory, ~30%
             more compute). Auxiliary router losses are collected from the first forward, so they are unaffected.
         compile: a ``torch.compile`` backend (``inductor`` on a GPU) for every decoder block; ``null``: eager.
+        base: which base model: ``llava`` (the RoDE paper's LLaVA-1.5: an open_clip vision tower, an MLP projector
+            and a LLaMA, shaped or loaded by ``vision``, ``language`` and ``tokenizer``) or ``transformers`` (any
+            transformers image-text-to-text model from the local directory ``transformers.path``, spelled by its
+            own processor and chat template; ``vision``, ``language`` and ``tokenizer`` are then unused).
+        transformers: ``transformers`` base: the model directory, its dtype, image size bounds, end-of-turn token.
     """
 
     def __init__(
@@ -81,14 +92,19 @@ class FoodLMMModule(L.LightningModule):
         adapter_path: str | None = None,
         gradient_checkpointing: bool = False,
         compile: str | None = None,
+        base: Literal["llava", "transformers"] = "llava",
+        transformers: TransformersConfig = TransformersConfig(),
     ):
         super().__init__()
         _check_training_numbers(learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
                                 max_new_tokens=max_new_tokens, prediction_examples=prediction_examples)
         self.save_hyperparameters()
         # Kept as objects: under LightningCLI ``hparams`` holds the raw config (plain dicts) for logging.
+        if base not in BASES:
+            raise UserError(f"model.base: {base!r}; expected one of {', '.join(BASES)}")
         self.vision_config, self.language_config, self.adapter_config = vision, language, adapter
-        self.model: FoodLMM | None = None
+        self.transformers_config = transformers
+        self.model: AdaptedModel | None = None
         self._conversation_format: ConversationFormat | None = None
         self.evaluation = torch.nn.ModuleDict({stage: EvaluationSuite() for stage in ("val", "test")})
         # RoDE with controlled sparsity (adapter.sparsity_target): ReMoE's adaptive L1 coefficient.
@@ -99,17 +115,39 @@ class FoodLMMModule(L.LightningModule):
         self._loss_totals: dict[str, list[float]] = {}  # stage -> [sum of batch losses x batch size, samples]
 
     @property
+    def is_transformers_base(self) -> bool:
+        return self.hparams.base == "transformers"
+
+    @property
+    def processor(self):
+        """The transformers base's processor (loaded once)."""
+        if getattr(self, "_processor", None) is None:
+            self._processor = load_processor(self.transformers_config)
+        return self._processor
+
+    @property
     def tokenizer(self):
-        return load_tokenizer(self.hparams.tokenizer)
+        return self.processor.tokenizer if self.is_transformers_base else load_tokenizer(self.hparams.tokenizer)
 
     @property
     def conversation_format(self) -> ConversationFormat:
         """How this model spells a conversation (the data loaders' collate function): LLaVA-1.5's template with one
-        ``<image>`` token per patch of ``model.vision``, pixels at its input size."""
+        ``<image>`` token per patch of ``model.vision``, pixels at its input size; or the transformers base's
+        processor and chat template."""
         if self._conversation_format is None:
-            self._conversation_format = LlavaFormat(self.tokenizer, self.vision_config.image_size,
-                                                    self.vision_config.num_patches)
+            if self.is_transformers_base:
+                self._conversation_format = ChatTemplateFormat(self.processor, self.transformers_config.end_of_turn)
+            else:
+                self._conversation_format = LlavaFormat(self.tokenizer, self.vision_config.image_size,
+                                                        self.vision_config.num_patches)
         return self._conversation_format
+
+    def _build_model(self, centroids: torch.Tensor | None) -> AdaptedModel:
+        if self.is_transformers_base:
+            return TransformersLMM(self.transformers_config, self.adapter_config, self.processor,
+                                   self.hparams.train_projector, cluster_centroids=centroids)
+        return FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
+                       self.hparams.train_projector, cluster_centroids=centroids)
 
     def configure_model(self) -> None:
         """Builds the network once; Lightning calls this before optimizers exist, on the right device.
@@ -123,8 +161,7 @@ class FoodLMMModule(L.LightningModule):
             routes_by_cluster = self.adapter_config.adapter_method.needs_cluster_features
             if routes_by_cluster and attached_trainer(self) is not None:
                 centroids = getattr(self.trainer.datamodule, "cluster_centroids", None)
-            self.model = FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
-                                 self.hparams.train_projector, cluster_centroids=centroids)
+            self.model = self._build_model(centroids)
             if routes_by_cluster and centroids is None and self.hparams.adapter_path:
                 self._fit_cluster_width(saved_cluster_embedding_shape(self.hparams.adapter_path))
             if self.hparams.gradient_checkpointing:
@@ -237,7 +274,7 @@ class FoodLMMModule(L.LightningModule):
 
     def forward_batch(self, batch: FoodBatch) -> torch.Tensor:
         """Teacher-forced next-token logits of the whole conversations, ``(batch, sequence, vocab)``."""
-        return self.model(batch.input_ids, batch.attention_mask, batch.pixel_values, batch.cluster_ids)
+        return self.model.forward_batch(batch)
 
     def answer_loss(self, batch: FoodBatch) -> torch.Tensor:
         logits = self.forward_batch(batch)
@@ -266,7 +303,7 @@ class FoodLMMModule(L.LightningModule):
 
     def _update_sparsity_coefficient(self, batch_size: int) -> None:
         """ReMoE's rule on this step's sparsity over every process's real tokens (one small all-reduce)."""
-        counts = gate_counts(list(adapter_layers(self.model.language_model).values()))
+        counts = gate_counts(list(adapter_layers(self.model.adapted_root).values()))
         if counts is None:
             return
         counts = self.trainer.strategy.reduce(counts.double(), reduce_op="sum") if attached_trainer(self) else counts
@@ -278,8 +315,7 @@ class FoodLMMModule(L.LightningModule):
     def generate_answers(self, batch: FoodBatch, rows: list[int] | None = None) -> list[str]:
         """Greedy answers to the prompts of ``batch`` (of its ``rows`` only, when given), as text."""
         batch = batch if rows is None else batch.select(rows)
-        new_tokens = self.model.generate(batch.prompt_ids, batch.prompt_attention_mask, batch.pixel_values,
-                                         max_new_tokens=self.hparams.max_new_tokens, cluster_ids=batch.cluster_ids)
+        new_tokens = self.model.generate_batch(batch, self.hparams.max_new_tokens)
         return self.conversation_format.decode(new_tokens)
 
     def _evaluation_step(self, batch: FoodBatch, stage: str) -> None:

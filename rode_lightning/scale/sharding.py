@@ -3,8 +3,9 @@
 :meth:`FoodLMMModule.configure_model` calls :func:`shard_model` once the network is built, whenever the trainer
 gives the module a device mesh (only ``ModelParallelStrategy`` does). What is sharded and what is not:
 
-* **Frozen weights are sharded** across the data-parallel ranks (ZeRO-3): the vision encoder, every LLaMA decoder
-  block, the token embedding and the LM head are one FSDP unit each, so a rank holds ``1 / world`` of them and
+* **Frozen weights are sharded** across the data-parallel ranks (ZeRO-3): the units the model names in
+  ``frozen_units()`` (the vision encoder or each of its blocks, every decoder block as the model's own block class,
+  the token embedding and the LM head) are one FSDP unit each, so a rank holds ``1 / world`` of them and
   all-gathers one block at a time, in forward and again in backward. This is where the memory is (13 GB of a 7B).
 * **Trainable tensors are replicated**: every module whose parameters are all trainable (each layer's experts and
   router together, peft's LoRA matrices, the projector when trained) is its own FSDP unit on the 2-D mesh
@@ -14,8 +15,9 @@ gives the module a device mesh (only ``ModelParallelStrategy`` does). What is sh
   whole tensors on every rank mean the adapter-only save at the end of ``fit`` reads them on rank 0 alone, with no
   collective that the other ranks would have to join.
 * The root unit (the ``FoodLMM``) keeps what is left: the final norm and the MoCLE cluster embedding, replicated
-  when anything trainable is left there, sharded otherwise. ``generate`` is registered as a forward method, so the
-  root's parameters are gathered for validation's generation as they are for ``forward``.
+  when anything trainable is left there, sharded otherwise. The model's ``forward_methods`` (its generation) are
+  registered as forward methods, so the root's parameters are gathered for validation's generation as they are for
+  ``forward``.
 * A mixture layer's experts and router are **one unit** (``fully_shard([experts, router])``), and
   ``LoRAExperts.forward_routed`` is registered as its forward: the layer stacks the router's weight under the
   experts' ``A`` for one matmul, which needs both gathered at once, and computes exactly what one process computes.
@@ -54,7 +56,8 @@ def is_sharded(model: nn.Module) -> bool:
 
 
 def shard_model(model: nn.Module, device_mesh) -> None:
-    """Apply FSDP2 to a built :class:`~rode_lightning.model.lmm.FoodLMM` in place, bottom-up; a no-op if done.
+    """Apply FSDP2 to a built model (``model/adapted.py``'s ``AdaptedModel``: its ``frozen_units()`` and
+    ``forward_methods`` say what to shard and what runs it) in place, bottom-up; a no-op if done.
 
     ``device_mesh`` is Lightning's ``(data_parallel, tensor_parallel)`` mesh; this model has no tensor parallelism,
     so ``tensor_parallel_size`` must be 1 (``data_parallel_size`` = number of nodes x devices).
@@ -77,17 +80,19 @@ def shard_model(model: nn.Module, device_mesh) -> None:
         fully_shard(unit, mesh=replicate_mesh)
         if isinstance(unit, list):  # [experts, router] of a mixture layer
             register_fsdp_forward_method(unit[0], "forward_routed")
-    for module in _frozen_units(model):
+    frozen = model.frozen_units()
+    for module in frozen:
         fully_shard(module, mesh=shard_mesh)
     # FSDP2 warns when a unit returns a view (nn.Linear's output, a reshape), because an in-place op on it would skip
     # the unit's backward hook. These units' outputs are only read out of place (FoodLMM.embed's masked_scatter,
     # MixtureOfLoRALinear's and peft's `base(x) + adapter(x)`), so the warning would only be noise.
     modules = [module for unit in trainable for module in (unit if isinstance(unit, list) else [unit])]
-    unit_classes = "|".join(sorted({type(module).__name__ for module in [*modules, model.projector]}))
+    unit_classes = "|".join(sorted({type(module).__name__ for module in [*modules, *frozen]}))
     warnings.filterwarnings("ignore", message=rf"FSDP2-wrapped module \(({unit_classes})\) returned a view tensor")
     leftover_trainable = any(parameter.requires_grad for parameter in _unassigned_parameters(model))
     fully_shard(model, mesh=replicate_mesh if leftover_trainable else shard_mesh)
-    register_fsdp_forward_method(model, "generate")
+    for method in model.forward_methods:  # generation runs the whole model outside forward
+        register_fsdp_forward_method(model, method)
 
     sharded = [name for name, parameter in model.named_parameters()
                if parameter.requires_grad and not is_replicated(parameter)]
@@ -110,18 +115,6 @@ def _trainable_units(module: nn.Module):
             yield child
         else:
             yield from _trainable_units(child)
-
-
-def _frozen_units(model: nn.Module) -> list[nn.Module]:
-    """Vision encoder, each decoder block, embedding and LM head (unless tied: then the root keeps both)."""
-    language_model = model.language_model
-    units = [model.vision, *language_model.model.layers]
-    embedding, head = language_model.get_input_embeddings(), language_model.get_output_embeddings()
-    if head is None or head.weight is not embedding.weight:
-        units += [embedding] + ([head] if head is not None else [])
-    if not any(parameter.requires_grad for parameter in model.projector.parameters()):
-        units.append(model.projector)
-    return units
 
 
 def _unassigned_parameters(model: nn.Module) -> list[nn.Parameter]:

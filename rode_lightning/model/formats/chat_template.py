@@ -2,10 +2,10 @@
 
 Modern vision-language models ship a processor that knows the model's conversation template, expands the image
 placeholder into the right number of image tokens for the image's size, and returns the pixel inputs the model's
-forward takes. This format lets the processor do all of that. Tested on Qwen2-VL's processor (flattened patches and
-``image_grid_thw``); pixel inputs with one entry per sample are batched too when their shapes agree (per-sample tile
-counts that differ, SmolVLM's, are not handled yet). Not yet selectable from a config: it comes with the
-transformers base.
+forward takes. This format lets the processor do all of that, on the whole batch at once, so that the pixel inputs are
+batched as the processor batches them for its model (flattened patches with ``image_grid_thw``, tiles padded with a
+``pixel_attention_mask``, ``image_sizes``). The spelling of ``model.base: transformers``
+(``model/transformers_base.py``).
 
 Labels come from tokenizing the whole conversation once: the prompt rendered with ``add_generation_prompt=True`` must
 be a token prefix of it (else the template is refused, naming the model family), and the labels cover the answer
@@ -21,6 +21,21 @@ from rode_lightning.conventions import IGNORE_INDEX
 from rode_lightning.data.conversation import Conversation
 from rode_lightning.model.formats.base import ConversationFormat, metadata, pad_sequences
 from rode_lightning.user_errors import UserError
+
+_NOT_PIXEL_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+def _pixel_rows(pixel_values: torch.Tensor | None, extra: dict, batch_size: int) -> torch.Tensor | None:
+    """How many rows of ``pixel_values`` each sample owns when the processor flattened them over the batch (Qwen's
+    patches: ``image_grid_thw``'s t*h*w per image, one image per sample); ``None`` when there is one row per
+    sample."""
+    if pixel_values is None or pixel_values.shape[0] == batch_size and "image_grid_thw" not in extra:
+        return None
+    if "image_grid_thw" in extra:
+        return extra["image_grid_thw"].prod(dim=-1)
+    raise ValueError(f"the processor returned {pixel_values.shape[0]} pixel rows for {batch_size} samples and no "
+                     "image_grid_thw to tell which rows are whose")
+
 
 def chat_messages(conversation: Conversation, prompt_only: bool) -> list[dict]:
     """The conversation as the ``messages`` a processor's chat template takes; the image with the first user turn."""
@@ -61,34 +76,35 @@ class ChatTemplateFormat(ConversationFormat):
                                                    add_generation_prompt=prompt_only)
                 for conversation in conversations]
 
-    def _encode(self, texts: list[str], images: list) -> dict:
-        """The processor on unpadded texts (one row each); padding is ours, so that both sides are possible."""
-        rows = [self.processor(text=[text], images=[image], return_tensors="pt") for text, image in zip(texts, images)]
-        return {"ids": [row["input_ids"][0].tolist() for row in rows], "pixels": rows}
+    def _encode(self, texts: list[str], images: list, padding_side: str) -> dict:
+        """The processor on the whole batch: it expands each image's tokens and batches its own pixel inputs (the
+        one place that knows how: flattened patches, tiles, image sizes). Returns its outputs and each row's real
+        token ids."""
+        outputs = dict(self.processor(text=texts, images=[[image] for image in images], padding=True,
+                                      padding_side=padding_side, return_tensors="pt"))
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(outputs["input_ids"], outputs["attention_mask"])]
+        return {"outputs": outputs, "rows": rows}
 
     def __call__(self, conversations: list[Conversation]) -> FoodBatch:
         images = [conversation.image.convert("RGB") for conversation in conversations]
-        prompts = self._encode(self._render(conversations, prompt_only=True), images)
-        prompt_ids, prompt_mask = pad_sequences(prompts["ids"], self.pad_token_id, left=True)
-        for ids, conversation in zip(prompts["ids"], conversations):
+        prompts = self._encode(self._render(conversations, prompt_only=True), images, "left")
+        for ids, conversation in zip(prompts["rows"], conversations):
             if len(ids) >= self.max_length:
                 raise UserError(f"data.max_length: {self.max_length} is too short for the prompt of sample "
                                 f"{conversation.id} ({len(ids)} tokens, image tokens included)")
-        rows = prompts["pixels"]
-        pixel_values = torch.cat([row["pixel_values"] for row in rows])
+        outputs = prompts["outputs"]
+        prompt_ids, prompt_mask = pad_sequences(prompts["rows"], self.pad_token_id, left=True)
         # Per-token tensors (token types) belong to one spelling of the ids, prompt or whole conversation: the
-        # model derives them from the ids it is given.
-        extra = {name: torch.cat([row[name] for row in rows]) for name in rows[0]
-                 if name not in ("input_ids", "attention_mask", "pixel_values", "mm_token_type_ids", "token_type_ids")}
-        flattened = pixel_values.shape[0] != len(conversations)
+        # model derives them from the ids it is given (TransformersLMM.token_types).
+        extra = {name: tensor for name, tensor in outputs.items() if name not in _NOT_PIXEL_INPUTS}
+        pixel_values = extra.pop("pixel_values", None)
         batch = FoodBatch(prompt_ids=prompt_ids, prompt_attention_mask=prompt_mask, pixel_values=pixel_values,
-                          extra=extra, **metadata(conversations),
-                          pixel_rows=(torch.tensor([row["pixel_values"].shape[0] for row in rows])
-                                      if flattened else None))
+                          extra=extra, pixel_rows=_pixel_rows(pixel_values, extra, len(conversations)),
+                          **metadata(conversations))
         if batch.has_answers:
-            whole = self._encode(self._render(conversations, prompt_only=False), images)["ids"]
+            whole = self._encode(self._render(conversations, prompt_only=False), images, "right")["rows"]
             labels = [self._labels(ids, prompt, conversation)
-                      for ids, prompt, conversation in zip(whole, prompts["ids"], conversations)]
+                      for ids, prompt, conversation in zip(whole, prompts["rows"], conversations)]
             self.add_teacher_forced(batch, whole, labels, self.image_token_id)
         return batch
 
