@@ -37,7 +37,8 @@ from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.formats import ChatTemplateFormat, ConversationFormat, LlavaFormat
 from rode_lightning.model.lmm import FoodLMM
-from rode_lightning.model.transformers_base import TransformersConfig, TransformersLMM, load_processor
+from rode_lightning.model.transformers_base import (TransformersConfig, TransformersLMM, image_token_id_of,
+                                                     load_processor)
 from rode_lightning.scale.sharded_checkpoint import (install_checkpoint_io, is_sharded_checkpoint,
                                                      read_sharded_checkpoint)
 from rode_lightning.model.vision import VisionConfig
@@ -136,7 +137,8 @@ class FoodLMMModule(L.LightningModule):
         processor and chat template."""
         if self._conversation_format is None:
             if self.is_transformers_base:
-                self._conversation_format = ChatTemplateFormat(self.processor, self.transformers_config.end_of_turn)
+                self._conversation_format = ChatTemplateFormat(self.processor, self.transformers_config.end_of_turn,
+                                                               image_token_id=image_token_id_of(self.transformers_config))
             else:
                 self._conversation_format = LlavaFormat(self.tokenizer, self.vision_config.image_size,
                                                         self.vision_config.num_patches)

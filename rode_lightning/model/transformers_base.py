@@ -27,6 +27,7 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.batch import FoodBatch
 from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
+from rode_lightning.model.formats.chat_template import processor_image_token_id
 from rode_lightning.user_errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,23 @@ def load_processor(config: TransformersConfig):
     return processor
 
 
+def config_image_token_id(model_config) -> int | None:
+    """The id the model writes image features over (``image_token_id``; ``image_token_index`` in older llava
+    configs); the processor's may name another token (Gemma 3's ``<start_of_image>``)."""
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def image_token_id_of(config: TransformersConfig) -> int | None:
+    """:func:`config_image_token_id` of the directory's ``config.json``."""
+    from transformers import AutoConfig
+
+    return config_image_token_id(AutoConfig.from_pretrained(config.directory()))
+
+
 def config_sha256(config: TransformersConfig) -> str:
     """The hash of the model's ``config.json`` as stored: two copies of one model agree."""
     return hashlib.sha256((config.directory() / "config.json").read_bytes()).hexdigest()
@@ -129,9 +147,9 @@ class TransformersLMM(AdaptedModel):
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         end_of_turn = config.end_of_turn or tokenizer.eos_token
         self.stop_token_ids = _stop_ids(tokenizer, end_of_turn, self.hf.generation_config)
-        self.image_token_id = getattr(processor, "image_token_id", None)
-        if self.image_token_id is None and getattr(processor, "image_token", None) is not None:
-            self.image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
+        self.image_token_id = config_image_token_id(self.hf.config)
+        if self.image_token_id is None:
+            self.image_token_id = processor_image_token_id(processor)
         accepted = set(inspect.signature(self.hf.forward).parameters)
         self.token_type_inputs = [name for name in TOKEN_TYPE_INPUTS
                                   if name in accepted and name in getattr(processor, "model_input_names", ())]

@@ -25,16 +25,32 @@ from rode_lightning.user_errors import UserError
 _NOT_PIXEL_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
 
-def _pixel_rows(pixel_values: torch.Tensor | None, extra: dict, batch_size: int) -> torch.Tensor | None:
-    """How many rows of ``pixel_values`` each sample owns when the processor flattened them over the batch (Qwen's
-    patches: ``image_grid_thw``'s t*h*w per image, one image per sample); ``None`` when there is one row per
-    sample."""
+def _pixel_rows(pixel_values: torch.Tensor | None, extra: dict, prompt_rows: list[list[int]],
+                image_token_id: int | None) -> torch.Tensor | None:
+    """How many rows of ``pixel_values`` each sample owns when the processor flattened them over the batch; ``None``
+    when there is one row per sample. Qwen's patches: ``image_grid_thw``'s t*h*w per image (one image per sample).
+    InternVL's tiles: each tile becomes the same number of image tokens, so a sample's share of the rows is its
+    share of the image tokens."""
+    batch_size = len(prompt_rows)
     if pixel_values is None or pixel_values.shape[0] == batch_size and "image_grid_thw" not in extra:
         return None
     if "image_grid_thw" in extra:
         return extra["image_grid_thw"].prod(dim=-1)
-    raise ValueError(f"the processor returned {pixel_values.shape[0]} pixel rows for {batch_size} samples and no "
-                     "image_grid_thw to tell which rows are whose")
+    tokens = [row.count(image_token_id) for row in prompt_rows]
+    rows = pixel_values.shape[0]
+    if image_token_id is not None and sum(tokens) % rows == 0 and all(count * rows % sum(tokens) == 0
+                                                                      for count in tokens):
+        return torch.tensor([count * rows // sum(tokens) for count in tokens])
+    raise ValueError(f"the processor returned {rows} pixel rows for {batch_size} samples, and neither "
+                     "image_grid_thw nor the image tokens tell which rows are whose")
+
+
+def processor_image_token_id(processor) -> int | None:
+    """The image token id a processor declares (``image_token_id``, or its ``image_token``'s id)."""
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None and getattr(processor, "image_token", None) is not None:
+        token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return token_id
 
 
 def chat_messages(conversation: Conversation, prompt_only: bool) -> list[dict]:
@@ -59,17 +75,19 @@ class ChatTemplateFormat(ConversationFormat):
         max_length: longest sequence, image tokens included; a longer conversation (or prompt) is refused: cutting
             it could cut image tokens, which the model must find all of. The data module sets it from
             ``data.max_length``.
+        image_token_id: the id the model's config gives its image tokens (what the image mask marks); default: the
+            processor's. Gemma 3's processor names ``<start_of_image>`` where the model's image tokens are
+            ``<image_soft_token>``, so the module passes the config's.
     """
 
-    def __init__(self, processor, end_of_turn: str | None = None, max_length: int = 2048):
+    def __init__(self, processor, end_of_turn: str | None = None, max_length: int = 2048,
+                 image_token_id: int | None = None):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         token = end_of_turn or self.tokenizer.eos_token
         self.end_of_turn_id = self.tokenizer.convert_tokens_to_ids(token)
         self.max_length = max_length
-        self.image_token_id = getattr(processor, "image_token_id", None)
-        if self.image_token_id is None and getattr(processor, "image_token", None) is not None:
-            self.image_token_id = self.tokenizer.convert_tokens_to_ids(processor.image_token)
+        self.image_token_id = image_token_id if image_token_id is not None else processor_image_token_id(processor)
 
     def _render(self, conversations: list[Conversation], prompt_only: bool) -> list[str]:
         return [self.processor.apply_chat_template(chat_messages(conversation, prompt_only), tokenize=False,
@@ -79,9 +97,13 @@ class ChatTemplateFormat(ConversationFormat):
     def _encode(self, texts: list[str], images: list, padding_side: str) -> dict:
         """The processor on the whole batch: it expands each image's tokens and batches its own pixel inputs (the
         one place that knows how: flattened patches, tiles, image sizes). Returns its outputs and each row's real
-        token ids."""
+        token ids. A template that writes the bos token itself (Gemma 3, Idefics3) gets no second one, as
+        transformers' own ``apply_chat_template(tokenize=True)`` does it."""
+        bos = self.tokenizer.bos_token
+        writes_bos = bos is not None and all(text.startswith(bos) for text in texts)
         outputs = dict(self.processor(text=texts, images=[[image] for image in images], padding=True,
-                                      padding_side=padding_side, return_tensors="pt"))
+                                      padding_side=padding_side, return_tensors="pt",
+                                      **({"add_special_tokens": False} if writes_bos else {})))
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(outputs["input_ids"], outputs["attention_mask"])]
         return {"outputs": outputs, "rows": rows}
 
@@ -99,7 +121,7 @@ class ChatTemplateFormat(ConversationFormat):
         extra = {name: tensor for name, tensor in outputs.items() if name not in _NOT_PIXEL_INPUTS}
         pixel_values = extra.pop("pixel_values", None)
         batch = FoodBatch(prompt_ids=prompt_ids, prompt_attention_mask=prompt_mask, pixel_values=pixel_values,
-                          extra=extra, pixel_rows=_pixel_rows(pixel_values, extra, len(conversations)),
+                          extra=extra, pixel_rows=_pixel_rows(pixel_values, extra, prompts["rows"], self.image_token_id),
                           **metadata(conversations))
         if batch.has_answers:
             whole = self._encode(self._render(conversations, prompt_only=False), images, "right")["rows"]
