@@ -164,6 +164,8 @@ class TransformersLMM(AdaptedModel):
                         "adapters train", type(self.hf).__name__, ", ".join(CONNECTOR_NAMES))
         for connector in self.connectors:
             connector.requires_grad_(train_projector)
+            if train_projector:
+                _train_in_fp32(connector, self.hf.dtype)
 
     # --- the parts --------------------------------------------------------------------------------------------
 
@@ -278,6 +280,27 @@ def _connectors(model: nn.Module) -> list[nn.Module]:
         except AttributeError:
             continue
     return found
+
+
+def _train_in_fp32(connector: nn.Module, base_dtype: torch.dtype) -> None:
+    """A trained connector keeps fp32 weights over a bf16/fp16 base, as the adapters and the LLaVA base's projector
+    do (AdamW on bf16 weights loses small updates): its floating inputs are cast up on the way in and its output
+    back to the base's dtype on the way out, so the model around it sees what it saw before."""
+    if base_dtype == torch.float32:
+        return
+    connector.float()
+    called = list(connector) if isinstance(connector, nn.ModuleList) else [connector]  # a list is never called
+
+    def cast_inputs(_, args, kwargs):
+        cast = lambda value: value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+        return tuple(cast(value) for value in args), {name: cast(value) for name, value in kwargs.items()}
+
+    def cast_output(_, __, ___, output):
+        return output.to(base_dtype) if torch.is_tensor(output) and output.is_floating_point() else output
+
+    for module in called:
+        module.register_forward_pre_hook(cast_inputs, with_kwargs=True)
+        module.register_forward_hook(cast_output, with_kwargs=True)
 
 
 def _stop_ids(tokenizer, end_of_turn: str, generation_config) -> list[int]:

@@ -205,3 +205,82 @@ def test_mistakes_in_the_transformers_config_are_named(tmp_path, qwen_dir):
                                                                            end_of_turn="<nope>")).configure_model()
     with pytest.raises(UserError, match="adapter.scope: 'vision'"):
         AdapterConfig(scope="vision")
+
+
+METHODS = [dict(method="rode"), dict(method="softmax"), dict(method="top1", ranks=[4, 4, 4]),
+           dict(method="cluster", ranks=[4, 4], num_clusters=2), dict(method="lora", ranks=[4])]
+
+
+def clustered(batch):
+    batch.cluster_ids = torch.tensor([0, 1])
+    return batch
+
+
+def loss_and_grads(module, batch):
+    module.model.zero_grad(set_to_none=True)
+    loss = module.answer_loss(batch)
+    auxiliary = module.model.auxiliary_loss()
+    total = loss + (auxiliary if auxiliary is not None else 0.0)
+    total.backward()
+    return total.detach(), {name: parameter.grad.clone()
+                            for name, parameter in module.model.trainable_parameters().items()
+                            if parameter.grad is not None}
+
+
+@pytest.mark.parametrize("adapter", METHODS, ids=lambda adapter: adapter["method"])
+def test_every_method_trains_and_activation_checkpointing_changes_nothing(qwen_dir, adapter):
+    module = build(qwen_dir, dropout=0.0, **adapter)
+    with torch.no_grad():
+        for parameter in module.model.trainable_parameters().values():
+            parameter.normal_(std=0.05)
+    module.model.train()
+    batch = clustered(module.conversation_format(conversations()))
+    calls = []
+    block = module.model.decoder_blocks()[0]
+    block.self_attn.q_proj.register_forward_hook(lambda *args: calls.append(1))
+    torch.manual_seed(1)  # MoCLE's gate noise: the same draws in both runs
+    plain_loss, plain_grads = loss_and_grads(module, batch)
+    assert len(calls) == 1
+    adapters = [name for name in plain_grads if "language_model" in name]
+    assert adapters and all(plain_grads[name].abs().sum() > 0 for name in adapters if name.endswith("lora_B"))
+    module.model.enable_activation_checkpointing()
+    torch.manual_seed(1)
+    checkpointed_loss, checkpointed_grads = loss_and_grads(module, batch)
+    assert len(calls) == 3, "the block was not recomputed: checkpointing is not active"
+    torch.testing.assert_close(checkpointed_loss, plain_loss)
+    assert checkpointed_grads.keys() == plain_grads.keys()
+    for name in plain_grads:
+        torch.testing.assert_close(checkpointed_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_bf16_base_trains_fp32_adapters(qwen_dir):
+    torch.manual_seed(0)
+    module = FoodLMMModule(base="transformers", transformers=TransformersConfig(path=str(qwen_dir), dtype="bf16"),
+                           adapter=AdapterConfig(target_modules=["q_proj", "v_proj"]))
+    module.configure_model()
+    model = module.model
+    assert model.hf.model.language_model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    trainable = model.trainable_parameters()
+    # the adapters and the trained connector (Qwen's merger) in fp32, whatever the base's dtype
+    assert any("visual.merger" in name for name in trainable)
+    assert all(parameter.dtype == torch.float32 for parameter in trainable.values())
+    batch = module.conversation_format(conversations())
+    logits = module.forward_batch(batch)
+    assert logits.dtype == torch.bfloat16
+    loss = module.answer_loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0
+               for name, parameter in trainable.items() if "merger" in name or name.endswith("lora_B"))
+
+
+def test_compiled_decoder_blocks_give_the_same_logits(qwen_dir):
+    module = build(qwen_dir)
+    module.model.eval()
+    batch = module.conversation_format(conversations())
+    eager = module.forward_batch(batch)
+    module.model.compile_decoder_blocks("eager")  # torch.compile's graph capture without a C compiler
+    from rode_lightning.compat import is_compiled
+
+    assert all(is_compiled(block) for block in module.model.decoder_blocks())
+    torch.testing.assert_close(module.forward_batch(batch), eager)
