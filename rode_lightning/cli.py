@@ -23,6 +23,7 @@ from rode_lightning.data.datamodule import FoodDataModule, default_demo_dir
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.scale.sharded_checkpoint import is_sharded_checkpoint
 from rode_lightning.pretrain.build import DEMO_BASE
+from rode_lightning.pretrain.llava_hf import DEMO_BASE_HF, demo_base_hf
 from rode_lightning.user_errors import MissingFileError, UserError, reported_in_one_line
 
 
@@ -162,14 +163,17 @@ def write_next_to_trained_run(config, subcommand: str) -> None:
 def resolve_demo_base(config) -> None:
     """Replace every ``demo-base`` value by the base's real path, building the base first if it is not there.
     What the model then loads is an open_clip checkpoint and a LLaVA v1.5 directory, by the code that loads
-    CLIP ViT-L and LLaVA-7B."""
+    CLIP ViT-L and LLaVA-7B. ``model.transformers.path: demo-base-hf`` is the same base as a llava-hf directory
+    (``pretrain/llava_hf.py``), converted on first use."""
     keys = ("model.vision.checkpoint", "model.language.path", "model.tokenizer")
     wanted = [key for key in keys if config.get(key) == DEMO_BASE]
+    demo_dir = config.get("data.demo_dir") or default_demo_dir()
+    if config.get("model.transformers.path") == DEMO_BASE_HF:
+        config["model.transformers.path"] = str(demo_base_hf(demo_dir))
     if not wanted:
         return
     from rode_lightning import pretrain
 
-    demo_dir = config.get("data.demo_dir") or default_demo_dir()
     base = pretrain.build_demo_base(f"{demo_dir}/base")
     paths = {"model.vision.checkpoint": base.vision_checkpoint, "model.language.path": base.llava,
              "model.tokenizer": base.llava}

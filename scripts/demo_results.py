@@ -4,6 +4,7 @@
     python scripts/demo_results.py render   # README.md's result tables from results/demo/*.json
     python scripts/demo_results.py check    # exit 1 if README.md's tables differ from what render would write
     python scripts/demo_results.py grid     # copy the demo grid's report (logs/grids/demo/report) to results/grid
+    python scripts/demo_results.py transformers   # fit and test the demo through model.base: transformers; render
 
 ``run`` executes, in a fresh log directory each, exactly the commands README.md shows:
 
@@ -11,7 +12,8 @@
     python -m rode_lightning test --config configs/demo.yaml --model.adapter_path <fit's adapter>
     python -m rode_lightning test --config configs/demo.yaml            (the frozen base, adapters at zero)
 
-and copies each run's results JSON (which records the command and the library versions) with its wall-clock time
+(``transformers`` runs the first two with ``--config configs/demo_transformers.yaml`` added) and copies each run's
+results JSON (which records the command and the library versions) with its wall-clock time
 and peak memory into ``results/demo/``. The tables in README.md between ``<!-- demo-results:NAME -->`` and
 ``<!-- /demo-results -->`` are never typed: ``tests/test_readme_results.py`` fails when they differ from the JSON.
 """
@@ -42,14 +44,15 @@ RUNS = {
     "test": ("test", ["--model.adapter_path", "{adapter}"], "test_results.json"),
     "base": ("test", [], "test_results.json"),
 }
+TRANSFORMERS = ["--config", "configs/demo_transformers.yaml"]
 
 
-def _run(name: str, adapter: str | None) -> dict:
+def _run(name: str, adapter: str | None, overlay: list[str] = (), prefix: str = "") -> dict:
     subcommand, extra, produced = RUNS[name]
-    version = f"reference-{name}"
+    version = f"reference-{prefix}{name}"
     log_dir = REPO / LOGS / "demo" / version
     shutil.rmtree(log_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "rode_lightning", subcommand, "--config", "configs/demo.yaml",
+    command = [sys.executable, "-m", "rode_lightning", subcommand, "--config", "configs/demo.yaml", *overlay,
                *[argument.format(adapter=adapter) for argument in extra],
                "--trainer.logger.init_args.version", version]
     print("$", " ".join(command[1:]), flush=True)
@@ -84,6 +87,25 @@ def run() -> None:
         record = _run(name, str(adapter.relative_to(REPO)))
         (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     render()
+
+
+def run_transformers() -> None:
+    """The demo's fit and test through ``model.base: transformers`` (configs/demo_transformers.yaml)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fit = _run("fit", None, TRANSFORMERS, "transformers-")
+    (RESULTS / "transformers_fit.json").write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
+    adapter = REPO / fit["log_dir"] / "adapter"
+    test = _run("test", str(adapter.relative_to(REPO)), TRANSFORMERS, "transformers-")
+    (RESULTS / "transformers_test.json").write_text(json.dumps(test, indent=2, sort_keys=True) + "\n")
+    render()
+
+
+def transformers_block() -> str:
+    fit, test = _load("transformers_fit"), _load("transformers_test")
+    return (f"`{fit['provenance']['command']}` (epoch {fit['epoch']}, step {fit['step']}; "
+            f"{fit['seconds'] / 60:.1f} min wall clock; peak memory {fit['peak_memory_gb']:.2f} GB), then "
+            f"`{test['provenance']['command']}`:\n\n{targets_table({'val': fit, 'test': test})}\n\n"
+            f"Test split:\n\n{results_table(test['results'])}")
 
 
 def _load(name: str) -> dict:
@@ -134,6 +156,7 @@ def blocks() -> dict[str, str]:
                 f"{results_table(base['results'])}\n\nFloors on the test split:\n\n{floors_table(test['floors'])}",
         "targets": targets_table({"val": fit, "test": test}),
         **({"grid": grid_block()} if (GRID_RESULTS / "report.json").is_file() else {}),
+        **({"transformers": transformers_block()} if (RESULTS / "transformers_test.json").is_file() else {}),
         "versions": f"Measured with {shown} ({fit['provenance']['platform']}); `constraints.txt` pins the whole set.",
     }
 
@@ -176,10 +199,12 @@ def check() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["run", "render", "check", "grid"])
+    parser.add_argument("action", choices=["run", "render", "check", "grid", "transformers"])
     action = parser.parse_args().action
     if action == "run":
         run()
+    elif action == "transformers":
+        run_transformers()
     elif action == "render":
         render()
     elif action == "grid":

@@ -44,7 +44,8 @@ def test_variant_trains_a_few_steps(cli_demo_dir, tmp_path, variant):
 # ------------------------------------------------------------------------- every config file, and the 7B count
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-BASES = [CONFIGS / "demo.yaml", CONFIGS / "rode.yaml"]
+# Whole configs (the others are overlays on demo.yaml): the demo, the paper's LLaVA-1.5 and its recipe on modern bases.
+BASES = [CONFIGS / name for name in ("demo.yaml", "rode.yaml", "rode_qwen2_5_vl_7b.yaml", "rode_qwen3_vl_8b.yaml")]
 OVERLAYS = sorted(path for path in CONFIGS.rglob("*.yaml") if path not in BASES and "grids" not in path.parts)
 GRIDS = sorted((CONFIGS / "grids").glob("*.yaml"))
 
