@@ -3,8 +3,11 @@ activations kept for backward.
 
     python benchmarks/model_step.py [--shape demo wide] [--rounds 7] [--device cpu]
 
-A text-only transformers LLaMA per shape (``demo``: the demo base's recipe; ``wide``: 1024 wide, 4 blocks;
-``paper``: 4096 wide, LLaMA-7B's block, 2 blocks, for a GPU; ``tiny``: for the tests), frozen, with adapters on
+A transformers model per shape, text only (``demo``: the demo base's recipe; ``wide``: 1024 wide, 4 blocks;
+``paper``: 4096 wide, LLaMA-7B's block, 2 blocks, for a GPU; ``tiny``: for the tests, all LLaMA;
+``qwen2_5_vl``: a ``Qwen2_5_VLForConditionalGeneration`` with Qwen2.5-VL-7B's language-model proportions at 1024
+wide, 4 blocks: grouped-query attention with 8 query heads per key/value head, biased q/k/v, the MLP 5.3x wide,
+multimodal rotary positions, run through the VL model's own forward and ``generate``), frozen, with adapters on
 ``q_proj`` and ``k_proj`` as configs/rode.yaml has them (dropout 0.05 in training). Every method is compared with a
 plain peft LoRA of the same trainable parameters (RoDE ``[2, 4, 8, 16]`` with r30, top-1 over four rank-8 experts
 with r8, the dense mixtures of four rank-8 experts with r32) and with the frozen model without adapters:
@@ -68,6 +71,8 @@ class Shape:
     intermediate: int
     blocks: int
     heads: int
+    family: str = "llama"
+    kv_heads: int | None = None  # grouped-query attention; None: as many as heads
 
 
 def shapes() -> dict[str, Shape]:
@@ -76,21 +81,43 @@ def shapes() -> dict[str, Shape]:
     recipe = BaseRecipe()
     return {"tiny": Shape(32, 64, 2, 4), "demo": Shape(recipe.hidden_size, recipe.intermediate_size, recipe.layers,
                                                         recipe.heads),
-            "wide": Shape(1024, 2752, 4, 16), "paper": Shape(4096, 11008, 2, 32)}
+            "wide": Shape(1024, 2752, 4, 16), "paper": Shape(4096, 11008, 2, 32),
+            # Qwen2.5-VL-7B's language model is 3584 wide, MLP 18944 (5.29x), 28 query heads over 4 key/value heads.
+            "qwen2_5_vl": Shape(1024, 5376, 4, 16, family="qwen2_5_vl", kv_heads=2)}
 
 
-def build(shape: Shape, variant: tuple[str, list[int]] | None, batch: int, device: str) -> LlamaForCausalLM:
-    torch.manual_seed(0)  # the same frozen weights for every variant
+def frozen_model(shape: Shape) -> nn.Module:
+    if shape.family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        half_head = shape.hidden // shape.heads // 2
+        # Qwen's split of the rotary frequencies over time, height and width (16, 24, 24 of 64), scaled.
+        sections = [half_head // 4, 3 * half_head // 8, half_head - half_head // 4 - 3 * half_head // 8]
+        text = dict(vocab_size=VOCABULARY, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                    num_hidden_layers=shape.blocks, num_attention_heads=shape.heads,
+                    num_key_value_heads=shape.kv_heads, max_position_embeddings=1024,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": sections})
+        vision = dict(depth=1, hidden_size=64, out_hidden_size=shape.hidden, num_heads=2, intermediate_size=128)
+        return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision,
+                                                                   tie_word_embeddings=False))
     config = LlamaConfig(vocab_size=VOCABULARY, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
                          num_hidden_layers=shape.blocks, num_attention_heads=shape.heads,
-                         num_key_value_heads=shape.heads, max_position_embeddings=1024, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config).to(device)
+                         num_key_value_heads=shape.kv_heads or shape.heads, max_position_embeddings=1024,
+                         tie_word_embeddings=False)
+    return LlamaForCausalLM(config)
+
+
+def build(shape: Shape, variant: tuple[str, list[int]] | None, batch: int, device: str) -> nn.Module:
+    torch.manual_seed(0)  # the same frozen weights for every variant
+    model = frozen_model(shape).to(device)
     model.requires_grad_(False)
     if variant is None:
         return model
     method, ranks = variant  # `lora` is peft's own LoRA layer, as in training
     config = AdapterConfig(method=method, ranks=ranks, target_modules=TARGETS, num_clusters=4)
-    add_adapters(model, config, cluster_dim=CLUSTER_WIDTH if config.adapter_method.needs_cluster_features else None)
+    # In the language model only, as model.adapter.scope's default (a VL model's vision tower is left alone).
+    add_adapters(model.get_decoder(), config,
+                 cluster_dim=CLUSTER_WIDTH if config.adapter_method.needs_cluster_features else None)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
@@ -234,7 +261,8 @@ def _verdict(group: str, pair: str, value: float) -> str:
 
 def _print_table(shape_name, shape, args, repeats, step_median, tokens_per_second, saved, trainable, ratios
                  ) -> None:
-    print(f"\n{shape_name}: LLaMA {shape.blocks} blocks x {shape.hidden} wide (MLP {shape.intermediate}), "
+    family = "LLaMA" if shape.family == "llama" else f"{shape.family} (text only, {shape.kv_heads} key/value heads)"
+    print(f"\n{shape_name}: {family} {shape.blocks} blocks x {shape.hidden} wide (MLP {shape.intermediate}), "
           f"vocabulary {VOCABULARY}, adapters on {', '.join(TARGETS)}; step: batch {args.batch} x {args.length} "
           f"tokens + AdamW; generation: {args.generate_batch} prompts x {args.prompt_length} tokens, "
           f"{args.new_tokens} new; median of {args.rounds} interleaved rounds, each timing the mean of "

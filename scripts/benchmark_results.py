@@ -1,6 +1,7 @@
 """README.md's benchmark figures: measured by the commands shown beside them, kept as their output, rendered here.
 
-    python scripts/benchmark_results.py run      # the CPU benchmarks one after another (about 15 min), then render
+    python scripts/benchmark_results.py run      # the CPU benchmarks one after another (about 20 min), then render
+    python scripts/benchmark_results.py run model_step_qwen2_5_vl   # only the named ones (others kept), then render
     python scripts/benchmark_results.py render   # README.md's benchmark blocks from results/benchmarks and results/gpu
     python scripts/benchmark_results.py check    # exit 1 if README.md's blocks differ from what render would write
 
@@ -34,6 +35,7 @@ COMMANDS = {
     "adapter_speed": ["benchmarks/adapter_speed.py", "--rounds", "15"],
     "adapter_memory": ["benchmarks/adapter_memory.py"],
     "model_step": ["benchmarks/model_step.py", "--rounds", "7"],
+    "model_step_qwen2_5_vl": ["benchmarks/model_step.py", "--shape", "qwen2_5_vl", "--rounds", "7"],
 }
 MEMORY_TARGETS = {"top1_8x4_vs_peft_lora_r8": 1.3}
 # ratio name -> what it compares, for the one-layer tables
@@ -58,11 +60,18 @@ def _command(name: str) -> str:
     return "python " + " ".join(COMMANDS[name])
 
 
-def run() -> None:
+def run(names: list[str]) -> None:
+    """Run the benchmarks ``names`` (all without any) and render; the others' kept outputs stay. The provenance
+    record says which library versions measured which benchmark."""
     from rode_lightning.provenance import library_versions
 
     RESULTS.mkdir(parents=True, exist_ok=True)
+    unknown = sorted(set(names) - set(COMMANDS))
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {unknown}; known: {sorted(COMMANDS)}")
     for name, arguments in COMMANDS.items():
+        if names and name not in names:
+            continue
         print(f"$ {_command(name)}", flush=True)
         completed = subprocess.run([sys.executable, *arguments], cwd=REPO, capture_output=True, text=True)
         if completed.returncode != 0:
@@ -75,7 +84,13 @@ def run() -> None:
 
     record = {"commands": {name: _command(name) for name in COMMANDS}, "versions": library_versions(),
               "platform": platform.platform(), "threads": torch.get_num_threads()}
-    (RESULTS / "provenance.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    provenance = RESULTS / "provenance.json"
+    if names and provenance.is_file():  # a partial run: the others were measured as recorded before
+        previous = json.loads(provenance.read_text())
+        if previous.get("versions") != record["versions"]:
+            print("note: the library versions differ from those of the benchmarks not rerun", file=sys.stderr)
+        record = {**previous, "commands": record["commands"]}
+    provenance.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     readme_blocks.render(KIND, blocks)
 
 
@@ -190,6 +205,9 @@ def blocks() -> dict[str, str]:
         "adapter_speed": f"`{_command('adapter_speed')}`: " + layer_speed_table(_result("adapter_speed")),
         "adapter_memory": f"`{_command('adapter_memory')}`: " + layer_memory_table(_result("adapter_memory")),
         "model_step": f"`{_command('model_step')}`: " + model_table(_result("model_step")),
+        **({"model_step_qwen2_5_vl": f"`{_command('model_step_qwen2_5_vl')}`: "
+            + model_table(_result("model_step_qwen2_5_vl"))}
+           if (RESULTS / "model_step_qwen2_5_vl.txt").is_file() else {}),
         "gpu": gpu_block(json.loads(summary_file.read_text()) if summary_file.is_file() else None),
         "versions": f"Measured with {shown} ({record['platform']}, {record['threads']} threads).",
     }
@@ -198,9 +216,11 @@ def blocks() -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["run", "render", "check"])
-    action = parser.parse_args().action
+    parser.add_argument("names", nargs="*", help="run: only these benchmarks (default: all)")
+    arguments = parser.parse_args()
+    action = arguments.action
     if action == "run":
-        run()
+        run(arguments.names)
     elif action == "render":
         readme_blocks.render(KIND, blocks)
     else:

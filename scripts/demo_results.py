@@ -45,12 +45,14 @@ RUNS = {
     "base": ("test", [], "test_results.json"),
 }
 TRANSFORMERS = ["--config", "configs/demo_transformers.yaml"]
+TRANSFORMERS_LOGS = "demo_transformers"  # the overlay's logger name
 
 
-def _run(name: str, adapter: str | None, overlay: list[str] = (), prefix: str = "") -> dict:
+def _run(name: str, adapter: str | None, overlay: list[str] = (), prefix: str = "", logger_name: str = "demo"
+         ) -> dict:
     subcommand, extra, produced = RUNS[name]
     version = f"reference-{prefix}{name}"
-    log_dir = REPO / LOGS / "demo" / version
+    log_dir = REPO / LOGS / logger_name / version
     shutil.rmtree(log_dir, ignore_errors=True)
     command = [sys.executable, "-m", "rode_lightning", subcommand, "--config", "configs/demo.yaml", *overlay,
                *[argument.format(adapter=adapter) for argument in extra],
@@ -92,10 +94,10 @@ def run() -> None:
 def run_transformers() -> None:
     """The demo's fit and test through ``model.base: transformers`` (configs/demo_transformers.yaml)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    fit = _run("fit", None, TRANSFORMERS, "transformers-")
+    fit = _run("fit", None, TRANSFORMERS, "transformers-", TRANSFORMERS_LOGS)
     (RESULTS / "transformers_fit.json").write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
     adapter = REPO / fit["log_dir"] / "adapter"
-    test = _run("test", str(adapter.relative_to(REPO)), TRANSFORMERS, "transformers-")
+    test = _run("test", str(adapter.relative_to(REPO)), TRANSFORMERS, "transformers-", TRANSFORMERS_LOGS)
     (RESULTS / "transformers_test.json").write_text(json.dumps(test, indent=2, sort_keys=True) + "\n")
     render()
 

@@ -1,8 +1,10 @@
-"""The estimate's adapter activation term against what autograd really keeps for backward."""
+"""The estimate's adapter activation term against what autograd really keeps for backward; with ``model.base:
+transformers``, its counts from ``config.json`` alone against the model fit builds."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,29 @@ def measured_bytes_per_token(config: AdapterConfig) -> float:
     return (saved[1] - saved[0]) / 64
 
 
+def saved_bytes_per_token(layer: nn.Module, rotary: nn.Module, positions, multimodal: bool = False) -> float:
+    """Bytes autograd keeps per token for one 256-wide decoder block under bf16 autocast: the difference between
+    256 and 128 tokens, divided by 128. ``positions(tokens)`` gives the rotary positions (Qwen's: three rows)."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.rotary = layer, rotary
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            rotary_positions = positions(x.shape[1])
+            position_ids = rotary_positions[0] if multimodal else rotary_positions
+            output = self.layer(x, position_ids=position_ids, position_embeddings=self.rotary(x, rotary_positions))
+            return output[0] if isinstance(output, tuple) else output
+
+    saved = []
+    for tokens in (128, 256):
+        x = torch.randn(1, tokens, 256, dtype=torch.bfloat16, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            saved.append(saved_activation_bytes(Block(), x))
+    return (saved[1] - saved[0]) / 128
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.05])
 @pytest.mark.parametrize("method, ranks", [("lora", [32]), ("rode", [2, 4, 8, 16]), ("softmax", [8, 8, 8, 8]),
                                            ("top1", [8, 8, 8, 8]), ("cluster", [8, 8, 8, 8])])
@@ -81,22 +106,8 @@ def test_the_frozen_block_term_is_what_autograd_keeps_for_a_llama_block():
                          num_key_value_heads=4, vocab_size=100, attn_implementation="sdpa")
     model = LlamaForCausalLM(config).to(torch.bfloat16).requires_grad_(False)
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer, self.rotary = model.model.layers[0], model.model.rotary_emb
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            positions = torch.arange(x.shape[1]).unsqueeze(0)
-            output = self.layer(x, position_ids=positions, position_embeddings=self.rotary(x, positions))
-            return output[0] if isinstance(output, tuple) else output
-
-    saved = []
-    for tokens in (128, 256):
-        x = torch.randn(1, tokens, 256, dtype=torch.bfloat16, requires_grad=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            saved.append(saved_activation_bytes(Block(), x))
-    assert (saved[1] - saved[0]) / 128 == block_activation_bytes(config)
+    assert saved_bytes_per_token(model.model.layers[0], model.model.rotary_emb,
+                                 lambda tokens: torch.arange(tokens).unsqueeze(0)) == block_activation_bytes(config)
 
 
 def test_under_fsdp_each_gpu_holds_its_share_of_the_frozen_weights_plus_two_gathered_units(tmp_path, capsys):
@@ -206,3 +217,173 @@ def test_a_mistake_on_the_estimate_s_command_line_is_one_error_line(tmp_path, ca
     fine = subprocess.run([sys.executable, "-m", "rode_lightning.estimate", "--config", rode], capture_output=True,
                           text=True, cwd=tmp_path, timeout=300)
     assert fine.returncode == 0 and fine.stderr.strip() == "", fine.stderr[-2000:]  # no warning of the parser's
+
+
+# --- model.base: transformers -----------------------------------------------------------------------------------
+
+BASES = Path(__file__).parents[1] / "configs" / "bases"
+
+
+@pytest.fixture(scope="module")
+def qwen_dirs(tmp_path_factory) -> dict[bool, Path]:
+    """The tiny Qwen2-VL as saved (a separate LM head) and one whose LM head is its embedding (saved tied: with two
+    different tensors on disk transformers would not tie them)."""
+    from tests.tiny_vlm import save_tiny_qwen2vl, tiny_qwen2vl_model, tiny_qwen2vl_processor
+
+    untied = save_tiny_qwen2vl(tmp_path_factory.mktemp("qwen2vl"))
+    tied = tmp_path_factory.mktemp("qwen2vl_tied")
+    model = tiny_qwen2vl_model(tiny_qwen2vl_processor(tied))
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(tied)
+    return {False: untied, True: tied}
+
+
+def built_counts(directory: Path, adapter: AdapterConfig, train_projector: bool) -> dict[str, int]:
+    """The counts of the model fit builds (``FoodLMMModule.configure_model``, real weights read), by parameter name:
+    Qwen2-VL's vision tower is ``model.visual``, its connector ``model.visual.merger``."""
+    from rode_lightning.model.module import FoodLMMModule
+    from rode_lightning.model.transformers_base import TransformersConfig
+
+    module = FoodLMMModule(base="transformers", transformers=TransformersConfig(path=str(directory), dtype="fp32"),
+                           adapter=adapter, train_projector=train_projector)
+    module.configure_model()
+    trainable = module.model.trainable_parameters()
+    named = dict(module.model.hf.named_parameters())  # a tied embedding and head: one entry
+    hf = module.model.hf
+    assert (hf.get_output_embeddings().weight is hf.get_input_embeddings().weight) == hf.config.tie_word_embeddings
+
+    def total(names) -> int:
+        return sum(named[name].numel() for name in names)
+
+    # The adapter layers' own tensors (a mixture's experts and router, peft's lora_A / lora_B), wherever they are:
+    # with scope: model, all-linear adapts the merger's linears too.
+    adapters = [name for name in trainable if any(part in name for part in (".experts.", ".router.", ".lora_"))]
+    adapters += ["cluster_embedding"] if "cluster_embedding" in trainable else []
+    connector = [name for name in named if name.startswith("model.visual.merger.") and f"hf.{name}" not in adapters]
+    frozen = [name for name in named if not named[name].requires_grad]
+    return {"frozen_language": total(n for n in frozen if not n.startswith("model.visual.")),
+            "frozen_vision": total(n for n in frozen if n.startswith("model.visual.") and n not in connector),
+            "projector": total(connector),
+            "adapter": sum(trainable[name].numel() for name in adapters),
+            "trainable": sum(parameter.numel() for parameter in trainable.values())}
+
+
+def estimated_counts(directory: Path, adapter: AdapterConfig, train_projector: bool):
+    from rode_lightning.estimate import count_transformers_parameters, transformers_shape
+    from rode_lightning.model.transformers_base import TransformersConfig
+
+    counts = count_transformers_parameters(transformers_shape(TransformersConfig(path=str(directory))), adapter,
+                                           train_projector)
+    return counts, {"frozen_language": counts.frozen_language, "frozen_vision": counts.frozen_vision,
+                    "projector": counts.projector, "adapter": counts.adapter, "trainable": counts.trainable}
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("train_projector", [True, False])
+@pytest.mark.parametrize("method, ranks", [("rode", [2, 4, 8, 16]), ("lora", [8])])
+def test_transformers_counts_from_config_json_are_those_of_the_model_fit_builds(qwen_dirs, method, ranks,
+                                                                               train_projector, tied):
+    adapter = AdapterConfig(method=method, ranks=ranks, target_modules=["q_proj", "k_proj"])
+    counts, estimated = estimated_counts(qwen_dirs[tied], adapter, train_projector)
+    assert estimated == built_counts(qwen_dirs[tied], adapter, train_projector)
+    assert [len(block) for block in counts.adapted_layers] == [2, 2]  # q and k of each of the 2 decoder blocks
+    assert counts.adapted_layers[0][1] == ("layers.0.self_attn.k_proj", 64, 32)  # 2 key-value heads of 16
+
+
+def test_scope_model_adapts_the_vision_tower_too_and_the_estimate_counts_it(qwen_dirs):
+    inside = AdapterConfig(method="rode", ranks=[2, 4], target_modules=["all-linear"])
+    whole = replace(inside, scope="model")
+    language_counts, language = estimated_counts(qwen_dirs[False], inside, True)
+    model_counts, model = estimated_counts(qwen_dirs[False], whole, True)
+    assert model == built_counts(qwen_dirs[False], whole, True)
+    assert model["adapter"] > language["adapter"] and model["frozen_vision"] == language["frozen_vision"]
+    # The vision blocks' adapters are not decoder blocks' activations: the per-block layers are the same.
+    assert [len(block) for block in model_counts.adapted_layers] == [len(block) for block in
+                                                                    language_counts.adapted_layers] == [7, 7]
+
+
+@pytest.mark.parametrize("train_projector", [True, False])
+def test_the_largest_fsdp_unit_is_the_largest_of_the_units_the_built_model_shards(qwen_dirs, train_projector):
+    """The estimate lists the units itself from the meta model; they must be those TransformersLMM.frozen_units
+    gives FSDP, each holding the frozen parameters no unit inside it holds, the root keeping the rest."""
+    from rode_lightning.model.module import FoodLMMModule
+    from rode_lightning.model.transformers_base import TransformersConfig
+
+    adapter = AdapterConfig(method="rode", ranks=[2, 4], target_modules=["q_proj", "k_proj"])
+    for tied in (False, True):
+        counts, _ = estimated_counts(qwen_dirs[tied], adapter, train_projector)
+        module = FoodLMMModule(base="transformers", adapter=adapter, train_projector=train_projector,
+                               transformers=TransformersConfig(path=str(qwen_dirs[tied]), dtype="fp32"))
+        module.configure_model()
+        seen: set[int] = set()
+        sizes = []
+        for unit in module.model.frozen_units():
+            frozen = [p for p in unit.parameters() if not p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in frozen)
+            sizes.append(sum(p.numel() for p in frozen))
+        sizes.append(sum(p.numel() for p in module.model.parameters() if not p.requires_grad and id(p) not in seen))
+        assert counts.largest_unit == max(sizes)
+
+
+def test_a_transformers_base_without_config_json_is_one_error_naming_the_path(tmp_path):
+    from rode_lightning.estimate import main as estimate
+    from rode_lightning.user_errors import MissingFileError, UserError
+
+    rode = str(Path(__file__).parents[1] / "configs" / "rode.yaml")
+    with pytest.raises(MissingFileError, match=rf"^model\.transformers\.path: {tmp_path} has no config\.json; .*"
+                                               r"assumes no shape \(configs/bases/ holds"):
+        estimate(["--config", rode, "--model.base", "transformers", "--model.transformers.path", str(tmp_path)])
+    with pytest.raises(UserError, match=r"^model\.transformers\.path: not set"):
+        estimate(["--config", rode, "--model.base", "transformers"])
+
+
+def test_text_blocks_of_qwen2_5_vl_and_qwen3_vl_keep_what_the_estimate_says():
+    """Grouped key-value heads (kept unrepeated), an explicit head_dim and Qwen3's per-head q/k norms, against
+    autograd's saved tensors of a real text decoder block (multimodal rotary positions, sdpa), in bf16."""
+    from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen3VLConfig
+
+    text = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=1, num_attention_heads=8,
+                num_key_value_heads=2, vocab_size=128, bos_token_id=0, eos_token_id=1, pad_token_id=0)
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=256)
+    configs = {
+        False: Qwen2_5_VLConfig(text_config=dict(text, rope_parameters={
+            "rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}),
+            vision_config=dict(vision, fullatt_block_indexes=[0])),
+        True: Qwen3VLConfig(text_config=dict(text, head_dim=64, rope_parameters={
+            "rope_type": "default", "rope_theta": 5e6, "mrope_section": [12, 10, 10], "mrope_interleaved": True}),
+            vision_config=dict(vision, deepstack_visual_indexes=[])),
+    }
+    for qk_norm, config in configs.items():
+        config.get_text_config()._attn_implementation = "sdpa"
+        decoder = AutoModelForImageTextToText.from_config(config).to(torch.bfloat16).requires_grad_(False).get_decoder()
+
+        positions = lambda tokens: torch.arange(tokens).view(1, 1, -1).expand(3, 1, -1)  # text: t = h = w
+        assert saved_bytes_per_token(decoder.layers[0], decoder.rotary_emb, positions, multimodal=True) == \
+            block_activation_bytes(config.get_text_config(), qk_norm)
+
+
+@pytest.mark.parametrize("name, parameters", [("qwen2.5-vl-7b-instruct", 8_292_166_656),
+                                              ("qwen3-vl-8b-instruct", 8_767_123_696)])
+def test_the_shipped_bases_are_estimated_from_their_config_json_alone(name, parameters, capsys):
+    """configs/bases/ holds config.json only. Built from it the model has the published parameter count (the model
+    cards' 8.29B and 8.77B; Qwen3-VL-8B's exact count is its safetensors' total). Under FSDP each GPU holds 1/8 of
+    the frozen weights plus two gathered units, the largest being the embedding (vocabulary x hidden)."""
+    import json
+
+    from rode_lightning.estimate import main as estimate
+
+    rode = str(Path(__file__).parents[1] / "configs" / "rode.yaml")
+    base = ["--config", rode, "--model.base", "transformers", "--model.transformers.path", str(BASES / name)]
+    one = estimate(base)["this config"]
+    eight = estimate([*base, "--shards", "8"])["this config"]
+    printed = capsys.readouterr().out
+    assert "FSDP: frozen weights sharded over 8 processes" in printed and "frozen model in bf16" in printed
+    text = json.loads((BASES / name / "config.json").read_text())
+    text = text.get("text_config", text)
+    embedding = text["vocab_size"] * text["hidden_size"]
+    # Every weight of the base is frozen in bf16 (rode.yaml: train_projector false); the adapters come on top.
+    assert one["memory_gib"]["frozen_weights"] * 2**30 / 2 == parameters
+    assert eight["memory_gib"]["frozen_weights"] == pytest.approx(
+        one["memory_gib"]["frozen_weights"] / 8 + 2 * embedding * 2 / 2**30, rel=1e-12)
+    assert one["memory_gib"]["logits"] == 4 * 2048 * text["vocab_size"] * 10 / 2**30

@@ -181,6 +181,13 @@ MISTAKES = {
                                         "set data.nutrition5k_root"),
     "missing vocabulary file": ("fit", ["--data.ingredient_vocabulary", "/nonexistent/vocabulary.json"],
                                 "/nonexistent/vocabulary.json"),
+    "unknown base": ("fit", ["--model.base", "qwen"], "model.base"),
+    "transformers base without its directory": ("fit", ["--model.base", "transformers"],
+                                                "model.transformers.path: not set"),
+    "transformers base from a folder that is not a model": (
+        "fit", lambda tmp: ["--model.base", "transformers", "--model.transformers.path", str(tmp)],
+        "has no config.json"),
+    "unknown adapter scope": ("fit", ["--model.adapter.scope", "vision"], "adapter.scope: 'vision'"),
     # The environment.
     "a GPU asked for where there is none": ("fit", ["--trainer.accelerator", "gpu"],
                                             "trainer.accelerator asks for a GPU, but PyTorch sees none here"),

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from rode_lightning.adapters.config import AdapterConfig
+from rode_lightning.adapters.inject import adapter_parameters
 from rode_lightning.batch import FoodBatch
 from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
@@ -158,12 +159,16 @@ class TransformersLMM(AdaptedModel):
             raise UserError("model.adapter.scope: model with method 'cluster': the vision tower sees image patches, "
                             "not samples, so it cannot be routed by each sample's cluster; use scope: language_model")
         self._add_adapters(self.adapted_root, adapter, cluster_centroids)
-        self.connectors = _connectors(self.hf)
+        self.connectors = connectors_of(self.hf)
         if train_projector and not self.connectors:
             log.warning("model.train_projector: %s has none of the connectors this package knows (%s); only the "
                         "adapters train", type(self.hf).__name__, ", ".join(CONNECTOR_NAMES))
+        # The connector's own weights follow train_projector; adapters put inside it (scope: model) always train.
+        adapters = {id(parameter) for parameter in adapter_parameters(self.adapted_root).values()}
         for connector in self.connectors:
-            connector.requires_grad_(train_projector)
+            for parameter in connector.parameters():
+                if id(parameter) not in adapters:
+                    parameter.requires_grad_(train_projector)
             if train_projector:
                 _train_in_fp32(connector, self.hf.dtype)
 
@@ -184,19 +189,7 @@ class TransformersLMM(AdaptedModel):
         return self.language_model if self.scope == "language_model" else self.hf
 
     def _blocks(self, root: nn.Module | None) -> list[nn.Module]:
-        """The modules of ``root`` whose class the model declares unsplittable (its blocks), outermost only."""
-        if root is None:
-            return []
-        classes = set(getattr(self.hf, "_no_split_modules", None) or ())
-        blocks: list[nn.Module] = []
-        inside: set[int] = set()
-        for module in root.modules():
-            if id(module) in inside:
-                continue
-            if type(module).__name__ in classes and module is not root:
-                blocks.append(module)
-                inside.update(id(child) for child in module.modules())
-        return blocks
+        return unsplit_blocks(self.hf, root)
 
     def decoder_blocks(self) -> list[nn.Module]:
         blocks = self._blocks(self.language_model)
@@ -271,7 +264,23 @@ class TransformersLMM(AdaptedModel):
         return output[:, batch.prompt_ids.shape[1]:]
 
 
-def _connectors(model: nn.Module) -> list[nn.Module]:
+def unsplit_blocks(model: nn.Module, root: nn.Module | None) -> list[nn.Module]:
+    """The outermost modules of ``root`` whose class ``model`` declares unsplittable (``_no_split_modules``): its
+    blocks, which FSDP shards and activation checkpointing recomputes one by one."""
+    if root is None:
+        return []
+    classes = set(getattr(model, "_no_split_modules", None) or ())
+    blocks: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in root.modules():
+        if id(module) not in inside and type(module).__name__ in classes and module is not root:
+            blocks.append(module)
+            inside.update(id(child) for child in module.modules())
+    return blocks
+
+
+def connectors_of(model: nn.Module) -> list[nn.Module]:
+    """The modules between vision tower and language model that ``CONNECTOR_NAMES`` finds in ``model``."""
     inner = getattr(model, "model", model)
     found = []
     for name in CONNECTOR_NAMES:

@@ -94,7 +94,7 @@ def build_demo_base(root: str | Path, recipe: BaseRecipe = BaseRecipe(), force: 
         try:
             # The build seeds torch itself; the caller's random state (a run seeded by seed_everything, which then
             # builds its model) must not depend on whether the base was cached.
-            with _random_state_kept():
+            with random_state_kept():
                 record = _build(DemoBase(partial), recipe)
         except BaseException:  # Ctrl-C included: no half-built base stays behind
             shutil.rmtree(partial, ignore_errors=True)
@@ -111,7 +111,7 @@ def build_demo_base(root: str | Path, recipe: BaseRecipe = BaseRecipe(), force: 
 
 
 @contextlib.contextmanager
-def _random_state_kept():
+def random_state_kept():
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         yield

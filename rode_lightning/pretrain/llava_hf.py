@@ -28,7 +28,7 @@ from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionEncoder
-from rode_lightning.pretrain.build import DemoBase, build_demo_base, vision_config
+from rode_lightning.pretrain.build import DemoBase, build_demo_base, random_state_kept, vision_config
 from rode_lightning.pretrain.recipe import BaseRecipe
 
 DEMO_BASE_HF = "demo-base-hf"
@@ -68,7 +68,10 @@ def demo_base_hf(demo_dir: str | Path, recipe: BaseRecipe = BaseRecipe()) -> Pat
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         try:
-            convert_to_llava_hf(base, recipe, partial)
+            # Building the parts draws random initial weights (then overwritten): the caller's random state (a run
+            # seeded by seed_everything, which then builds its model) must not depend on whether it was converted.
+            with random_state_kept():
+                convert_to_llava_hf(base, recipe, partial)
             write_json_atomically(partial / SOURCE_RECORD, {"base": str(base.root), "build_record_sha256": key},
                                   indent=2)
         except BaseException:

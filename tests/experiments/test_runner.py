@@ -156,3 +156,21 @@ def test_bad_grid_files_are_named(tmp_path, change, message, capsys):
         Grid.from_file(path)
     assert experiments_main(["run", str(path)]) == 2
     assert str(path) in capsys.readouterr().err
+
+
+def test_a_grid_on_the_transformers_base(tmp_path, cli_demo_dir):
+    """The same grid machinery with model.base: transformers (a tiny Qwen2-VL directory): every run trains, tests and
+    reports, the router statistics included."""
+    from tests.tiny_vlm import IM_END, save_tiny_qwen2vl
+
+    directory = save_tiny_qwen2vl(tmp_path / "qwen2vl")
+    base = ["--model.base", "transformers", "--model.transformers.path", str(directory),
+            "--model.transformers.dtype", "fp32", "--model.transformers.end_of_turn", IM_END]
+    grid = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "qwen", VARIANTS, [0], extra=base))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "_execute", forked_execute)
+        records = run_grid(grid, announce=lambda line: None)
+    assert sorted(r["variant"] for r in records) == ["lora_r8", "rode"]
+    rode = next(r for r in records if r["variant"] == "rode")
+    assert set(rode["results"]) == {"unifood", "nutrition5k"} and rode["router"]
+    assert experiments_main(["report", str(grid.path)]) == 0

@@ -59,11 +59,16 @@ def test_adapters_stay_in_the_language_model_unless_the_scope_is_the_whole_model
     assert "lm_head" not in adapted
 
 
-def test_the_connector_is_frozen_without_train_projector(qwen_dir):
+def test_the_connector_is_frozen_without_train_projector_but_adapters_in_it_train(qwen_dir):
     module = FoodLMMModule(base="transformers", transformers=TransformersConfig(path=str(qwen_dir), dtype="fp32"),
                            train_projector=False)
     module.configure_model()
     assert not any(name.startswith("hf.model.visual") for name in module.model.trainable_parameters())
+    whole = FoodLMMModule(base="transformers", transformers=TransformersConfig(path=str(qwen_dir), dtype="fp32"),
+                          train_projector=False, adapter=AdapterConfig(target_modules=["all-linear"], scope="model"))
+    whole.configure_model()
+    in_merger = [name for name in whole.model.trainable_parameters() if name.startswith("hf.model.visual.merger.")]
+    assert in_merger and all(".experts." in name or ".router." in name for name in in_merger)
 
 
 def test_labels_cover_the_answer_and_its_end_of_turn_token(qwen_dir):
@@ -284,3 +289,22 @@ def test_compiled_decoder_blocks_give_the_same_logits(qwen_dir):
 
     assert all(is_compiled(block) for block in module.model.decoder_blocks())
     torch.testing.assert_close(module.forward_batch(batch), eager)
+
+
+def test_min_and_max_pixels_bound_the_image_tokens_and_the_vocabulary_is_untouched(qwen_dir):
+    from tests.tiny_vlm import IMAGE_PAD, MERGE_SIZE, PATCH_SIZE
+
+    token = PATCH_SIZE * MERGE_SIZE  # one image token per 16 x 16 pixels
+    counts = {}
+    for bounds in ((None, None), (token * token, 2 * token * token)):
+        module = FoodLMMModule(base="transformers", transformers=TransformersConfig(
+            path=str(qwen_dir), dtype="fp32", min_pixels=bounds[0], max_pixels=bounds[1]))
+        batch = module.conversation_format(conversations())
+        image_pad = module.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        counts[bounds] = (batch.input_ids == image_pad).sum(dim=1).tolist()
+        module.configure_model()
+        # no token added, no embedding resized: the vocabulary is the model's as shipped
+        assert module.model.hf.get_input_embeddings().weight.shape[0] == module.model.hf.config.text_config.vocab_size
+        assert len(module.tokenizer) == 448
+    assert counts[(None, None)] == [4, 12]  # 32 x 32 and 64 x 48 at their own size (the processor's 64 x 64 cap)
+    assert all(count <= 2 for count in counts[(token * token, 2 * token * token)])

@@ -31,13 +31,7 @@ from rode_lightning.pretrain.build import TEXT_STREAM, vision_config
 from rode_lightning.pretrain.clip import build_clip
 from rode_lightning.pretrain.leakage import check_texts, task_format_leaks
 from rode_lightning.pretrain.plates import draw_plates, image_digest
-
-TINY = BaseRecipe().scaled(0.02)
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory):
-    return build_demo_base(tmp_path_factory.mktemp("tiny_base") / "base", TINY)
+from tests.pretrain.conftest import TINY
 
 
 def test_build_is_deterministic_for_a_seed_and_skipped_when_present(tiny_base, tmp_path):

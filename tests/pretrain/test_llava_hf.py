@@ -16,7 +16,7 @@ from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.model.transformers_base import TransformersConfig
 from rode_lightning.pretrain.build import vision_config
 from rode_lightning.pretrain.llava_hf import SOURCE_RECORD, demo_base_hf
-from tests.pretrain.test_base import TINY, tiny_base  # noqa: F401 (the session fixture)
+from tests.pretrain.conftest import TINY
 
 ADAPTER = AdapterConfig(target_modules=["q_proj", "v_proj", "down_proj"], dropout=0.0)
 
@@ -54,7 +54,7 @@ def both_bases(tiny_base, directory: Path) -> tuple[FoodLMMModule, FoodLMMModule
     return llava.eval(), transformers.eval()
 
 
-def test_both_bases_give_the_same_ids_labels_and_logits(tiny_base, tmp_path):  # noqa: F811
+def test_both_bases_give_the_same_ids_labels_and_logits(tiny_base, tmp_path):
     directory = demo_base_hf(tiny_base.root.parent, TINY)
     llava, transformers = both_bases(tiny_base, directory)
     ours, theirs = llava.conversation_format(conversations()), transformers.conversation_format(conversations())
@@ -67,7 +67,7 @@ def test_both_bases_give_the_same_ids_labels_and_logits(tiny_base, tmp_path):  #
     assert transformers.generate_answers(theirs) == llava.generate_answers(ours)
 
 
-def test_the_conversion_runs_once_per_build_of_the_base(tiny_base, tmp_path):  # noqa: F811
+def test_the_conversion_runs_once_per_build_of_the_base(tiny_base, tmp_path):
     first = demo_base_hf(tiny_base.root.parent, TINY)
     written = (first / "model.safetensors").stat().st_mtime_ns
     assert demo_base_hf(tiny_base.root.parent, TINY) == first
@@ -75,11 +75,16 @@ def test_the_conversion_runs_once_per_build_of_the_base(tiny_base, tmp_path):  #
     record = json.loads((first / SOURCE_RECORD).read_text())
     record["build_record_sha256"] = "another build"
     (first / SOURCE_RECORD).write_text(json.dumps(record))
+    torch.manual_seed(0)
     demo_base_hf(tiny_base.root.parent, TINY)
+    drawn_after_converting = torch.rand(3)
     assert json.loads((first / SOURCE_RECORD).read_text())["build_record_sha256"] != "another build"
+    # A run that converts on first use draws the same random numbers afterwards as one that finds it converted.
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), drawn_after_converting)
 
 
-def test_cli_resolves_demo_base_hf(tiny_base, monkeypatch):  # noqa: F811
+def test_cli_resolves_demo_base_hf(tiny_base, monkeypatch):
     from rode_lightning import cli
 
     calls = []
