@@ -291,6 +291,18 @@ def test_transformers_counts_from_config_json_are_those_of_the_model_fit_builds(
     assert counts.adapted_layers[0][1] == ("layers.0.self_attn.k_proj", 64, 32)  # 2 key-value heads of 16
 
 
+@pytest.mark.parametrize("method, ranks", [("rode", [2, 4, 8, 16]), ("lora", [8])])
+def test_qwen2_5_vl_counts_from_config_json_are_those_of_the_built_model(tmp_path, method, ranks):
+    """Issue 25's acceptance on Qwen2.5-VL (the family of configs/rode_qwen2_5_vl_7b.yaml), built tiny."""
+    from tests.tiny_families import build_tiny_family
+
+    directory = build_tiny_family("qwen2_5_vl", tmp_path / "qwen2_5_vl")
+    adapter = AdapterConfig(method=method, ranks=ranks, target_modules=["q_proj", "k_proj"])
+    for train_projector in (True, False):
+        _, estimated = estimated_counts(directory, adapter, train_projector)
+        assert estimated == built_counts(directory, adapter, train_projector)
+
+
 def test_scope_model_adapts_the_vision_tower_too_and_the_estimate_counts_it(qwen_dirs):
     inside = AdapterConfig(method="rode", ranks=[2, 4], target_modules=["all-linear"])
     whole = replace(inside, scope="model")
