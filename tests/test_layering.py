@@ -15,7 +15,7 @@ FLOORS = {
     "adapters": 2, "metrics": 2,
     "data": 3, "callbacks": 3, "scale": 3,
     "model": 4,
-    "pretrain": 5,
+    "pretrain": 5, "inference": 5,
     "cli": 6, "experiments": 6,
     "estimate": 7, "__main__": 7, "__init__": 7,  # the estimate parses configs with the CLI's own parser
 }

@@ -35,6 +35,10 @@ class AdaptedModel(nn.Module, ABC):
     forward_methods: tuple[str, ...] = ()
     """Methods besides ``forward`` that run the whole model (generation): FSDP registers them as forward methods,
     so that the root unit's parameters are gathered for them too."""
+    stop_token_ids: list[int]
+    """The ids generation stops at (end of turn, eos)."""
+    language_model: nn.Module
+    """The language model (the LLaVA base's LLaMA; a transformers model's ``get_decoder()``)."""
     routing: RoutingContext
     cluster_embedding: nn.Parameter | None
     adapted_modules: list[str]

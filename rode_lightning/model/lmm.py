@@ -112,6 +112,10 @@ class FoodLMM(AdaptedModel):
     def adapted_root(self) -> nn.Module:
         return self.language_model
 
+    @property
+    def stop_token_ids(self) -> list[int]:
+        return [self.eos_token_id]
+
     def decoder_blocks(self) -> list[nn.Module]:
         return list(self.language_model.model.layers)
 

@@ -36,6 +36,7 @@ from rode_lightning.scale.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_
 from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.formats import ChatTemplateFormat, ConversationFormat, LlavaFormat
+from rode_lightning.model.generation import generate
 from rode_lightning.model.lmm import FoodLMM
 from rode_lightning.model.transformers_base import (TransformersConfig, TransformersLMM, image_token_id_of,
                                                      load_processor)
@@ -317,8 +318,8 @@ class FoodLMMModule(L.LightningModule):
     def generate_answers(self, batch: FoodBatch, rows: list[int] | None = None) -> list[str]:
         """Greedy answers to the prompts of ``batch`` (of its ``rows`` only, when given), as text."""
         batch = batch if rows is None else batch.select(rows)
-        new_tokens = self.model.generate_batch(batch, self.hparams.max_new_tokens)
-        return self.conversation_format.decode(new_tokens)
+        generated = generate(self.model, batch, self.hparams.max_new_tokens)
+        return self.conversation_format.decode([row.token_ids for row in generated])
 
     def _evaluation_step(self, batch: FoodBatch, stage: str) -> None:
         batch_size = len(batch)

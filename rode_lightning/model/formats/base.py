@@ -36,8 +36,8 @@ class ConversationFormat(ABC):
         """The id padding uses."""
         return self.tokenizer.pad_token_id
 
-    def decode(self, token_ids: torch.Tensor) -> list[str]:
-        """Generated ids (``batch x new tokens``) back to answer texts, special tokens dropped (and the space a
+    def decode(self, token_ids: torch.Tensor | list[list[int]]) -> list[str]:
+        """Generated ids (``batch x new tokens``, or one list per row) back to answer texts, special tokens dropped (and the space a
         first token may carry, LLaMA's "▁word" after "ASSISTANT:")."""
         return [answer.strip() for answer in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
 

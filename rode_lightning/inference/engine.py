@@ -1,0 +1,110 @@
+"""One inference engine for every way of using a trained model: a question about an image in, an answer out.
+
+``chat`` (and, next, ``serve`` and the web demo) ask their questions through :class:`InferenceEngine`, which spells
+them in the base model's own format (the same conversation format ``predict`` and ``test`` batch with), generates
+greedily (``model/generation.py``, as ``predict`` does), and returns per request the answer's text, why it ended
+(``stop``: the model's end of turn or a stop string; ``length``: ``max_new_tokens``), token counts, the values the
+parsers read from it (ingredients, nutrition, category), and the routing behind it: per adapted layer the mean gate of
+each expert over the generated tokens, and the gates per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from rode_lightning.callbacks.router_sparsity import short_layer_names
+from rode_lightning.data.conversation import single_turn
+from rode_lightning.data.prompts import QUESTIONS
+from rode_lightning.metrics.answers import structured_answer
+from rode_lightning.model.generation import generate
+from rode_lightning.model.module import FoodLMMModule
+from rode_lightning.user_errors import UserError
+
+
+@dataclass
+class Request:
+    """A question about one image.
+
+    Attributes:
+        image: the picture.
+        question: the question; ``None`` asks the task's standard question (``task`` then required).
+        task: ``category``, ``ingredients``, ``recipe`` or ``nutrition`` to parse the answer as; ``None`` for a free
+            question.
+        max_new_tokens: longest answer; ``None``: the model's ``max_new_tokens``.
+        stop: strings that end the answer where they first appear (not included in it).
+        cluster_id: MoCLE's instruction cluster of the question (cluster-routed adapters only).
+        id: a name for the request, kept in its answer.
+    """
+
+    image: Image.Image
+    question: str | None = None
+    task: str | None = None
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    cluster_id: int | None = None
+    id: str = "request"
+
+
+@dataclass
+class Answer:
+    id: str
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    parsed: dict = field(default_factory=dict)
+    routing: dict[str, list[float]] = field(default_factory=dict)
+    """Per adapted layer (short name, ``layers.3.q_proj``), each expert's mean gate over the generated tokens."""
+    token_routing: dict[str, list[list[float]]] = field(default_factory=dict)
+    """Per adapted layer, ``generated tokens x experts`` gates."""
+
+
+class InferenceEngine:
+    """Answers :class:`Request` s with a built :class:`FoodLMMModule` (either base), in eval mode, greedily."""
+
+    def __init__(self, module: FoodLMMModule, record_gates: bool = True):
+        if module.model is None:
+            module.configure_model()
+        self.module = module.eval()
+        self.record_gates = record_gates
+
+    def _question(self, request: Request) -> str:
+        if request.question is not None and request.question.strip():
+            return request.question
+        if request.task in QUESTIONS:
+            return QUESTIONS[request.task][0]
+        raise UserError(f"request {request.id}: give a question or a task ({', '.join(QUESTIONS)})")
+
+    @torch.no_grad()
+    def answer(self, requests: list[Request]) -> list[Answer]:
+        """The answers to ``requests``, generated as one batch (each row as it would be alone)."""
+        if not requests:
+            return []
+        module = self.module
+        conversations = [single_turn(request.image.convert("RGB"), self._question(request), None, id=request.id,
+                                     dataset="request", task=request.task, cluster_id=request.cluster_id)
+                         for request in requests]
+        batch = module.transfer_batch_to_device(module.conversation_format(conversations), module.device, 0)
+        limits = [request.max_new_tokens or module.hparams.max_new_tokens for request in requests]
+        generated = generate(module.model, batch, max(limits), record_gates=self.record_gates)
+        names = short_layer_names(sorted({name for row in generated for name in row.gates}))
+        answers = []
+        for row, (request, result, limit) in enumerate(zip(requests, generated, limits)):
+            tokens, finish = result.token_ids, result.finish_reason
+            if len(tokens) > limit:  # a shorter limit than the batch's: this row's answer ends at its own
+                tokens, finish = tokens[:limit], "length"
+            text = module.conversation_format.decode([tokens])[0]
+            for stop in request.stop:
+                if stop and stop in text:
+                    text, finish = text[: text.index(stop)].rstrip(), "stop"
+            gates = {names[name]: values[: len(tokens)] for name, values in result.gates.items()}
+            answers.append(Answer(
+                id=request.id, text=text, finish_reason=finish,
+                prompt_tokens=int(batch.prompt_attention_mask[row].sum()), completion_tokens=len(tokens),
+                parsed=structured_answer(request.task, text),
+                routing={name: values.float().mean(dim=0).tolist() for name, values in gates.items() if len(values)},
+                token_routing={name: values.float().tolist() for name, values in gates.items()}))
+        return answers
