@@ -234,7 +234,31 @@ def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = 
 
 
 def run_command_line(args: list[str] | None = None) -> None:
-    """``python -m rode_lightning``: :func:`main`, with a user's mistake reported as one ``error:`` line on stderr
-    and exit status 2 (``rode_lightning/user_errors.py``), the traceback only with ``RODE_TRACEBACK=1``."""
+    """``python -m rode_lightning``: :func:`main` (or ``chat``), with a user's mistake reported as one ``error:``
+    line on stderr and exit status 2 (``rode_lightning/user_errors.py``), the traceback only with
+    ``RODE_TRACEBACK=1``."""
+    args = sys.argv[1:] if args is None else args
     with reported_in_one_line():
-        main(args, exit_on_error=False)
+        if args and args[0] == "chat":
+            run_chat(args[1:])
+        else:
+            main(args, exit_on_error=False)
+
+
+def run_chat(args: list[str], lines=None, write=print) -> None:
+    """``python -m rode_lightning chat --image PHOTO [--config ...] [--model.adapter_path ...]``: the model the other
+    arguments configure (as for ``test``), asked about the photo line by line (``inference/chat.py``)."""
+    import argparse
+
+    from rode_lightning.inference.chat import chat, open_image
+    from rode_lightning.inference.engine import InferenceEngine
+
+    parser = argparse.ArgumentParser(prog="python -m rode_lightning chat", add_help=False)
+    parser.add_argument("--image", required=True)
+    known, rest = parser.parse_known_args(args)
+    image = open_image(known.image)
+    module = main(rest, run=False, exit_on_error=False).model
+    if module.adapter_config.adapter_method.needs_cluster_features:
+        raise UserError("chat: a cluster-routed adapter (MoCLE) needs the instruction clusters of its training data, "
+                        "which adapters do not carry yet; use predict, which clusters the training data again")
+    chat(InferenceEngine(module), image, sys.stdin if lines is None else lines, write)
