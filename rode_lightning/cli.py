@@ -50,6 +50,8 @@ class RoDECLI(LightningCLI):
         resolve_demo_base(config)
         if self.subcommand in ("validate", "test", "predict"):
             write_next_to_trained_run(config, self.subcommand)
+        if self.subcommand == "predict":
+            use_saved_instruction_clusters(config)
         if self.subcommand in ("validate", "test"):
             # The module prints its own rounded table per dataset and task; Lightning's repeats it unrounded.
             config["verbose"] = False
@@ -181,6 +183,17 @@ def resolve_demo_base(config) -> None:
         config[key] = str(paths[key])
 
 
+def use_saved_instruction_clusters(config) -> None:
+    """A cluster adapter that carries its instruction clusterer routes ``predict``'s questions with it, without the
+    training data (``data.instruction_clusters``); an older one without it clusters the training data again."""
+    from rode_lightning.data.clusters import CLUSTERS_CONFIG
+
+    adapter_path = config.get("model.adapter_path")
+    if (adapter_path and config.get("data.num_clusters") and not config.get("data.instruction_clusters")
+            and (Path(adapter_path) / CLUSTERS_CONFIG).is_file()):
+        config["data.instruction_clusters"] = str(adapter_path)
+
+
 def _clusters_needed(adapter) -> int | None:
     """The data side clusters instructions only for MoCLE routing."""
     method = adapter.method if hasattr(adapter, "method") else adapter["method"]
@@ -258,7 +271,13 @@ def run_chat(args: list[str], lines=None, write=print) -> None:
     known, rest = parser.parse_known_args(args)
     image = open_image(known.image)
     module = main(rest, run=False, exit_on_error=False).model
+    clusters = None
     if module.adapter_config.adapter_method.needs_cluster_features:
-        raise UserError("chat: a cluster-routed adapter (MoCLE) needs the instruction clusters of its training data, "
-                        "which adapters do not carry yet; use predict, which clusters the training data again")
-    chat(InferenceEngine(module), image, sys.stdin if lines is None else lines, write)
+        from rode_lightning.data.clusters import InstructionClusters
+
+        clusters = InstructionClusters.load(module.hparams.adapter_path) if module.hparams.adapter_path else None
+        if clusters is None:
+            raise UserError("chat: a cluster-routed adapter (MoCLE) routes by the instruction clusters saved with it "
+                            "at the end of fit; give --model.adapter_path of one trained since they are saved (an "
+                            "older one: train it again, or use predict, which clusters the training data again)")
+    chat(InferenceEngine(module, clusters=clusters), image, sys.stdin if lines is None else lines, write)

@@ -8,13 +8,21 @@ truncated SVD stands in: it separates instructions by wording, which is what clu
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
+from rode_lightning.atomic import replaced_atomically, write_json_atomically
 from rode_lightning.conventions import CLUSTER_WIDTH
 from rode_lightning.user_errors import UserError
+
+CLUSTERS_CONFIG = "instruction_clusters.json"
+CLUSTERS_ARRAYS = "instruction_clusters.safetensors"
+"""An adapter directory's instruction clusterer (MoCLE): the encoder's fit and the k-means centroids, so that a
+cluster-routed adapter places new questions without the training data."""
 
 Encoder = Literal["auto", "minilm", "tfidf"]
 
@@ -95,10 +103,12 @@ class InstructionClusters:
         self.num_clusters, self.seed = num_clusters, seed
         self.encoder = InstructionEncoder(encoder)
         self.kmeans = None
+        self._centroids: np.ndarray | None = None  # read back from an adapter (load), without a KMeans
 
     @property
     def centroids(self) -> np.ndarray:
-        return self.kmeans.cluster_centers_.astype(np.float32)
+        centroids = self.kmeans.cluster_centers_ if self.kmeans is not None else self._centroids
+        return centroids.astype(np.float32)
 
     def fit(self, texts: list[str]) -> np.ndarray:
         """Clusters ``texts``; returns the cluster id of each."""
@@ -116,10 +126,69 @@ class InstructionClusters:
         return np.array([label_of[text] for text in texts])
 
     def assign(self, texts: list[str]) -> np.ndarray:
-        """The nearest cluster of each (possibly unseen) instruction."""
-        if self.kmeans is None:
+        """The nearest cluster of each (possibly unseen) instruction: the nearest centroid in Euclidean distance,
+        what ``KMeans.predict`` computes, done here so that a clusterer read back from an adapter does the same."""
+        if self.kmeans is None and getattr(self, "_centroids", None) is None:
             raise RuntimeError("InstructionClusters: fit() first")
-        return self.kmeans.predict(self.encoder.transform(texts))
+        centroids = self.kmeans.cluster_centers_ if self.kmeans is not None else self._centroids
+        embeddings = self.encoder.transform(texts).astype(np.float64)
+        distances = ((embeddings[:, None, :] - centroids[None, :, :].astype(np.float64)) ** 2).sum(-1)
+        return distances.argmin(axis=1)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the clusterer into ``directory`` (an adapter's): its encoder's fit and the centroids."""
+        import torch
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        record = {"format_version": 1, "encoder": self.encoder.kind, "num_clusters": self.num_clusters,
+                  "seed": self.seed}
+        arrays = {"centroids": torch.from_numpy(np.ascontiguousarray(self.kmeans.cluster_centers_))}
+        if self.encoder.kind == "tfidf":
+            tfidf = self.encoder._tfidf
+            record["ngram_range"] = list(tfidf.ngram_range)
+            record["vocabulary"] = {term: int(index) for term, index in sorted(tfidf.vocabulary_.items())}
+            arrays["idf"] = torch.from_numpy(np.ascontiguousarray(tfidf.idf_))
+            if self.encoder._svd is not None:
+                arrays["svd_components"] = torch.from_numpy(np.ascontiguousarray(self.encoder._svd.components_))
+        with replaced_atomically(directory / CLUSTERS_ARRAYS) as partial:
+            save_file(arrays, str(partial))
+        write_json_atomically(directory / CLUSTERS_CONFIG, record)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "InstructionClusters | None":
+        """The clusterer saved in ``directory``; None when it holds none (an adapter saved before they were)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        directory = Path(directory)
+        if not (directory / CLUSTERS_CONFIG).is_file():
+            return None
+        try:
+            record = json.loads((directory / CLUSTERS_CONFIG).read_text())
+            arrays = {name: tensor.numpy() for name, tensor in load_file(directory / CLUSTERS_ARRAYS).items()}
+            clusters = cls(int(record["num_clusters"]), int(record["seed"]), record["encoder"])
+            if record["encoder"] == "tfidf":
+                tfidf = TfidfVectorizer(ngram_range=tuple(record["ngram_range"]), vocabulary=record["vocabulary"])
+                tfidf.idf_ = arrays["idf"]  # the public setter: the fitted inverse document frequencies
+                clusters.encoder._tfidf = tfidf
+                clusters.encoder._svd = _Projection(arrays["svd_components"]) if "svd_components" in arrays else None
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
+            raise UserError(f"{directory / CLUSTERS_CONFIG}: not a readable instruction clusterer ({error}); save "
+                            "the adapter again") from None
+        clusters._centroids = arrays["centroids"]
+        return clusters
+
+
+class _Projection:
+    """A fitted ``TruncatedSVD``'s transform, ``X @ components.T``, from its saved components."""
+
+    def __init__(self, components: np.ndarray):
+        self.components = components
+
+    def transform(self, features) -> np.ndarray:
+        return np.asarray(features @ self.components.T)
 
 
 def cluster_instructions(texts: list[str], num_clusters: int, seed: int = 0, encoder: Encoder = "auto"

@@ -28,7 +28,7 @@ from rode_lightning.data.sources import ServedDataset, resolve_served_datasets
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
 from rode_lightning.metrics.floors import label_floors
 from rode_lightning.metrics.vocabulary import IngredientVocabulary
-from rode_lightning.user_errors import UserError
+from rode_lightning.user_errors import MissingFileError, UserError
 
 def default_demo_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -90,6 +90,9 @@ class FoodDataModule(L.LightningDataModule):
         num_clusters: instruction clusters for MoCLE routing; set from ``model.adapter`` by the CLI (``null`` unless
             the adapter method is ``cluster``).
         cluster_encoder: sentence encoder for the clustering: ``minilm`` (optional package), ``tfidf``, or ``auto``.
+        instruction_clusters: a directory holding a saved instruction clusterer (a cluster adapter's, written at the
+            end of ``fit``): ``predict`` places its questions with it instead of clustering the training data again.
+            The CLI sets it from ``model.adapter_path`` when that adapter has one.
         predict_source: for ``predict``: a folder of images or a JSON/JSONL file of ``{"image", "task" or
             "question"}`` requests (README.md).
         predict_tasks: for a folder of images, the tasks asked about every image.
@@ -127,6 +130,7 @@ class FoodDataModule(L.LightningDataModule):
         on_error: Literal["raise", "skip"] = "raise",
         num_clusters: int | None = None,
         cluster_encoder: Literal["auto", "minilm", "tfidf"] = "auto",
+        instruction_clusters: str | None = None,
         predict_source: str | None = None,
         predict_tasks: list[str] = list(TASKS),
         ingredient_vocabulary: str | None = None,
@@ -188,7 +192,12 @@ class FoodDataModule(L.LightningDataModule):
         return self.sources[dataset].root
 
     def prepare_data(self) -> None:
-        self._generate_demo()
+        # Answering predict requests needs no training data, unless MoCLE must cluster it (no saved clusterer);
+        # setup generates the demo copies itself whenever it reads them.
+        predict_only = self.hparams.predict_source is not None and (not self.hparams.num_clusters
+                                                                    or self.hparams.instruction_clusters)
+        if not predict_only:
+            self._generate_demo()
 
     def _generate_demo(self) -> None:
         """Writes the demo copy of every served demo dataset (idempotent: each generator checks its marker)."""
@@ -217,6 +226,15 @@ class FoodDataModule(L.LightningDataModule):
         if stage == "predict" and self.hparams.predict_source is not None:
             self._setup_predict()
             if not self.hparams.num_clusters:
+                return
+            if self.hparams.instruction_clusters and self._clusters is None:
+                # The adapter's own clusterer: no training data is read (issue 26).
+                self._clusters = InstructionClusters.load(self.hparams.instruction_clusters)
+                if self._clusters is None:
+                    raise MissingFileError(f"data.instruction_clusters: {self.hparams.instruction_clusters} holds no "
+                                           "instruction clusterer (instruction_clusters.json)")
+            if self._clusters is not None and self.predict_dataset.cluster_ids is None and not self.datasets:
+                self._place_predict_requests()
                 return
         if self.datasets:
             if self.predict_dataset is not None and self.predict_dataset.cluster_ids is None and self._clusters:
@@ -310,6 +328,11 @@ class FoodDataModule(L.LightningDataModule):
         self._clusters = clusters
         if self.predict_dataset is not None:
             self._place_predict_requests()
+
+    @property
+    def instruction_clusters(self) -> InstructionClusters | None:
+        """The fitted instruction clusterer (MoCLE), saved with the adapter at the end of ``fit``."""
+        return self._clusters
 
     def _place_predict_requests(self) -> None:
         questions = [request.question for request in self.predict_dataset.requests]

@@ -65,11 +65,17 @@ class Answer:
 class InferenceEngine:
     """Answers :class:`Request` s with a built :class:`FoodLMMModule` (either base), in eval mode, greedily."""
 
-    def __init__(self, module: FoodLMMModule, record_gates: bool = True):
+    def __init__(self, module: FoodLMMModule, record_gates: bool = True, clusters=None):
+        """``clusters``: a cluster-routed adapter's instruction clusterer (``InstructionClusters.load`` of its
+        directory), which places each question in its cluster; required for such an adapter."""
         if module.model is None:
             module.configure_model()
+        if module.model.cluster_embedding is not None and clusters is None:
+            raise UserError("a cluster-routed adapter (MoCLE) needs its instruction clusters to answer: load them "
+                            "from the adapter directory (InstructionClusters.load)")
         self.module = module.eval()
         self.record_gates = record_gates
+        self.clusters = clusters
 
     def _question(self, request: Request) -> str:
         if request.question is not None and request.question.strip():
@@ -84,9 +90,14 @@ class InferenceEngine:
         if not requests:
             return []
         module = self.module
-        conversations = [single_turn(request.image.convert("RGB"), self._question(request), None, id=request.id,
-                                     dataset="request", task=request.task, cluster_id=request.cluster_id)
-                         for request in requests]
+        questions = [self._question(request) for request in requests]
+        cluster_ids = [request.cluster_id for request in requests]
+        if self.clusters is not None:
+            placed = self.clusters.assign(questions).tolist()
+            cluster_ids = [given if given is not None else found for given, found in zip(cluster_ids, placed)]
+        conversations = [single_turn(request.image.convert("RGB"), question, None, id=request.id,
+                                     dataset="request", task=request.task, cluster_id=cluster_id)
+                         for request, question, cluster_id in zip(requests, questions, cluster_ids)]
         batch = module.transfer_batch_to_device(module.conversation_format(conversations), module.device, 0)
         limits = [request.max_new_tokens or module.hparams.max_new_tokens for request in requests]
         generated = generate(module.model, batch, max(limits), record_gates=self.record_gates)

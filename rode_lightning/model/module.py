@@ -203,6 +203,10 @@ class FoodLMMModule(L.LightningModule):
         log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank zero
         if self.trainer.is_global_zero and log_dir:
             path = save_adapter(self.model, self.adapter_config, Path(log_dir) / "adapter")
+            # MoCLE: the instruction clusterer routes new questions (predict, chat) without the training data.
+            clusters = getattr(getattr(self.trainer, "datamodule", None), "instruction_clusters", None)
+            if clusters is not None and self.model.cluster_embedding is not None:
+                clusters.save(path)
             rank_zero_info(f"adapter saved to {path}")
 
     # Training checkpoints (``--ckpt_path``) hold the trainable state only; see ``scale/checkpointing.py``.

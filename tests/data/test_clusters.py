@@ -40,3 +40,26 @@ def test_clusters_are_deterministic_and_repeat_for_repeated_instructions():
 def test_more_clusters_than_instructions_is_refused():
     with pytest.raises(ValueError, match="adapter.num_clusters: 20 clusters requested but the data has only 12"):
         cluster_instructions(TEXTS, 20)
+
+
+def test_a_saved_clusterer_places_new_questions_as_the_fitted_one(tmp_path):
+    import numpy as np
+    import pytest
+
+    from rode_lightning.data.clusters import CLUSTERS_ARRAYS, InstructionClusters
+    from rode_lightning.user_errors import UserError
+
+    texts = ["what dish is this", "name the dish", "list the ingredients", "which ingredients are in it",
+             "how many calories", "estimate the nutrition", "give the recipe", "how is it cooked"] * 2
+    fitted = InstructionClusters(4, seed=0, encoder="tfidf")
+    labels = fitted.fit(texts)
+    assert fitted.assign(texts).tolist() == labels.tolist()  # the nearest centroid is k-means' own label
+    assert InstructionClusters.load(tmp_path) is None  # nothing saved there
+    fitted.save(tmp_path)
+    loaded = InstructionClusters.load(tmp_path)
+    questions = ["what is this dish?", "ingredients please", "calories of this plate", "the recipe, step by step"]
+    assert loaded.assign(questions).tolist() == fitted.assign(questions).tolist()
+    np.testing.assert_array_equal(loaded.centroids, fitted.centroids)
+    (tmp_path / CLUSTERS_ARRAYS).write_bytes(b"half a file")
+    with pytest.raises(UserError, match="not a readable instruction clusterer"):
+        InstructionClusters.load(tmp_path)

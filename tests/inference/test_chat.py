@@ -58,3 +58,43 @@ def test_python_dash_m_rode_lightning_chat_reads_stdin(cli_demo_dir, tmp_path, m
     run_command_line(["chat", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--image", str(photo)])
     out = capsys.readouterr().out
     assert "> What" in out and "  category: " in out
+
+
+def test_a_cluster_adapter_carries_its_clusterer_to_predict_and_chat(cli_demo_dir, tmp_path):
+    """fit saves MoCLE's instruction clusterer beside the adapter; predict with that adapter places its questions
+    with it and reads no training data (a fresh, empty demo folder stays empty); chat routes with it too."""
+    import json
+
+    from rode_lightning.cli import main
+    from rode_lightning.data.clusters import CLUSTERS_CONFIG, InstructionClusters
+
+    cluster = ["--model.adapter.method", "cluster", "--model.adapter.num_clusters", "4",
+               "--model.adapter.ranks", "[4, 4]"]
+    logs = tmp_path / "logs"
+    fit = main(["fit", *tiny_cli_args(cli_demo_dir, logs, *cluster, "--trainer.limit_train_batches", "2",
+                                      "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
+                                      "--data.cluster_encoder", "tfidf")])
+    adapter = logs / "demo" / "version_0" / "adapter"
+    assert (adapter / CLUSTERS_CONFIG).is_file()
+    saved = InstructionClusters.load(adapter)
+    questions = ["What is on this plate?", "List the ingredients of this dish.", "How many calories?"]
+    assert saved.assign(questions).tolist() == fit.datamodule.instruction_clusters.assign(questions).tolist()
+
+    Image.new("RGB", (48, 48), (10, 10, 200)).save(tmp_path / "dish.png")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps({"id": str(index), "image": "dish.png", "question": question}) + "\n"
+                                for index, question in enumerate(questions)))
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    predicted = main(["predict", *tiny_cli_args(empty, logs, *cluster), "--model.adapter_path", str(adapter),
+                      "--data.predict_source", str(requests)])
+    assert predicted.datamodule.hparams.instruction_clusters == str(adapter)
+    assert predicted.datamodule.predict_dataset.cluster_ids == saved.assign(questions).tolist()
+    assert list(empty.iterdir()) == []  # no training data generated or read
+    answers = [json.loads(line) for line in (adapter.parent / "predict" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(answer["id"] for answer in answers) == ["0", "1", "2"]
+
+    written: list[str] = []
+    run_chat([*tiny_cli_args(empty, logs, *cluster), "--model.adapter_path", str(adapter),
+              "--image", str(tmp_path / "dish.png")], ["What is on this plate?", "/quit"], written.append)
+    assert "experts (mean gate over the answer and the layers): e0 " in "\n".join(written)
