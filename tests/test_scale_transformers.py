@@ -1,8 +1,9 @@
 """Scaling out on model.base: transformers (a tiny Qwen2.5-VL): DDP and FSDP2 train the adapter one process trains,
-and an interrupted FSDP fit resumes bit for bit. The same runs and reasoning as tests/test_scale.py (read its
+and an interrupted fit resumes bit for bit. The same runs and reasoning as tests/test_scale.py (read its
 docstring: why one sample per rank, two micro-batches in the reference, no dropout, no warm-up); here FSDP shards
 the model by its own block classes (``_no_split_modules``: Qwen2_5_VLDecoderLayer, Qwen2_5_VLVisionBlock) and
-recomputes them with transformers' gradient checkpointing (configs/fsdp.yaml)."""
+recomputes them with transformers' gradient checkpointing (configs/fsdp.yaml). An interrupted fit resumes bit for
+bit under both."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def qwen_base(tmp_path_factory) -> list[str]:
 def runs(tmp_path_factory, cli_demo_dir, qwen_base) -> dict[str, tuple[Path, str]]:
     root = tmp_path_factory.mktemp("scale_transformers")
     return {name: fit(cli_demo_dir, root / name / "logs", *qwen_base, *args)
-            for name, args in (("one_process", ONE_PROCESS), ("ddp", DDP), ("fsdp", [*FSDP, *EVERY_STEP]))}
+            for name, args in (("one_process", ONE_PROCESS), ("ddp", [*DDP, *EVERY_STEP]),
+                               ("fsdp", [*FSDP, *EVERY_STEP]))}
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
@@ -49,9 +51,11 @@ def test_two_processes_train_the_adapter_one_process_trains(runs, strategy):
         torch.testing.assert_close(trained[name], tensor, **TOLERANCE, msg=lambda message: f"{name}: {message}")
 
 
-def test_an_interrupted_fsdp_fit_resumes_bit_for_bit(runs, cli_demo_dir, qwen_base, tmp_path):
-    full_run, _ = runs["fsdp"]
-    resumed, _ = fit(cli_demo_dir, tmp_path / "logs", *qwen_base, *FSDP, *EVERY_STEP, "--ckpt_path",
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_an_interrupted_fit_resumes_bit_for_bit(runs, cli_demo_dir, qwen_base, tmp_path, strategy):
+    full_run, _ = runs[strategy]
+    overlay = DDP if strategy == "ddp" else FSDP
+    resumed, _ = fit(cli_demo_dir, tmp_path / "logs", *qwen_base, *overlay, *EVERY_STEP, "--ckpt_path",
                      str(checkpoint_at(full_run, 1)))
     expected, trained = adapter(full_run), adapter(resumed)
     assert set(trained) == set(expected)
