@@ -10,6 +10,9 @@ each expert over the generated tokens, and the gates per token.
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -62,6 +65,59 @@ class Answer:
     """Per adapted layer, ``generated tokens x experts`` gates."""
 
 
+@dataclass
+class StreamEvent:
+    """A piece of a streamed answer: ``delta`` (new text, whole characters), and on the last event the whole
+    :class:`Answer` (finish reason, token counts, routing), whose text is all the deltas joined."""
+
+    delta: str
+    answer: Answer | None = None
+
+
+class _Cancelled(Exception):
+    """Raised inside ``generate`` (from the streamer) to stop an answer nobody reads any more."""
+
+
+class _TokenQueue:
+    """transformers' streamer interface (``put``, ``end``) into a queue: the prompt's ``put`` is skipped, then each
+    new token id is queued, and ``None`` at the end. After :meth:`cancel` the next ``put`` stops the generation."""
+
+    def __init__(self):
+        self.tokens: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.cancelled.is_set():
+            raise _Cancelled
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.tokens.put(token)
+
+    def end(self) -> None:
+        self.tokens.put(None)
+
+
+def _safe_prefix(text: str, stops: tuple[str, ...]) -> str:
+    """What of the answer so far can be sent without being taken back: no trailing whitespace (the answer is
+    stripped), no half character (``\ufffd`` of an incomplete UTF-8 sequence), no ending that may begin a stop
+    string."""
+    text = text.rstrip()
+    if text.endswith("\ufffd"):
+        text = text.rstrip("\ufffd").rstrip()
+    for stop in stops:
+        for length in range(min(len(stop), len(text)), 0, -1):
+            if stop and text.endswith(stop[:length]):
+                text = text[: len(text) - length].rstrip()
+                break
+    return text
+
+
 class InferenceEngine:
     """Answers :class:`Request` s with a built :class:`FoodLMMModule` (either base), in eval mode, greedily."""
 
@@ -84,9 +140,12 @@ class InferenceEngine:
             return QUESTIONS[request.task][0]
         raise UserError(f"request {request.id}: give a question or a task ({', '.join(QUESTIONS)})")
 
-    @torch.no_grad()
     def answer(self, requests: list[Request]) -> list[Answer]:
         """The answers to ``requests``, generated as one batch (each row as it would be alone)."""
+        return self._answer(requests)
+
+    @torch.no_grad()
+    def _answer(self, requests: list[Request], streamer=None) -> list[Answer]:
         if not requests:
             return []
         module = self.module
@@ -100,7 +159,7 @@ class InferenceEngine:
                          for request, question, cluster_id in zip(requests, questions, cluster_ids)]
         batch = module.transfer_batch_to_device(module.conversation_format(conversations), module.device, 0)
         limits = [request.max_new_tokens or module.hparams.max_new_tokens for request in requests]
-        generated = generate(module.model, batch, max(limits), record_gates=self.record_gates)
+        generated = generate(module.model, batch, max(limits), record_gates=self.record_gates, streamer=streamer)
         names = short_layer_names(sorted({name for row in generated for name in row.gates}))
         answers = []
         for row, (request, result, limit) in enumerate(zip(requests, generated, limits)):
@@ -119,3 +178,48 @@ class InferenceEngine:
                 routing={name: values.float().mean(dim=0).tolist() for name, values in gates.items() if len(values)},
                 token_routing={name: values.float().tolist() for name, values in gates.items()}))
         return answers
+
+    def stream(self, request: Request) -> Iterator[StreamEvent]:
+        """The answer to ``request`` piece by piece as it is generated: the deltas joined equal :meth:`answer`'s
+        text, and the last event carries the whole :class:`Answer`. Generation runs in a thread; a consumer that
+        stops early (a client that disconnects: ``close()`` of this generator) stops the generation at its next
+        token, and returns once the model is free again."""
+        streamer = _TokenQueue()
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["answer"] = self._answer(requests=[request], streamer=streamer)[0]
+            except _Cancelled:
+                streamer.end()
+            except BaseException as error:  # re-raised in the consumer
+                result["error"] = error
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        tokens: list[int] = []
+        sent = ""
+        decode = self.module.conversation_format.decode
+        try:
+            while True:
+                token = streamer.tokens.get()
+                if token is None:
+                    break
+                tokens.append(token)
+                safe = _safe_prefix(decode([tokens])[0], request.stop)
+                if any(stop and stop in safe for stop in request.stop):
+                    continue  # the stop string is in: the rest comes with the final answer, cut there
+                if safe.startswith(sent) and len(safe) > len(sent):
+                    yield StreamEvent(safe[len(sent):])
+                    sent = safe
+        finally:  # also when the consumer leaves early: stop the generation, free the model
+            if thread.is_alive() and "answer" not in result:
+                streamer.cancel()
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        answer = result["answer"]
+        if not answer.text.startswith(sent):  # cannot happen with prefix-stable decoding; never send wrong text
+            raise RuntimeError(f"streamed text {sent!r} is not a prefix of the answer {answer.text!r}")
+        yield StreamEvent(answer.text[len(sent):], answer)

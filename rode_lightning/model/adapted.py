@@ -50,8 +50,9 @@ class AdaptedModel(nn.Module, ABC):
         """Teacher-forced next-token logits of the whole conversations, ``(batch, sequence, vocab)``."""
 
     @abstractmethod
-    def generate_batch(self, batch: FoodBatch, max_new_tokens: int) -> torch.Tensor:
-        """Greedy answers to the batch's (left-padded) prompts: the new token ids only, ``(batch, new tokens)``."""
+    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None) -> torch.Tensor:
+        """Greedy answers to the batch's (left-padded) prompts: the new token ids only, ``(batch, new tokens)``.
+        ``streamer`` (one prompt): transformers' streamer interface, given the prompt, then each new token."""
 
     @property
     @abstractmethod

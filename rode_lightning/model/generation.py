@@ -60,15 +60,15 @@ def recorded_gates(model: AdaptedModel):
             handle.remove()
 
 
-def generate(model: AdaptedModel, batch: FoodBatch, max_new_tokens: int, record_gates: bool = False
-             ) -> list[Generated]:
+def generate(model: AdaptedModel, batch: FoodBatch, max_new_tokens: int, record_gates: bool = False,
+             streamer=None) -> list[Generated]:
     """Greedy answers to ``batch``'s prompts, one :class:`Generated` per row; generation stops at the model's
     ``stop_token_ids``."""
     if record_gates:
         with recorded_gates(model) as records:
-            new_tokens = model.generate_batch(batch, max_new_tokens)
+            new_tokens = model.generate_batch(batch, max_new_tokens, streamer=streamer)
     else:
-        records, new_tokens = {}, model.generate_batch(batch, max_new_tokens)
+        records, new_tokens = {}, model.generate_batch(batch, max_new_tokens, streamer=streamer)
     stops = set(model.stop_token_ids)
     results = []
     for row, tokens in enumerate(new_tokens.tolist()):

@@ -82,13 +82,15 @@ class FoodLMM(AdaptedModel):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None,
-                 max_new_tokens: int = 64, cluster_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Greedy answers for left-padded prompts, with the KV cache; returns only the new tokens."""
+                 max_new_tokens: int = 64, cluster_ids: torch.Tensor | None = None, streamer=None) -> torch.Tensor:
+        """Greedy answers for left-padded prompts, with the KV cache; returns only the new tokens. ``streamer``:
+        transformers' streamer interface (``put`` each new token, ``end``), for one prompt."""
         self.set_routing(attention_mask, cluster_ids)
         embeddings = self.embed(input_ids, images)
         return self.language_model.generate(
             inputs_embeds=embeddings, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
             do_sample=False, use_cache=True, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
+            streamer=streamer,
         )
 
     def enable_activation_checkpointing(self) -> None:
@@ -104,9 +106,9 @@ class FoodLMM(AdaptedModel):
     def forward_batch(self, batch: FoodBatch) -> torch.Tensor:
         return self(batch.input_ids, batch.attention_mask, batch.pixel_values, batch.cluster_ids)
 
-    def generate_batch(self, batch: FoodBatch, max_new_tokens: int) -> torch.Tensor:
+    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None) -> torch.Tensor:
         return self.generate(batch.prompt_ids, batch.prompt_attention_mask, batch.pixel_values,
-                             max_new_tokens=max_new_tokens, cluster_ids=batch.cluster_ids)
+                             max_new_tokens=max_new_tokens, cluster_ids=batch.cluster_ids, streamer=streamer)
 
     @property
     def adapted_root(self) -> nn.Module:

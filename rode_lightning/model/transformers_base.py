@@ -250,7 +250,7 @@ class TransformersLMM(AdaptedModel):
         return self(batch)
 
     @torch.no_grad()
-    def generate_batch(self, batch: FoodBatch, max_new_tokens: int) -> torch.Tensor:
+    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None) -> torch.Tensor:
         """Greedy, with the KV cache, stopping at the end of a turn or eos; the settings of the model's
         ``generation_config.json`` (sampling, temperature, repetition penalty, its own eos) do not apply."""
         from transformers import GenerationConfig
@@ -260,7 +260,7 @@ class TransformersLMM(AdaptedModel):
         greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                   eos_token_id=self.stop_token_ids, pad_token_id=self.pad_token_id,
                                   temperature=None, top_p=None, top_k=None, use_cache=True)
-        output = self.hf.generate(**inputs, generation_config=greedy)
+        output = self.hf.generate(**inputs, generation_config=greedy, streamer=streamer)
         return output[:, batch.prompt_ids.shape[1]:]
 
 

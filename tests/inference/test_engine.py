@@ -130,3 +130,48 @@ def test_a_request_without_question_or_task_is_refused(qwen_dir):
     engine = InferenceEngine(built("transformers", qwen_dir))
     with pytest.raises(UserError, match="give a question or a task"):
         engine.answer([Request(Image.new("RGB", (32, 32)), id="empty")])
+
+
+@pytest.mark.parametrize("base", ["llava", "transformers"])
+def test_a_streamed_answer_joins_to_the_answer(base, qwen_dir):
+    engine = InferenceEngine(built(base, qwen_dir))
+    for request in requests():
+        [expected] = engine.answer([request])
+        events = list(engine.stream(request))
+        assert [event.answer is None for event in events] == [True] * (len(events) - 1) + [False]
+        assert "".join(event.delta for event in events) == expected.text == events[-1].answer.text
+        assert all(event.delta for event in events[:-1])
+        assert events[-1].answer.routing.keys() == expected.routing.keys()
+        for name, gates in expected.routing.items():
+            assert events[-1].answer.routing[name] == pytest.approx(gates)
+        if len(expected.text) > 3:  # a stop string: nothing after it is ever sent
+            stop = expected.text[2:4]
+            stopped = list(engine.stream(replace(request, stop=(stop,))))
+            joined = "".join(event.delta for event in stopped)
+            assert joined == stopped[-1].answer.text == expected.text[: expected.text.index(stop)].rstrip()
+
+
+def test_a_stream_left_early_stops_its_generation(qwen_dir):
+    module = built("transformers", qwen_dir)
+    engine = InferenceEngine(module)
+    forwards = []
+    module.model.hf.lm_head.register_forward_hook(lambda *args: forwards.append(1))
+    request = replace(requests()[1], max_new_tokens=40)
+    [whole] = engine.answer([request])
+    whole_forwards = len(forwards)
+    forwards.clear()
+    stream = engine.stream(request)
+    next(stream)
+    stream.close()  # a client that went away: close() returns once the generation stopped
+    assert whole.completion_tokens > 10 and len(forwards) < whole_forwards / 2, (len(forwards), whole_forwards)
+    [answer] = engine.answer([requests()[1]])
+    assert "".join(event.delta for event in engine.stream(requests()[1])) == answer.text
+
+
+def test_only_what_cannot_change_is_sent():
+    from rode_lightning.inference.engine import _safe_prefix
+
+    assert _safe_prefix("rice and be\ufffd", ()) == "rice and be"  # half a character: wait for the rest
+    assert _safe_prefix("rice  ", ()) == "rice"  # the answer is stripped: trailing space may never be sent
+    assert _safe_prefix("rice, bea", ("beans",)) == "rice,"  # may be the start of a stop string
+    assert _safe_prefix("rice, bea", ("Total",)) == "rice, bea"
