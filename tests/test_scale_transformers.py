@@ -61,3 +61,19 @@ def test_an_interrupted_fit_resumes_bit_for_bit(runs, cli_demo_dir, qwen_base, t
     assert set(trained) == set(expected)
     for name, tensor in expected.items():
         assert torch.equal(trained[name], tensor), name
+
+
+def test_a_checkpoint_of_the_transformers_base_loads_in_one_process(runs):
+    """``load_from_checkpoint`` of FSDP's sharded checkpoint folder of the last step rebuilds the transformers base
+    from its hyperparameters (the model directory) and holds the adapter the run saved at its end."""
+    from rode_lightning.adapters.saving import adapter_state_dict
+    from rode_lightning.model.module import FoodLMMModule
+
+    run, _ = runs["fsdp"]
+    module = FoodLMMModule.load_from_checkpoint(checkpoint_at(run, 3))
+    assert module.hparams.base == "transformers"
+    loaded = adapter_state_dict(module.model)
+    final = adapter(run)
+    assert set(loaded) == set(final)
+    for name, tensor in final.items():
+        assert torch.equal(loaded[name], tensor), name

@@ -88,12 +88,24 @@ class TransformersConfig:
 
 
 def load_processor(config: TransformersConfig):
-    """The model's ``AutoProcessor``, with ``min_pixels`` / ``max_pixels`` where set; it must have a chat template."""
+    """The model's ``AutoProcessor``, its image area bounded by ``min_pixels`` / ``max_pixels`` where set (Qwen-VL
+    processors: ``size`` = ``{shortest_edge: min_pixels, longest_edge: max_pixels}``, areas in pixels); it must have a
+    chat template."""
     from transformers import AutoProcessor
 
     directory = config.directory()
-    sizes = {name: getattr(config, name) for name in ("min_pixels", "max_pixels") if getattr(config, name)}
-    processor = AutoProcessor.from_pretrained(directory, **sizes)
+    processor = AutoProcessor.from_pretrained(directory)
+    if config.min_pixels or config.max_pixels:
+        image_processor = getattr(processor, "image_processor", None)
+        size = dict(getattr(image_processor, "size", None) or {})
+        size = {key: value for key, value in size.items() if value is not None}
+        if not {"shortest_edge", "longest_edge"} <= set(size):
+            raise UserError(f"model.transformers.min_pixels / max_pixels: the image processor of {directory} "
+                            f"({type(image_processor).__name__}) has no pixel-area bounds (Qwen-VL processors do); "
+                            "leave both null")
+        size = {"shortest_edge": config.min_pixels or size["shortest_edge"],
+                "longest_edge": config.max_pixels or size["longest_edge"]}
+        processor = AutoProcessor.from_pretrained(directory, size=size)
     if getattr(processor, "chat_template", None) is None:
         raise UserError(f"model.transformers.path: the processor in {directory} has no chat template "
                         "(chat_template.jinja or chat_template.json); this base is spelled by it")
@@ -223,7 +235,11 @@ class TransformersLMM(AdaptedModel):
         return self
 
     def enable_activation_checkpointing(self) -> None:
-        self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        """Recompute each decoder (and vision) block during backward, non-reentrant (RNG state and kwargs kept)."""
+        if hasattr(self.hf, "activation_checkpointing_enable"):  # transformers >= 5
+            self.hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def base_record(self) -> dict:
         return dict(self.record)

@@ -308,3 +308,13 @@ def test_min_and_max_pixels_bound_the_image_tokens_and_the_vocabulary_is_untouch
         assert len(module.tokenizer) == 448
     assert counts[(None, None)] == [4, 12]  # 32 x 32 and 64 x 48 at their own size (the processor's 64 x 64 cap)
     assert all(count <= 2 for count in counts[(token * token, 2 * token * token)])
+
+
+def test_pixel_bounds_on_a_processor_without_them_are_refused(tmp_path):
+    from tests.tiny_families import build_tiny_family
+
+    directory = build_tiny_family("llava", tmp_path / "llava")
+    module = FoodLMMModule(base="transformers", transformers=TransformersConfig(path=str(directory), dtype="fp32",
+                                                                                max_pixels=4096))
+    with pytest.raises(UserError, match="has no pixel-area bounds \\(Qwen-VL processors do\\); leave both null"):
+        module.processor
