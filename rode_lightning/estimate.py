@@ -63,7 +63,8 @@ from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.model.language import LanguageConfig, language_model_config
 from rode_lightning.model.llava_weights import inspect_llava_directory
 from rode_lightning.model.projector import MLPProjector
-from rode_lightning.model.transformers_base import TransformersConfig, connectors_of, unsplit_blocks
+from rode_lightning.model.transformers_base import (TransformersConfig, connectors_of, decoder_blocks_of,
+                                                     frozen_units_of, vision_tower_of)
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
 from rode_lightning.pretrain.build import DEMO_BASE
 from rode_lightning.pretrain.language import llama_config
@@ -210,8 +211,7 @@ def count_transformers_parameters(config: PretrainedConfig, adapter: AdapterConf
         decoder = model.get_decoder()
         root = decoder if adapter.scope == "language_model" else model
         names = inject_adapters(root, adapter, RoutingContext(), cluster_dim)
-    tower = model.get_encoder(modality="image")
-    tower = None if tower is model or tower is getattr(model, "model", None) else tower
+    tower = vision_tower_of(model)
     connectors = connectors_of(model)
     parameters = {id(parameter): parameter for parameter in model.parameters()}  # a tied tensor once
     adapters = {id(parameter) for parameter in adapter_parameters(root).values()}
@@ -222,7 +222,7 @@ def count_transformers_parameters(config: PretrainedConfig, adapter: AdapterConf
     def size(ids: set[int]) -> int:
         return sum(parameters[i].numel() for i in ids)
 
-    decoder_blocks = unsplit_blocks(model, decoder) or list(getattr(decoder, "layers", []))
+    decoder_blocks = decoder_blocks_of(model)
     block_of = {id(module): index for index, block in enumerate(decoder_blocks) for module in block.modules()}
     blocks: list[list[tuple[str, int, int]]] = [[] for _ in decoder_blocks]
     for name in names:
@@ -231,13 +231,7 @@ def count_transformers_parameters(config: PretrainedConfig, adapter: AdapterConf
             blocks[block_of[id(layer)]].append((name, layer.in_features, layer.out_features))
 
     trainable = adapters | (connector if train_projector else set())
-    units = [*unsplit_blocks(model, tower), *([tower] if tower is not None else []), *decoder_blocks]
-    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
-    if head is None or head.weight is not embedding.weight:
-        units += [embedding] + ([head] if head is not None else [])
-    in_tower = set() if tower is None else {id(module) for module in tower.modules()}
-    if not train_projector:
-        units += [module for module in connectors if id(module) not in in_tower]
+    units = frozen_units_of(model, [] if train_projector else connectors)
     largest_unit = max(_frozen_unit_sizes(model, units, trainable))
 
     adapter_count = size(adapters) + (cluster_embedding.numel() if cluster_embedding is not None else 0)

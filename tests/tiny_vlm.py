@@ -174,3 +174,17 @@ def save_tiny_qwen2vl(directory: Path, seed: int = 0) -> Path:
     processor = tiny_qwen2vl_processor(directory)
     tiny_qwen2vl_model(processor, seed).save_pretrained(directory)
     return directory
+
+
+def two_conversations(answers: bool = True) -> list:
+    """Two single-turn conversations with images of different sizes (32 x 32 and 64 x 48: 4 and 12 image tokens
+    here), with or without reference answers: what the transformers-base tests batch."""
+    from PIL import Image
+
+    from rode_lightning.data.conversation import single_turn
+
+    images = [Image.new("RGB", (32, 32), (200, 40, 40)), Image.new("RGB", (64, 48), (30, 160, 90))]
+    questions = ["What dish is shown in the image?", "Which ingredients are in this dish?"]
+    replies = ["It is a bowl of ramen.", "Rice, chicken, onion."]
+    return [single_turn(image, question, reply if answers else None, id=str(row), dataset="demo", task="category")
+            for row, (image, question, reply) in enumerate(zip(images, questions, replies))]

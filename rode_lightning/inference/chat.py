@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from rode_lightning.data.errors import DataFormatError
+from rode_lightning.data.images import check_image
 from rode_lightning.data.prompts import QUESTIONS
 from rode_lightning.inference.engine import Answer, InferenceEngine, Request
 from rode_lightning.user_errors import MissingFileError, UserError
@@ -25,14 +27,17 @@ HELP = ("ask a question about the image, or /task " + "|".join(QUESTIONS) + ", /
 
 
 def open_image(path: str | Path) -> Image.Image:
+    """The photo at ``path``, checked as the data readers check theirs (``data/images.py``: a truncated file is
+    found here, not mid-answer)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"--image: {path} does not exist")
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"--image: {path} is not an image PIL can read ({error})") from None
+        check_image(path)
+    except DataFormatError as error:
+        raise UserError(f"--image: {error}") from None
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def experts_line(answer: Answer) -> str:

@@ -193,40 +193,22 @@ class TransformersLMM(AdaptedModel):
 
     @property
     def vision_tower(self) -> nn.Module | None:
-        tower = self.hf.get_encoder(modality="image")
-        return None if tower is self.hf or tower is self.hf.model else tower
+        return vision_tower_of(self.hf)
 
     @property
     def adapted_root(self) -> nn.Module:
         return self.language_model if self.scope == "language_model" else self.hf
 
-    def _blocks(self, root: nn.Module | None) -> list[nn.Module]:
-        return unsplit_blocks(self.hf, root)
-
     def decoder_blocks(self) -> list[nn.Module]:
-        blocks = self._blocks(self.language_model)
-        if not blocks:  # no _no_split_modules: the decoder's layer list, as every transformers decoder names it
-            blocks = list(getattr(self.language_model, "layers", []))
-        return blocks
+        return decoder_blocks_of(self.hf)
 
     def vision_blocks(self) -> list[nn.Module]:
-        return self._blocks(self.vision_tower)
+        return unsplit_blocks(self.hf, self.vision_tower)
 
     def frozen_units(self) -> list[nn.Module]:
-        """Vision blocks, then the vision tower (its remaining weights), decoder blocks, embedding and head unless
-        tied, and each frozen connector outside the tower."""
-        units = [*self.vision_blocks()]
-        tower = self.vision_tower
-        if tower is not None:
-            units.append(tower)
-        units += self.decoder_blocks()
-        embedding, head = self.hf.get_input_embeddings(), self.hf.get_output_embeddings()
-        if head is None or head.weight is not embedding.weight:
-            units += [embedding] + ([head] if head is not None else [])
-        inside_tower = set() if tower is None else {id(module) for module in tower.modules()}
-        units += [connector for connector in self.connectors if id(connector) not in inside_tower
-                  and not any(parameter.requires_grad for parameter in connector.parameters())]
-        return units
+        frozen = [connector for connector in self.connectors
+                  if not any(parameter.requires_grad for parameter in connector.parameters())]
+        return frozen_units_of(self.hf, frozen)
 
     def train(self, mode: bool = True) -> "TransformersLMM":
         super().train(mode)
@@ -293,6 +275,34 @@ def unsplit_blocks(model: nn.Module, root: nn.Module | None) -> list[nn.Module]:
             blocks.append(module)
             inside.update(id(child) for child in module.modules())
     return blocks
+
+
+def vision_tower_of(model: nn.Module) -> nn.Module | None:
+    """The vision tower (``get_encoder(modality="image")``: ``model.visual``, ``model.vision_tower``, ...); None for
+    a model that names none."""
+    tower = model.get_encoder(modality="image")
+    return None if tower is model or tower is getattr(model, "model", None) else tower
+
+
+def decoder_blocks_of(model: nn.Module) -> list[nn.Module]:
+    """The language model's blocks: its classes in ``_no_split_modules``, or without those the decoder's
+    ``layers``, as every transformers decoder names them."""
+    decoder = model.get_decoder()
+    return unsplit_blocks(model, decoder) or list(getattr(decoder, "layers", []))
+
+
+def frozen_units_of(model: nn.Module, frozen_connectors: list[nn.Module]) -> list[nn.Module]:
+    """What FSDP shards as one unit each, children before the modules that contain them: the vision blocks, the
+    vision tower (its remaining weights), the decoder blocks, the embedding and the head unless tied (the root then
+    keeps both), and each of ``frozen_connectors`` outside the tower. ``TransformersLMM.frozen_units`` and the
+    estimate's largest unit (``estimate.py``) both read it."""
+    tower = vision_tower_of(model)
+    units = [*unsplit_blocks(model, tower), *([tower] if tower is not None else []), *decoder_blocks_of(model)]
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight is not embedding.weight:
+        units += [embedding] + ([head] if head is not None else [])
+    inside_tower = set() if tower is None else {id(module) for module in tower.modules()}
+    return units + [connector for connector in frozen_connectors if id(connector) not in inside_tower]
 
 
 def connectors_of(model: nn.Module) -> list[nn.Module]:

@@ -34,6 +34,11 @@ def test_a_chat_about_a_photo(cli_demo_dir, tmp_path):
 def test_chat_mistakes_are_named(cli_demo_dir, tmp_path):
     with pytest.raises(MissingFileError, match="--image: /nonexistent/photo.png does not exist"):
         run_chat([*tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--image", "/nonexistent/photo.png"], [], print)
+    broken = tmp_path / "broken.png"
+    Image.new("RGB", (32, 32)).save(broken)
+    broken.write_bytes(broken.read_bytes()[:-20])  # cut: PIL would open it, the data readers' check does not
+    with pytest.raises(UserError, match="--image: unreadable image: .*broken.png is truncated or corrupt"):
+        run_chat([*tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--image", str(broken)], [], print)
     photo = tmp_path / "photo.png"
     Image.new("RGB", (32, 32)).save(photo)
     with pytest.raises(UserError, match="cluster-routed adapter"):

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.saving import load_adapter, save_adapter
 from rode_lightning.conventions import IGNORE_INDEX
-from rode_lightning.data.conversation import single_turn
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.model.transformers_base import TransformersConfig
 from tests.tiny_families import END_OF_TURN, FAMILIES, build_tiny_family
+from tests.tiny_vlm import two_conversations as conversations
 
 
 def build(directory: Path, family: str, seed: int) -> FoodLMMModule:
@@ -27,14 +26,6 @@ def build(directory: Path, family: str, seed: int) -> FoodLMMModule:
                                                            end_of_turn=END_OF_TURN[family]))
     module.configure_model()
     return module
-
-
-def conversations(answers: bool = True):
-    images = [Image.new("RGB", (32, 32), (200, 40, 40)), Image.new("RGB", (64, 48), (30, 160, 90))]
-    questions = ["What dish is shown in the image?", "Which ingredients are in this dish?"]
-    replies = ["It is a bowl of ramen.", "Rice, chicken, onion."]
-    return [single_turn(image, question, reply if answers else None, id=str(row), dataset="demo", task="category")
-            for row, (image, question, reply) in enumerate(zip(images, questions, replies))]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

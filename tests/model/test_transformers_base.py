@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.saving import CONFIG_NAME, load_adapter, save_adapter
 from rode_lightning.conventions import IGNORE_INDEX
-from rode_lightning.data.conversation import single_turn
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.model.transformers_base import TransformersConfig
 from rode_lightning.user_errors import UserError
-from tests.tiny_vlm import IM_END, save_tiny_qwen2vl
+from tests.tiny_vlm import IM_END, save_tiny_qwen2vl, two_conversations as conversations
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +31,6 @@ def build(directory: Path, seed: int = 0, **adapter) -> FoodLMMModule:
                            max_new_tokens=6)
     module.configure_model()
     return module
-
-
-def conversations(answers: bool = True):
-    images = [Image.new("RGB", (32, 32), (200, 40, 40)), Image.new("RGB", (64, 48), (30, 160, 90))]
-    questions = ["What dish is shown in the image?", "Which ingredients are in this dish?"]
-    replies = ["It is a bowl of ramen.", "Rice, chicken, onion."]
-    return [single_turn(image, question, reply if answers else None, id=str(row), dataset="demo", task="category")
-            for row, (image, question, reply) in enumerate(zip(images, questions, replies))]
 
 
 def test_adapters_stay_in_the_language_model_unless_the_scope_is_the_whole_model(qwen_dir):
