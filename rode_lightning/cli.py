@@ -247,15 +247,41 @@ def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = 
 
 
 def run_command_line(args: list[str] | None = None) -> None:
-    """``python -m rode_lightning``: :func:`main` (or ``chat``), with a user's mistake reported as one ``error:``
-    line on stderr and exit status 2 (``rode_lightning/user_errors.py``), the traceback only with
+    """``python -m rode_lightning``: :func:`main` (or ``chat``, ``serve``, ``demo``), with a user's mistake reported
+    as one ``error:`` line on stderr and exit status 2 (``rode_lightning/user_errors.py``), the traceback only with
     ``RODE_TRACEBACK=1``."""
     args = sys.argv[1:] if args is None else args
     with reported_in_one_line():
         if args and args[0] == "chat":
             run_chat(args[1:])
+        elif args and args[0] == "serve":
+            run_serve(args[1:])
+        elif args and args[0] == "demo":
+            run_demo(args[1:])
         else:
             main(args, exit_on_error=False)
+
+
+def build_engine(args: list[str], device=None, command: str = "serve"):
+    """The inference engine of the model that ``args`` configure (as for ``test``: ``--config`` files,
+    ``--model.adapter_path``), on ``device``, with a cluster-routed adapter's saved instruction clusters."""
+    from rode_lightning.inference.engine import InferenceEngine
+
+    module = main(args, run=False, exit_on_error=False).model
+    clusters = None
+    if module.adapter_config.adapter_method.needs_cluster_features:
+        from rode_lightning.data.clusters import InstructionClusters
+
+        clusters = InstructionClusters.load(module.hparams.adapter_path) if module.hparams.adapter_path else None
+        if clusters is None:
+            raise UserError(f"{command}: a cluster-routed adapter (MoCLE) routes by the instruction clusters saved "
+                            "with it at the end of fit; give --model.adapter_path of one trained since they are saved "
+                            "(an older one: train it again, or use predict, which clusters the training data again)")
+    if module.model is None:
+        module.configure_model()
+    if device is not None:
+        module.to(device)
+    return InferenceEngine(module, clusters=clusters)
 
 
 def run_chat(args: list[str], lines=None, write=print) -> None:
@@ -264,20 +290,27 @@ def run_chat(args: list[str], lines=None, write=print) -> None:
     import argparse
 
     from rode_lightning.inference.chat import chat, open_image
-    from rode_lightning.inference.engine import InferenceEngine
 
     parser = argparse.ArgumentParser(prog="python -m rode_lightning chat", add_help=False)
     parser.add_argument("--image", required=True)
     known, rest = parser.parse_known_args(args)
     image = open_image(known.image)
-    module = main(rest, run=False, exit_on_error=False).model
-    clusters = None
-    if module.adapter_config.adapter_method.needs_cluster_features:
-        from rode_lightning.data.clusters import InstructionClusters
+    chat(build_engine(rest, command="chat"), image, sys.stdin if lines is None else lines, write)
 
-        clusters = InstructionClusters.load(module.hparams.adapter_path) if module.hparams.adapter_path else None
-        if clusters is None:
-            raise UserError("chat: a cluster-routed adapter (MoCLE) routes by the instruction clusters saved with it "
-                            "at the end of fit; give --model.adapter_path of one trained since they are saved (an "
-                            "older one: train it again, or use predict, which clusters the training data again)")
-    chat(InferenceEngine(module, clusters=clusters), image, sys.stdin if lines is None else lines, write)
+
+def run_serve(args: list[str]) -> None:
+    """``python -m rode_lightning serve [--host ... --port ... --api_key ...] --config ... [--model.adapter_path
+    ...]``: the configured model behind an OpenAI-compatible API (``serving/``)."""
+    from rode_lightning.serving.server import parse_serve_arguments, serve
+
+    options, rest = parse_serve_arguments(args)
+    serve(options, rest, build_engine)
+
+
+def run_demo(args: list[str]) -> None:
+    """``python -m rode_lightning demo --config ... [--model.adapter_path ...] [--compare.adapter_path ...]``: the
+    web demo (``webdemo/``)."""
+    from rode_lightning.webdemo.app import launch, parse_demo_arguments
+
+    options, rest, compare = parse_demo_arguments(args)
+    launch(options, rest, compare, build_engine)

@@ -16,8 +16,10 @@ FLOORS = {
     "data": 3, "callbacks": 3, "scale": 3,
     "model": 4,
     "pretrain": 5, "inference": 5,
-    "cli": 6, "experiments": 6,
-    "estimate": 7, "__main__": 7, "__init__": 7,  # the estimate parses configs with the CLI's own parser
+    # serving and the web demo are handed the CLI's model builder (they are below the CLI, which starts them)
+    "experiments": 6, "serving": 6, "webdemo": 6,
+    "cli": 7,
+    "estimate": 8, "__main__": 8, "__init__": 8,  # the estimate parses configs with the CLI's own parser
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -80,9 +80,11 @@ class _Cancelled(Exception):
 
 class _TokenQueue:
     """transformers' streamer interface (``put``, ``end``) into a queue: the prompt's ``put`` is skipped, then each
-    new token id is queued, and ``None`` at the end. After :meth:`cancel` the next ``put`` stops the generation."""
+    step's new token ids (one per row) are queued as a list, and ``None`` at the end. After :meth:`cancel` the next
+    ``put`` stops the generation."""
 
-    def __init__(self):
+    def __init__(self, rows: int = 1):
+        self.rows = rows
         self.tokens: queue.Queue = queue.Queue()
         self._prompt_seen = False
         self.cancelled = threading.Event()
@@ -96,8 +98,7 @@ class _TokenQueue:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
-        for token in value.reshape(-1).tolist():
-            self.tokens.put(token)
+        self.tokens.put(value.reshape(self.rows, -1)[:, -1].tolist())
 
     def end(self) -> None:
         self.tokens.put(None)
@@ -184,12 +185,26 @@ class InferenceEngine:
         text, and the last event carries the whole :class:`Answer`. Generation runs in a thread; a consumer that
         stops early (a client that disconnects: ``close()`` of this generator) stops the generation at its next
         token, and returns once the model is free again."""
-        streamer = _TokenQueue()
+        events = self.stream_batch([request])
+        try:
+            for [event] in events:
+                yield event
+        finally:
+            events.close()  # now, not when collected: it stops the generation
+
+    def stream_batch(self, requests: list[Request],
+                     stopped: Callable[[int], bool] | None = None) -> Iterator[list[StreamEvent | None]]:
+        """:meth:`stream` for several requests generated as one batch (what the server batches): per step a list
+        with one event per row (``None`` where a row has nothing new), the last list carrying each row's
+        :class:`Answer`. ``stopped(row)`` is asked at every token: a row it stops (its client left, or its time ran
+        out) gets no more events, and once every row is stopped the generation stops and frees the model."""
+        rows = len(requests)
+        streamer = _TokenQueue(rows)
         result: dict = {}
 
         def run() -> None:
             try:
-                result["answer"] = self._answer(requests=[request], streamer=streamer)[0]
+                result["answers"] = self._answer(requests=requests, streamer=streamer)
             except _Cancelled:
                 streamer.end()
             except BaseException as error:  # re-raised in the consumer
@@ -198,28 +213,50 @@ class InferenceEngine:
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        tokens: list[int] = []
-        sent = ""
+        stop_ids = set(self.module.model.stop_token_ids)
+        limits = [request.max_new_tokens or self.module.hparams.max_new_tokens for request in requests]
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        ended = [False] * rows  # a stop token or the row's own limit: nothing more of it to show
+        gone = [False] * rows  # stopped by the caller
+        sent = [""] * rows
         decode = self.module.conversation_format.decode
         try:
             while True:
-                token = streamer.tokens.get()
-                if token is None:
+                step = streamer.tokens.get()
+                if step is None:
                     break
-                tokens.append(token)
-                safe = _safe_prefix(decode([tokens])[0], request.stop)
-                if any(stop and stop in safe for stop in request.stop):
-                    continue  # the stop string is in: the rest comes with the final answer, cut there
-                if safe.startswith(sent) and len(safe) > len(sent):
-                    yield StreamEvent(safe[len(sent):])
-                    sent = safe
+                events: list[StreamEvent | None] = [None] * rows
+                for row, token in enumerate(step):
+                    gone[row] = gone[row] or (stopped is not None and stopped(row))
+                    if gone[row] or ended[row]:
+                        continue
+                    tokens[row].append(token)
+                    ended[row] = token in stop_ids or len(tokens[row]) >= limits[row]
+                    safe = _safe_prefix(decode([tokens[row]])[0], requests[row].stop)
+                    if any(stop and stop in safe for stop in requests[row].stop):
+                        ended[row] = True  # the stop string is in: the rest comes with the answer, cut there
+                        continue
+                    if safe.startswith(sent[row]) and len(safe) > len(sent[row]):
+                        events[row] = StreamEvent(safe[len(sent[row]):])
+                        sent[row] = safe
+                if all(gone):
+                    streamer.cancel()
+                if any(event is not None for event in events):
+                    yield events
         finally:  # also when the consumer leaves early: stop the generation, free the model
-            if thread.is_alive() and "answer" not in result:
+            if thread.is_alive() and "answers" not in result:
                 streamer.cancel()
             thread.join()
         if "error" in result:
             raise result["error"]
-        answer = result["answer"]
-        if not answer.text.startswith(sent):  # cannot happen with prefix-stable decoding; never send wrong text
-            raise RuntimeError(f"streamed text {sent!r} is not a prefix of the answer {answer.text!r}")
-        yield StreamEvent(answer.text[len(sent):], answer)
+        if "answers" not in result:
+            return  # every row stopped
+        final: list[StreamEvent | None] = []
+        for row, answer in enumerate(result["answers"]):
+            if gone[row]:
+                final.append(None)
+                continue
+            if not answer.text.startswith(sent[row]):  # cannot happen with prefix-stable decoding: never send wrong text
+                raise RuntimeError(f"streamed text {sent[row]!r} is not a prefix of the answer {answer.text!r}")
+            final.append(StreamEvent(answer.text[len(sent[row]):], answer))
+        yield final
