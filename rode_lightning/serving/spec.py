@@ -143,8 +143,8 @@ class FoodChatSpec(LitSpec):
             raise RequestError(400, f"the prompt is too long for this model: {error}") from None
         prompt = int(batch.prompt_attention_mask.sum())
         if prompt + request.max_new_tokens > self.limits.context_length:
-            raise RequestError(400, f"the prompt has {prompt} tokens; with max_tokens {request.max_new_tokens} it is "
-                                    f"over the model's context of {self.limits.context_length} tokens")
+            raise RequestError(400, f"the prompt is too long for this model: its {prompt} tokens and max_tokens "
+                                    f"{request.max_new_tokens} are over the context of {self.limits.context_length}")
 
     # -- the way to the worker and back ----------------------------------------------------------------------------
 
