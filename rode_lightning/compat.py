@@ -166,3 +166,37 @@ def argument_action(parser, dest: str):
     the parser is built. argparse keeps its actions in ``_actions`` (unchanged since Python 2.7); neither argparse
     nor jsonargparse has a public lookup (jsonargparse's ``find_action`` is private too)."""
     return next((action for action in parser._actions if action.dest == dest), None)
+
+
+# ------------------------------------------------------------------------------------------------------- litserve
+def litserve_submit(spec, payload):
+    """Queue ``payload`` for a LitServe spec's inference worker and return ``(uid, replies)``: ``replies`` an async
+    iterator of ``(data, failed)``, the worker's encoded outputs for it (``failed``: ``data`` is the worker's error),
+    ending when the worker finishes it. What LitServe's own ``OpenAISpec.chat_completion`` does: the request tuple
+    ``(response_queue_id, uid, time.monotonic(), payload)`` on ``spec.request_queue``, a ``ResponseBufferItem`` in
+    ``spec.response_buffer`` under ``uid`` (remove it with :func:`litserve_forget` when the answer is no longer
+    awaited) and the server's ``data_streamer``. These are the spec interface's undocumented members (LitServe
+    0.2.x). Public replacement: none; a spec is LitServe's way to add endpoints that feed the worker."""
+    import asyncio
+    import time
+    import uuid
+    from collections import deque
+
+    from litserve.utils import LitAPIStatus, ResponseBufferItem
+
+    uid = str(uuid.uuid4())
+    replies: deque = deque()
+    event = asyncio.Event()
+    spec.response_buffer[uid] = ResponseBufferItem(response_queue=replies, event=event)
+    spec.request_queue.put((spec.response_queue_id, uid, time.monotonic(), payload))
+
+    async def stream():
+        async for data, status in spec.data_streamer(replies, event, send_status=True):
+            yield data, status == LitAPIStatus.ERROR
+
+    return uid, stream()
+
+
+def litserve_forget(spec, uid: str) -> None:
+    """Drop ``uid``'s reply buffer (see :func:`litserve_submit`): later replies of the worker for it are discarded."""
+    spec.response_buffer.pop(uid, None)

@@ -153,6 +153,34 @@ def test_argument_action_finds_nested_keys_of_argparse_and_jsonargparse():
     assert action is not None and action.help == "the written help."
 
 
+# ------------------------------------------------------------------------------------------------------- litserve
+def test_litserve_submit_queues_the_request_and_reads_the_workers_replies():
+    import asyncio
+    import queue
+    from types import SimpleNamespace
+
+    from litserve import LitServer
+    from litserve.utils import LitAPIStatus
+
+    spec = SimpleNamespace(response_buffer={}, request_queue=queue.Queue(), response_queue_id=3,
+                           data_streamer=LitServer.data_streamer)
+
+    async def exchange():
+        uid, replies = compat.litserve_submit(spec, {"question": "rice?"})
+        response_queue_id, queued_uid, _, payload = spec.request_queue.get_nowait()
+        assert (response_queue_id, queued_uid, payload) == (3, uid, {"question": "rice?"})
+        item = spec.response_buffer[uid]  # what the server's reader fills with the worker's replies
+        for reply in [("first", LitAPIStatus.OK), ("boom", LitAPIStatus.ERROR)]:
+            item.response_queue.append(reply)
+        item.event.set()
+        received = [reply async for reply in replies]
+        compat.litserve_forget(spec, uid)
+        return received, uid
+
+    received, uid = asyncio.run(exchange())
+    assert received == [("first", False), ("boom", True)] and uid not in spec.response_buffer
+
+
 # -------------------------------------------------------------------------------------------------- console.py
 def test_the_warning_console_filters_is_still_raised_by_torch():
     """console.py silences this deprecation (torch's, about Lightning's use of its private pytree API); when torch

@@ -14,14 +14,13 @@ import json
 import secrets
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from litserve.specs.base import LitSpec
-from litserve.utils import LitAPIStatus, ResponseBufferItem
 
+from rode_lightning.compat import litserve_forget, litserve_submit
 from rode_lightning.inference.engine import Answer, Request as EngineRequest
 from rode_lightning.serving import protocol
 from rode_lightning.serving.errors import RequestError
@@ -149,24 +148,19 @@ class FoodChatSpec(LitSpec):
     # -- the way to the worker and back ----------------------------------------------------------------------------
 
     def _submit(self, item: protocol.ServeItem):
-        uid = str(uuid.uuid4())
-        messages: deque = deque()
-        event = asyncio.Event()
-        self.response_buffer[uid] = ResponseBufferItem(response_queue=messages, event=event)
-        self.request_queue.put((self.response_queue_id, uid, time.monotonic(), item))
-        return uid, self.data_streamer(messages, event, send_status=True)
+        return litserve_submit(self, item)
 
     async def _next(self, messages, item: protocol.ServeItem) -> dict | None:
         """The worker's next message for this request, ``None`` at its end; a 504 past the deadline."""
         remaining = item.deadline - time.monotonic()
         try:
-            data, status = await asyncio.wait_for(anext(messages), timeout=max(remaining, 0.001))
+            data, failed = await asyncio.wait_for(anext(messages), timeout=max(remaining, 0.001))
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
             raise RequestError(504, f"no answer within request_timeout_s ({self.limits.request_timeout_s:g} s); "
                                     "the request was given up") from None
-        if status == LitAPIStatus.ERROR:
+        if failed:
             status_code = getattr(data, "status_code", 500)
             if status_code == 504:
                 raise RequestError(504, "the request waited in the queue past request_timeout_s and was given up")
@@ -175,7 +169,7 @@ class FoodChatSpec(LitSpec):
 
     def _give_up(self, uid: str, item: protocol.ServeItem) -> None:
         self.cancelled.put(item.request_id)
-        self.response_buffer.pop(uid, None)
+        litserve_forget(self, uid)
 
     async def _joined(self, http: Request, item: protocol.ServeItem, uid: str, messages):
         text, final = [], None
@@ -198,7 +192,7 @@ class FoodChatSpec(LitSpec):
             return JSONResponse(error.body(), status_code=error.status)
         finally:
             watcher.cancel()
-        self.response_buffer.pop(uid, None)
+        litserve_forget(self, uid)
         answer = Answer(**final["answer"])
         assert "".join(text) == answer.text, "the streamed pieces must join to the answer"
         return protocol.completion(item.request_id, self.model_name, answer, final["batch_size"])
@@ -234,7 +228,7 @@ class FoodChatSpec(LitSpec):
             finally:
                 if not finished:  # a timeout, or the client left (the response task cancelled)
                     self._give_up(uid, item)
-                self.response_buffer.pop(uid, None)
+                litserve_forget(self, uid)
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
