@@ -267,7 +267,9 @@ def build_engine(args: list[str], device=None, command: str = "serve"):
     ``--model.adapter_path``), on ``device``, with a cluster-routed adapter's saved instruction clusters."""
     from rode_lightning.inference.engine import InferenceEngine
 
-    module = main(args, run=False, exit_on_error=False).model
+    with warnings.catch_warnings():  # the command line is the subcommand's, not this parser's: no mix-up to warn about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        module = main(args, run=False, exit_on_error=False).model
     clusters = None
     if module.adapter_config.adapter_method.needs_cluster_features:
         from rode_lightning.data.clusters import InstructionClusters
@@ -308,9 +310,44 @@ def run_serve(args: list[str]) -> None:
 
 
 def run_demo(args: list[str]) -> None:
-    """``python -m rode_lightning demo --config ... [--model.adapter_path ...] [--compare.adapter_path ...]``: the
-    web demo (``webdemo/``)."""
-    from rode_lightning.webdemo.app import launch, parse_demo_arguments
+    """``python -m rode_lightning demo --config ... [--model.adapter_path ...] [--compare ADAPTER_DIR]``: the web
+    demo (``webdemo/``): the configured model, and another run's adapter beside it."""
+    from rode_lightning.webdemo.app import ShownModel, launch, parse_demo_arguments
 
-    options, rest, compare = parse_demo_arguments(args)
-    launch(options, rest, compare, build_engine)
+    options, rest = parse_demo_arguments(args)
+    first = build_engine(rest, command="demo")
+    models = [ShownModel(first.module.hparams.adapter_path or "the base model (no adapter)", first)]
+    if options.compare:
+        models.append(ShownModel(options.compare, build_engine(saved_run_arguments(options.compare), command="demo")))
+    options.examples = demo_test_photos(rest)
+    print(f"the demo page: http://{options.host}:{options.port} (Ctrl-C stops)", flush=True)
+    launch(options, models)
+
+
+def saved_run_arguments(adapter_dir: str) -> list[str]:
+    """Arguments that build the model of a trained run from its adapter directory: the ``config.yaml`` that ``fit``
+    saved beside it (without ``fit``'s own keys) and ``--model.adapter_path``."""
+    import tempfile
+
+    import yaml
+
+    adapter = Path(adapter_dir).expanduser()
+    config = adapter.parent / "config.yaml"
+    if not adapter.is_dir():
+        raise MissingFileError(f"--compare: {adapter} is not an adapter directory")
+    if not config.is_file():
+        raise MissingFileError(f"--compare: no config.yaml beside {adapter} (fit saves one in the run directory); "
+                               "compare an adapter of a run trained by fit")
+    saved = yaml.safe_load(config.read_text())
+    for key in ("ckpt_path", "weights_only"):  # fit's arguments, not the model's
+        saved.pop(key, None)
+    copy = Path(tempfile.mkdtemp(prefix="rode_compare_")) / "config.yaml"
+    copy.write_text(yaml.safe_dump(saved))
+    return ["--config", str(copy), "--model.adapter_path", str(adapter)]
+
+
+def demo_test_photos(args: list[str], limit: int = 8) -> list[Path]:
+    """The demo Uni-Food copy's test photos (``data.demo_dir``), offered as examples; none when not generated."""
+    demo_dir = parse_fit_arguments(args).data.demo_dir
+    folder = Path(demo_dir).expanduser() if demo_dir else default_demo_dir()
+    return sorted((folder / "unifood" / "images").glob("test_*.png"))[:limit]

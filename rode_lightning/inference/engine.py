@@ -63,6 +63,8 @@ class Answer:
     """Per adapted layer (short name, ``layers.3.q_proj``), each expert's mean gate over the generated tokens."""
     token_routing: dict[str, list[list[float]]] = field(default_factory=dict)
     """Per adapted layer, ``generated tokens x experts`` gates."""
+    tokens: list[str] = field(default_factory=list)
+    """Each generated token decoded alone (the rows of ``token_routing``)."""
 
 
 @dataclass
@@ -177,7 +179,8 @@ class InferenceEngine:
                 prompt_tokens=int(batch.prompt_attention_mask[row].sum()), completion_tokens=len(tokens),
                 parsed=structured_answer(request.task, text),
                 routing={name: values.float().mean(dim=0).tolist() for name, values in gates.items() if len(values)},
-                token_routing={name: values.float().tolist() for name, values in gates.items()}))
+                token_routing={name: values.float().tolist() for name, values in gates.items()},
+                tokens=module.conversation_format.decode([[token] for token in tokens]) if self.record_gates else []))
         return answers
 
     def stream(self, request: Request) -> Iterator[StreamEvent]:

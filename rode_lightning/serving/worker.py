@@ -79,4 +79,5 @@ def _message(event, batch_size: int) -> dict:
         return {"delta": event.delta}
     answer = dataclasses.asdict(event.answer)
     answer.pop("token_routing")  # per token: the web demo's, too large for every response
+    answer.pop("tokens")
     return {"delta": event.delta, "answer": answer, "batch_size": batch_size}
