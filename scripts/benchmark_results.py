@@ -27,6 +27,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 import readme_blocks  # noqa: E402
 from adapter_speed import TARGETS_AT_MOST as LAYER_TARGETS  # noqa: E402
 from model_step import TARGETS_AT_LEAST, TARGETS_AT_MOST  # noqa: E402
+from serve_load import TARGETS_AT_LEAST as SERVE_TARGETS  # noqa: E402
 
 KIND = "benchmark-results"
 RESULTS = REPO / "results" / "benchmarks"
@@ -36,6 +37,8 @@ COMMANDS = {
     "adapter_memory": ["benchmarks/adapter_memory.py"],
     "model_step": ["benchmarks/model_step.py", "--rounds", "7"],
     "model_step_qwen2_5_vl": ["benchmarks/model_step.py", "--shape", "qwen2_5_vl", "--rounds", "7"],
+    # needs the demo's two trained adapters (README, "Use a trained model")
+    "serve_load": ["benchmarks/serve_load.py"],
 }
 MEMORY_TARGETS = {"top1_8x4_vs_peft_lora_r8": 1.3}
 # ratio name -> what it compares, for the one-layer tables
@@ -167,6 +170,29 @@ def model_table(result: dict) -> str:
               "adapter.")
 
 
+SERVE_SETUPS = {"rode_batched": "RoDE `[2, 4, 8, 16]`, batched (`--max_batch_size 8`)",
+                "rode_one_at_a_time": "RoDE `[2, 4, 8, 16]`, one at a time (`--max_batch_size 1`)",
+                "lora_batched": "LoRA r32, batched (`--max_batch_size 8`)"}
+
+
+def serve_load_table(result: dict) -> str:
+    """serve_load.py: per serving setup, what was answered and how fast; the ratios against their aims."""
+    lines = ["| setup | answered / failed / lost | requests/s | tokens/s | p50 latency | p95 latency | mean batch |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, label in SERVE_SETUPS.items():
+        row = result["results"][name]
+        lines.append(f"| {label} | {row['answered']} / {row['failed']} / {row['lost']} | "
+                     f"{row['requests_per_second']:.2f} | {row['tokens_per_second']:.1f} | {row['p50_seconds']:.2f} s | "
+                     f"{row['p95_seconds']:.2f} s | {row['mean_batch_size']:.2f} |")
+    ratios = result["ratios"]
+    return (f"{result['requests']} requests from {result['clients']} concurrent clients (the demo's test photos, "
+            f"the four tasks in turn), the demo model in fp32 on the CPU, {result['threads']} threads; each setup a "
+            "fresh server.\n\n" + "\n".join(lines) + "\n\nThroughput, batched / one at a time: "
+            + _verdict(ratios["batched_vs_one_at_a_time"], at_least=SERVE_TARGETS["batched_vs_one_at_a_time"])
+            + "; RoDE / LoRA r32, both batched: " + _verdict(ratios["rode_vs_lora"],
+                                                             at_least=SERVE_TARGETS["rode_vs_lora"]) + ".")
+
+
 def gpu_block(summary: dict | None) -> str:
     if summary is None:
         return ("Not measured: no GPU has been lent to this project yet. On a machine with one, "
@@ -208,6 +234,8 @@ def blocks() -> dict[str, str]:
         **({"model_step_qwen2_5_vl": f"`{_command('model_step_qwen2_5_vl')}`: "
             + model_table(_result("model_step_qwen2_5_vl"))}
            if (RESULTS / "model_step_qwen2_5_vl.txt").is_file() else {}),
+        **({"serve_load": f"`{_command('serve_load')}`: " + serve_load_table(_result("serve_load"))}
+           if (RESULTS / "serve_load.txt").is_file() else {}),
         "gpu": gpu_block(json.loads(summary_file.read_text()) if summary_file.is_file() else None),
         "versions": f"Measured with {shown} ({record['platform']}, {record['threads']} threads).",
     }

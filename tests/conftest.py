@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,30 @@ def demo_root(tmp_path_factory) -> Path:
 def cli_demo_dir(tmp_path_factory) -> Path:
     """Where CLI tests let the data module generate its demo data: shared, so it is generated once."""
     return tmp_path_factory.mktemp("cli_demo")
+
+
+@dataclass
+class TinyRuns:
+    """Two runs of ``fit`` on the tiny demo configuration: RoDE ``[2, 4, 8, 16]`` and LoRA r32, a few steps each."""
+
+    logs: Path
+    rode: Path  # the adapter directories
+    lora: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(cli_demo_dir, tmp_path_factory) -> TinyRuns:
+    """Trained adapters for the tests of what uses a trained model (serving, the web demo)."""
+    from rode_lightning.cli import main
+
+    logs = tmp_path_factory.mktemp("tiny_runs")
+    steps = ["--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
+             "--model.learning_rate", "0.01"]
+    main(["fit", *tiny_cli_args(cli_demo_dir, logs, *steps)])
+    lora = str(Path(__file__).parents[1] / "configs" / "variants" / "lora_r32.yaml")
+    main(["fit", *tiny_cli_args(cli_demo_dir, logs, *steps, "--config", lora,
+                                "--trainer.logger.init_args.name", "demo_lora_r32")])
+    return TinyRuns(logs, logs / "demo" / "version_0" / "adapter", logs / "demo_lora_r32" / "version_0" / "adapter")
 
 
 @pytest.fixture

@@ -47,7 +47,9 @@ class ServeOptions:
 
 def parse_serve_arguments(args: list[str]) -> tuple[ServeOptions, list[str]]:
     """The server's options, and the rest of ``args`` (the model's configuration)."""
-    parser = argparse.ArgumentParser(prog="python -m rode_lightning serve", add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m rode_lightning serve [--config ...] [--model.adapter_path ...]",
+                                     description="The configured model behind an OpenAI-compatible API.",
+                                     add_help=False)
     defaults = ServeOptions()
     parser.add_argument("--host", default=defaults.host, choices=["127.0.0.1", "0.0.0.0", "::"],
                         help="where to listen: 127.0.0.1 (this machine only, the default) or every interface")
@@ -67,6 +69,10 @@ def parse_serve_arguments(args: list[str]) -> tuple[ServeOptions, list[str]]:
     parser.add_argument("--max_image_pixels", type=int, default=defaults.max_image_pixels)
     parser.add_argument("--accelerator", default=defaults.accelerator, choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--log_level", default=defaults.log_level, choices=["debug", "info", "warning", "error"])
+    if "-h" in args or "--help" in args:
+        print(parser.format_help() + "\nThe model is configured as for test (--config, --model.adapter_path, ...): "
+              "python -m rode_lightning test --help")
+        raise SystemExit(0)
     known, rest = parser.parse_known_args(args)
     options = ServeOptions(**vars(known))
     _check(options)

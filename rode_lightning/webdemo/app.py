@@ -44,6 +44,10 @@ def parse_demo_arguments(args: list[str]) -> tuple[DemoOptions, list[str]]:
     parser.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "0.0.0.0", "::"])
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--compare", default=None, help="a second adapter directory, shown beside the first")
+    if "-h" in args or "--help" in args:
+        print(parser.format_help() + "\nThe model is configured as for test (--config, --model.adapter_path, ...): "
+              "python -m rode_lightning test --help")
+        raise SystemExit(0)
     known, rest = parser.parse_known_args(args)
     if not 1024 <= known.port <= 65535:
         raise UserError(f"demo --port: {known.port}; expected 1024 to 65535")

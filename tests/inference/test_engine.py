@@ -168,6 +168,33 @@ def test_a_stream_left_early_stops_its_generation(qwen_dir):
     assert "".join(event.delta for event in engine.stream(requests()[1])) == answer.text
 
 
+def test_a_streamed_batch_gives_each_row_its_answer_and_drops_the_rows_given_up(qwen_dir):
+    module = built("transformers", qwen_dir)
+    engine = InferenceEngine(module)
+    batch = [replace(request, max_new_tokens=limit) for request, limit in zip(requests(), (5, 30))]
+    alone = [engine.answer([request])[0] for request in batch]
+    steps = list(engine.stream_batch(batch))
+    for row, expected in enumerate(alone):
+        events = [step[row] for step in steps if step[row] is not None]
+        assert "".join(event.delta for event in events) == expected.text == events[-1].answer.text
+        assert events[-1].answer.completion_tokens == expected.completion_tokens
+    # Row 1 given up after its third token: it gets nothing more and no answer; row 0 is answered as alone.
+    asked: dict[int, int] = {}
+
+    def stopped(row: int) -> bool:
+        asked[row] = asked.get(row, 0) + 1
+        return row == 1 and asked[row] > 3
+
+    steps = list(engine.stream_batch(batch, stopped=stopped))
+    assert steps[-1][1] is None and all(step[1] is None or step[1].answer is None for step in steps)
+    assert "".join(step[0].delta for step in steps if step[0] is not None) == alone[0].text
+    # Every row given up: the generation stops at once, far short of row 1's 30 tokens.
+    forwards = []
+    module.model.hf.lm_head.register_forward_hook(lambda *args: forwards.append(1))
+    assert list(engine.stream_batch(batch, stopped=lambda row: True)) == []
+    assert len(forwards) <= 3, len(forwards)
+
+
 def test_only_what_cannot_change_is_sent():
     from rode_lightning.inference.engine import _safe_prefix
 

@@ -3,7 +3,7 @@
 a timed-out and a disconnected request freeing the model.
 
 One server for the module (its start costs about 20 s): the tiny demo configuration with a RoDE adapter trained a
-few steps, fp32.
+few steps (``tests/conftest.py``, ``tiny_runs``), fp32.
 """
 
 from __future__ import annotations
@@ -67,15 +67,12 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(cli_demo_dir, tmp_path_factory) -> Served:
+def served(cli_demo_dir, tiny_runs, tmp_path_factory) -> Served:
     root = tmp_path_factory.mktemp("serve")
-    logs = root / "logs"
-    main(["fit", *tiny_cli_args(cli_demo_dir, logs, "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1",
-                                "--trainer.limit_val_batches", "0", "--model.learning_rate", "0.01")])
-    adapter = logs / "demo" / "version_0" / "adapter"
+    logs, adapter = tiny_runs.logs, tiny_runs.rode
     photos = root / "photos"
     photos.mkdir()
-    demo_photos = sorted(path for path in (cli_demo_dir).rglob("*") if path.suffix in (".jpg", ".png"))[:3]
+    demo_photos = sorted((cli_demo_dir / "unifood" / "images").glob("test_*.png"))[:3]  # the demo's test photos
     requests = []
     for number, path in enumerate(demo_photos):
         Image.open(path).save(photos / f"dish{number}.png")
@@ -84,8 +81,8 @@ def served(cli_demo_dir, tmp_path_factory) -> Served:
     (photos / "requests.jsonl").write_text("".join(json.dumps(request) + "\n" for request in requests))
     main(["predict", *tiny_cli_args(cli_demo_dir, logs), "--model.adapter_path", str(adapter),
           "--data.predict_source", str(photos / "requests.jsonl")])
-    predictions = [json.loads(line) for line in
-                   (logs / "demo" / "version_0" / "predict" / "predictions.jsonl").read_text().splitlines()]
+    predictions = [json.loads(line) for line in (adapter.parent / "predict" / "predictions.jsonl").read_text()
+                   .splitlines()]
     port = _free_port()
     log = root / "server.log"
     command = [sys.executable, "-m", "rode_lightning", "serve", "--port", str(port), "--api_key", KEY,
