@@ -259,6 +259,9 @@ def run_command_line(args: list[str] | None = None) -> None:
         elif args and args[0] == "demo":
             run_demo(args[1:])
         else:
+            if not args or args[0] in ("-h", "--help"):
+                print("python -m rode_lightning {chat,serve,demo} [--help]: use a trained model (a terminal chat, an "
+                      "OpenAI-compatible server, a web page); the commands below train and evaluate.\n")
             main(args, exit_on_error=False)
 
 
@@ -315,6 +318,10 @@ def run_demo(args: list[str]) -> None:
     from rode_lightning.webdemo.app import ShownModel, launch, parse_demo_arguments
 
     options, rest = parse_demo_arguments(args)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UserError("demo: the web demo needs gradio, an extra: pip install -e \".[demo]\"") from None
     first = build_engine(rest, command="demo")
     models = [ShownModel(first.module.hparams.adapter_path or "the base model (no adapter)", first)]
     if options.compare:
