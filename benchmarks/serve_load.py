@@ -43,11 +43,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(adapter: Path, max_batch_size: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(adapter: Path, overlays: list[str], max_batch_size: int, log: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
+    configs = [argument for config in ["configs/demo.yaml", *overlays] for argument in ("--config", config)]
     command = [sys.executable, "-m", "rode_lightning", "serve", "--port", str(port), "--max_batch_size",
                str(max_batch_size), "--batch_timeout", "0.02", "--request_timeout_s", "600",
-               "--config", "configs/demo.yaml", "--model.adapter_path", str(adapter)]
+               *configs, "--model.adapter_path", str(adapter)]
     with open(log, "w") as output:
         process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -136,13 +137,14 @@ def main() -> None:
     photos = sorted(photos_dir.glob("test_*.png"))[:16] or sorted(photos_dir.glob("*.png"))[:16]
     if not photos:
         sys.exit(f"no photos in {photos_dir}")
-    setups = {"rode_batched": (arguments.rode, 8), "rode_one_at_a_time": (arguments.rode, 1),
-              "lora_batched": (arguments.lora, 8)}
+    lora_overlay = ["configs/variants/lora_r32.yaml"]
+    setups = {"rode_batched": (arguments.rode, [], 8), "rode_one_at_a_time": (arguments.rode, [], 1),
+              "lora_batched": (arguments.lora, lora_overlay, 8)}
     results = {}
     logs = REPO / "logs" / "serve_load"
     logs.mkdir(parents=True, exist_ok=True)
-    for name, (adapter, max_batch_size) in setups.items():
-        process, url = start_server(REPO / adapter, max_batch_size, logs / f"{name}.log")
+    for name, (adapter, overlays, max_batch_size) in setups.items():
+        process, url = start_server(REPO / adapter, overlays, max_batch_size, logs / f"{name}.log")
         try:
             bodies = request_bodies(str(REPO / adapter), photos, arguments.requests)
             load(url, bodies[: arguments.clients], arguments.clients)  # warm-up, not counted

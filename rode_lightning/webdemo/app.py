@@ -98,8 +98,9 @@ def build_app(models: list[ShownModel], examples: list[Path]):
                                                         task, id="demo")])
             layers = list(answer.routing)
             chosen = layers[len(layers) // 2] if layers else None
+            parsed = parsed_markdown(answer) + ("" if layers else "\n\n*No router (plain LoRA): no experts to show.*")
             outputs += [answer.text + (" [cut at the answer length limit]" if answer.finish_reason == "length" else ""),
-                        parsed_markdown(answer), layers_figure(answer, model.ranks),
+                        parsed, layers_figure(answer, model.ranks),
                         gr.Dropdown(choices=layers, value=chosen), tokens_figure(answer, chosen, model.ranks)
                         if chosen else None, answer]
         return outputs
@@ -126,9 +127,9 @@ def build_app(models: list[ShownModel], examples: list[Path]):
                     gr.Markdown(f"### {model.name}")
                     answer_box = gr.Textbox(label="answer", interactive=False, elem_id=f"answer-{index}")
                     parsed = gr.Markdown(elem_id=f"parsed-{index}")
-                    layers_plot = gr.Plot(label="experts per adapted layer", elem_id=f"layers-{index}")
+                    layers_plot = gr.Plot(label="experts per adapted layer", show_label=False, elem_id=f"layers-{index}")
                     layer = gr.Dropdown(label="layer, per generated token", choices=[], elem_id=f"layer-{index}")
-                    tokens_plot = gr.Plot(label="experts per generated token", elem_id=f"tokens-{index}")
+                    tokens_plot = gr.Plot(label="experts per generated token", show_label=False, elem_id=f"tokens-{index}")
                     state = gr.State(None)
                 outputs += [answer_box, parsed, layers_plot, layer, tokens_plot, state]
                 per_model.append((layer, state, tokens_plot))

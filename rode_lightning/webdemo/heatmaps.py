@@ -22,7 +22,7 @@ def layers_figure(answer: Answer, ranks: list[int] | None = None) -> Figure | No
         return None
     layers = list(answer.routing)
     gates = [answer.routing[layer] for layer in layers]
-    figure = _figure(1.8 + 0.5 * len(gates[0]), 1.2 + 0.22 * len(layers))
+    figure = _figure(max(4.2, 1.8 + 0.5 * len(gates[0])), 1.2 + 0.22 * len(layers))
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(gates, aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
     axes.set_xticks(range(len(gates[0])), _expert_labels(len(gates[0]), ranks), fontsize=7)
@@ -41,7 +41,7 @@ def tokens_figure(answer: Answer, layer: str, ranks: list[int] | None = None) ->
         return None
     labels = [repr(token)[1:-1] or "·" for token in answer.tokens] if len(answer.tokens) == len(rows) else [
         str(index) for index in range(len(rows))]
-    figure = _figure(1.8 + 0.5 * len(rows[0]), 1.2 + 0.2 * len(rows))
+    figure = _figure(max(4.2, 1.8 + 0.5 * len(rows[0])), 1.4 + 0.2 * len(rows))
     axes = figure.add_subplot(1, 1, 1)
     image = axes.imshow(rows, aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
     axes.set_xticks(range(len(rows[0])), _expert_labels(len(rows[0]), ranks), fontsize=7)
