@@ -40,6 +40,8 @@ class Request:
         stop: strings that end the answer where they first appear (not included in it).
         cluster_id: MoCLE's instruction cluster of the question (cluster-routed adapters only).
         id: a name for the request, kept in its answer.
+        temperature: 0 for the greedy answer (``predict``'s); above 0 the answer is sampled (requests answered
+            together must share it).
     """
 
     image: Image.Image
@@ -49,6 +51,7 @@ class Request:
     stop: tuple[str, ...] = ()
     cluster_id: int | None = None
     id: str = "request"
+    temperature: float = 0.0
 
 
 @dataclass
@@ -152,6 +155,9 @@ class InferenceEngine:
         if not requests:
             return []
         module = self.module
+        temperatures = {request.temperature for request in requests}
+        if len(temperatures) > 1:
+            raise ValueError(f"requests answered together share one temperature, not {sorted(temperatures)}")
         questions = [self._question(request) for request in requests]
         cluster_ids = [request.cluster_id for request in requests]
         if self.clusters is not None:
@@ -162,7 +168,8 @@ class InferenceEngine:
                          for request, question, cluster_id in zip(requests, questions, cluster_ids)]
         batch = module.transfer_batch_to_device(module.conversation_format(conversations), module.device, 0)
         limits = [request.max_new_tokens or module.hparams.max_new_tokens for request in requests]
-        generated = generate(module.model, batch, max(limits), record_gates=self.record_gates, streamer=streamer)
+        generated = generate(module.model, batch, max(limits), record_gates=self.record_gates, streamer=streamer,
+                             temperature=temperatures.pop())
         names = short_layer_names(sorted({name for row in generated for name in row.gates}))
         answers = []
         for row, (request, result, limit) in enumerate(zip(requests, generated, limits)):

@@ -26,6 +26,14 @@ from rode_lightning.compat import is_compiled
 log = logging.getLogger(__name__)
 
 
+
+def sampling(temperature: float) -> dict:
+    """``generate``'s decoding arguments: greedy at ``temperature`` 0; above it, sampling from the softmax of the
+    logits divided by ``temperature`` with no top-k or top-p cut (whatever a model's generation config says)."""
+    if temperature <= 0:
+        return {"do_sample": False, "temperature": None, "top_k": None}
+    return {"do_sample": True, "temperature": float(temperature), "top_k": None}
+
 class AdaptedModel(nn.Module, ABC):
     """A frozen base model with adapters, run on :class:`FoodBatch` es.
 
@@ -50,9 +58,11 @@ class AdaptedModel(nn.Module, ABC):
         """Teacher-forced next-token logits of the whole conversations, ``(batch, sequence, vocab)``."""
 
     @abstractmethod
-    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None) -> torch.Tensor:
-        """Greedy answers to the batch's (left-padded) prompts: the new token ids only, ``(batch, new tokens)``.
-        ``streamer`` (one prompt): transformers' streamer interface, given the prompt, then each new token."""
+    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None,
+                       temperature: float = 0.0) -> torch.Tensor:
+        """Answers to the batch's (left-padded) prompts: the new token ids only, ``(batch, new tokens)``; greedy at
+        ``temperature`` 0, else sampled from the softmax of the logits divided by it (no top-k or top-p).
+        ``streamer``: transformers' streamer interface, given the prompt, then each step's new tokens."""
 
     @property
     @abstractmethod

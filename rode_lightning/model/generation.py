@@ -61,14 +61,15 @@ def recorded_gates(model: AdaptedModel):
 
 
 def generate(model: AdaptedModel, batch: FoodBatch, max_new_tokens: int, record_gates: bool = False,
-             streamer=None) -> list[Generated]:
-    """Greedy answers to ``batch``'s prompts, one :class:`Generated` per row; generation stops at the model's
-    ``stop_token_ids``."""
+             streamer=None, temperature: float = 0.0) -> list[Generated]:
+    """Greedy answers (sampled at ``temperature`` > 0) to ``batch``'s prompts, one :class:`Generated` per row;
+    generation stops at the model's ``stop_token_ids``."""
     if record_gates:
         with recorded_gates(model) as records:
-            new_tokens = model.generate_batch(batch, max_new_tokens, streamer=streamer)
+            new_tokens = model.generate_batch(batch, max_new_tokens, streamer=streamer, temperature=temperature)
     else:
-        records, new_tokens = {}, model.generate_batch(batch, max_new_tokens, streamer=streamer)
+        records = {}
+        new_tokens = model.generate_batch(batch, max_new_tokens, streamer=streamer, temperature=temperature)
     stops = set(model.stop_token_ids)
     results = []
     for row, tokens in enumerate(new_tokens.tolist()):

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.batch import FoodBatch
 from rode_lightning.conventions import IMAGE_PLACEHOLDER
-from rode_lightning.model.adapted import AdaptedModel
+from rode_lightning.model.adapted import AdaptedModel, sampling
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
@@ -82,15 +82,16 @@ class FoodLMM(AdaptedModel):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor | None,
-                 max_new_tokens: int = 64, cluster_ids: torch.Tensor | None = None, streamer=None) -> torch.Tensor:
-        """Greedy answers for left-padded prompts, with the KV cache; returns only the new tokens. ``streamer``:
-        transformers' streamer interface (``put`` each new token, ``end``), for one prompt."""
+                 max_new_tokens: int = 64, cluster_ids: torch.Tensor | None = None, streamer=None,
+                 temperature: float = 0.0) -> torch.Tensor:
+        """Answers for left-padded prompts, with the KV cache, greedy at ``temperature`` 0 (else sampled); returns
+        only the new tokens. ``streamer``: transformers' streamer interface (``put`` each step's tokens, ``end``)."""
         self.set_routing(attention_mask, cluster_ids)
         embeddings = self.embed(input_ids, images)
         return self.language_model.generate(
             inputs_embeds=embeddings, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-            do_sample=False, use_cache=True, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
-            streamer=streamer,
+            use_cache=True, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id, streamer=streamer,
+            **sampling(temperature),
         )
 
     def enable_activation_checkpointing(self) -> None:
@@ -106,9 +107,11 @@ class FoodLMM(AdaptedModel):
     def forward_batch(self, batch: FoodBatch) -> torch.Tensor:
         return self(batch.input_ids, batch.attention_mask, batch.pixel_values, batch.cluster_ids)
 
-    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None) -> torch.Tensor:
+    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None,
+                       temperature: float = 0.0) -> torch.Tensor:
         return self.generate(batch.prompt_ids, batch.prompt_attention_mask, batch.pixel_values,
-                             max_new_tokens=max_new_tokens, cluster_ids=batch.cluster_ids, streamer=streamer)
+                             max_new_tokens=max_new_tokens, cluster_ids=batch.cluster_ids, streamer=streamer,
+                             temperature=temperature)
 
     @property
     def adapted_root(self) -> nn.Module:

@@ -26,7 +26,7 @@ from torch import nn
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.inject import adapter_parameters
 from rode_lightning.batch import FoodBatch
-from rode_lightning.model.adapted import AdaptedModel
+from rode_lightning.model.adapted import AdaptedModel, sampling
 from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
 from rode_lightning.model.formats.chat_template import processor_image_token_id
 from rode_lightning.user_errors import MissingFileError, UserError
@@ -248,17 +248,18 @@ class TransformersLMM(AdaptedModel):
         return self(batch)
 
     @torch.no_grad()
-    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None) -> torch.Tensor:
-        """Greedy, with the KV cache, stopping at the end of a turn or eos; the settings of the model's
-        ``generation_config.json`` (sampling, temperature, repetition penalty, its own eos) do not apply."""
+    def generate_batch(self, batch: FoodBatch, max_new_tokens: int, streamer=None,
+                       temperature: float = 0.0) -> torch.Tensor:
+        """Greedy (or sampled at ``temperature`` > 0), with the KV cache, stopping at the end of a turn or eos; the
+        settings of the model's ``generation_config.json`` (sampling, temperature, repetition penalty, its own eos)
+        do not apply."""
         from transformers import GenerationConfig
 
         self.set_routing(batch.prompt_attention_mask, batch.cluster_ids)
         inputs = self._inputs(batch.prompt_ids, batch.prompt_attention_mask, batch)
-        greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                  eos_token_id=self.stop_token_ids, pad_token_id=self.pad_token_id,
-                                  temperature=None, top_p=None, top_k=None, use_cache=True)
-        output = self.hf.generate(**inputs, generation_config=greedy, streamer=streamer)
+        settings = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, eos_token_id=self.stop_token_ids,
+                                    pad_token_id=self.pad_token_id, top_p=None, use_cache=True, **sampling(temperature))
+        output = self.hf.generate(**inputs, generation_config=settings, streamer=streamer)
         return output[:, batch.prompt_ids.shape[1]:]
 
 

@@ -6,7 +6,8 @@ checked here, in the HTTP process, so that a bad one gets its 4xx before it reac
 
 What a request may hold: one ``user`` message with a text part (the question) and one ``image_url`` part, as the
 adapters were trained (one question about one picture, no system prompt); ``max_tokens`` (or
-``max_completion_tokens``), ``stop`` (a string or up to four), ``temperature`` (0 or absent: answers are greedy),
+``max_completion_tokens``), ``stop`` (a string or up to four), ``temperature`` (0 or absent: the greedy answer, as
+``predict`` gives; above 0: sampled, with no top-k or top-p cut),
 ``stream`` with ``stream_options.include_usage``, ``n`` = 1. Extensions: ``task`` (``category``, ``ingredients``,
 ``recipe`` or ``nutrition``): the answer is also parsed as that task's (``parsed`` in the response). Every response
 carries ``routing``: per adapted layer, each expert's mean gate over the generated tokens.
@@ -86,9 +87,6 @@ def parse_request(body: bytes, served_model: str, limits: ImageLimits) -> ChatCo
                                 "(GET /v1/models)")
     if request.n != 1:
         raise RequestError(400, "n: this server writes one answer per request (n = 1)")
-    if request.temperature not in (None, 0):
-        raise RequestError(400, f"temperature: {request.temperature}; this server answers greedily (temperature 0 or "
-                                "absent), the decoding the adapters were evaluated with")
     if request.task is not None and request.task not in QUESTIONS:
         raise RequestError(400, f"task: {request.task!r}; expected one of {', '.join(QUESTIONS)}")
     stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])

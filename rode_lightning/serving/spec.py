@@ -126,7 +126,7 @@ class FoodChatSpec(LitSpec):
         stops = (chat.stop,) if isinstance(chat.stop, str) else tuple(chat.stop or ())
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         engine_request = EngineRequest(image, question, chat.task, wanted or self.limits.max_new_tokens, stops,
-                                       id=request_id)
+                                       id=request_id, temperature=chat.temperature or 0.0)
         self._check_length(engine_request)
         return protocol.ServeItem(engine_request, request_id, time.monotonic() + self.limits.request_timeout_s)
 

@@ -55,20 +55,31 @@ class FoodServingAPI(ls.LitAPI):
         ``{"delta": text, "answer": {...}, "batch_size": n}``; ``{}`` where a row has nothing new."""
         batched = isinstance(items, list)
         rows = items if batched else [items]
-        live = [item for item in rows if not self._given_up_on(item)]  # given up while queued: not generated
+        try:
+            # One generation per temperature (greedy, or a sampling temperature): a batch shares its decoding.
+            for temperature in sorted({item.request.temperature for item in rows}):
+                group = [item for item in rows if item.request.temperature == temperature]
+                for messages in self._generate(rows, group):
+                    yield messages if batched else messages[0]
+        finally:
+            self._given_up -= {item.request_id for item in rows}
+
+    def _generate(self, rows: list[ServeItem], group: list[ServeItem]) -> Iterator[list[dict]]:
+        live = [item for item in group if not self._given_up_on(item)]  # given up while queued: not generated
+        if not live:
+            return
         index = {id(item): position for position, item in enumerate(live)}
         events = self.engine.stream_batch([item.request for item in live],
-                                          stopped=lambda row: self._given_up_on(live[row])) if live else iter(())
+                                          stopped=lambda row: self._given_up_on(live[row]))
         try:
             for step in events:
                 messages = []
                 for item in rows:
                     event = step[index[id(item)]] if id(item) in index else None
                     messages.append({} if event is None else _message(event, len(live)))
-                yield messages if batched else messages[0]
+                yield messages
         finally:
-            events.close() if hasattr(events, "close") else None
-            self._given_up -= {item.request_id for item in rows}
+            events.close()
 
     def encode_response(self, outputs: Iterator, **kwargs) -> Iterator:
         yield from outputs

@@ -195,6 +195,22 @@ def test_a_streamed_batch_gives_each_row_its_answer_and_drops_the_rows_given_up(
     assert len(forwards) <= 3, len(forwards)
 
 
+@pytest.mark.parametrize("base", ["llava", "transformers"])
+def test_a_positive_temperature_samples_reproducibly_for_a_seed(base, qwen_dir):
+    engine = InferenceEngine(built(base, qwen_dir))
+    request = replace(requests()[1], max_new_tokens=6)
+    [greedy] = engine.answer([request])
+    hot = replace(request, temperature=3.0)
+    draws = []
+    for seed in (1, 1, 2, 3):
+        torch.manual_seed(seed)
+        draws.append(engine.answer([hot])[0].text)
+    assert draws[0] == draws[1]  # the same seed, the same sample
+    assert any(text != greedy.text for text in draws)  # at temperature 3 six tokens are rarely the greedy ones
+    with pytest.raises(ValueError, match="share one temperature"):
+        engine.answer([request, hot])
+
+
 def test_only_what_cannot_change_is_sent():
     from rode_lightning.inference.engine import _safe_prefix
 

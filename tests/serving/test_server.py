@@ -142,6 +142,19 @@ def test_streamed_and_whole_answers_are_predicts(served):
         assert extensions["routing"] == routing
 
 
+def test_a_positive_temperature_samples_and_zero_is_greedy(served):
+    prediction = served.predictions[1]
+    question, extra = _question_of(prediction)
+    url = data_url((served.photos / prediction["image"]).read_bytes())
+    greedy = served.client.chat.completions.create(model=served.model, messages=ask(question, url), max_tokens=4,
+                                                   temperature=0, extra_body=extra)
+    assert greedy.choices[0].message.content == prediction["answer"]
+    sampled = {served.client.chat.completions.create(model=served.model, messages=ask(question, url), max_tokens=4,
+                                                     temperature=2.0, extra_body=extra).choices[0].message.content
+               for _ in range(4)}
+    assert sampled != {prediction["answer"]}  # at temperature 2 four draws of four tokens are not all the greedy one
+
+
 def test_stop_strings_end_the_answer_and_are_left_out(served):
     prediction = served.predictions[1]
     question, extra = _question_of(prediction)
@@ -243,7 +256,7 @@ def bad_requests(served) -> list[tuple[str, dict, int, str]]:
         ("a system prompt", {**body(), "messages": [{"role": "system", "content": "be brief"}, *ask("hi",
                                                                                                     good_image)]},
          400, "one user message"),
-        ("sampling", body(temperature=0.7), 400, "greedily"),
+        ("a temperature over 2", body(temperature=2.5), 400, "temperature"),
         ("no image", {**body(), "messages": [{"role": "user", "content": "What is this?"}]}, 400, "0 image_url"),
     ]
 
