@@ -23,6 +23,7 @@ from rode_lightning.serving.errors import RequestError
 
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<base64>;base64)?,",
                        re.ASCII)
+IMAGE_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -78,9 +79,13 @@ def _path_inside(url: str, limits: ImageLimits) -> Path:
     if limits.folder is None:
         raise RequestError(400, "image_url: this server takes no image paths (start it with --image_folder to "
                                 "allow a folder); send the image as a data URL")
+    if "\x00" in url:
+        raise RequestError(400, "image_url: a path may not hold a NUL character")
     folder = limits.folder.resolve()
-    path = (folder / Path(url).expanduser()) if not Path(url).is_absolute() else Path(url)
-    resolved = path.resolve()  # '..' and symbolic links followed before the check
+    try:  # no '~': a path is the folder's (relative) or absolute
+        resolved = (folder / url).resolve()  # '..' and symbolic links followed before the check
+    except (OSError, RuntimeError, ValueError):
+        raise RequestError(400, f"image_url: {url!r} is not a path this server can read") from None
     if not resolved.is_relative_to(folder):
         raise RequestError(400, f"image_url: {url} is outside the server's image folder")
     if not resolved.is_file():
@@ -96,7 +101,8 @@ def _decoded(data: bytes, where: str, limits: ImageLimits) -> Image.Image:
         with warnings.catch_warnings():
             # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that: here both are a refusal.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            # Only the formats photos come in: PIL would also run, for instance, Ghostscript on an EPS file.
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
                 if image.width * image.height > limits.max_pixels:
                     raise RequestError(413, f"image_url: {where} is {image.width}x{image.height} pixels; this server "
                                             f"takes images up to {limits.max_pixels} pixels")

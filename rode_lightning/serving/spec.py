@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
 from litserve.specs.base import LitSpec
 
@@ -86,9 +87,13 @@ class FoodChatSpec(LitSpec):
             self._check_key(request)
             body = await self._body(request)
             chat = protocol.parse_request(body, self.model_name, self.images)
-            item = self._item(chat)
+            # Decoding the image and counting the prompt's tokens take a while: off the event loop, which serves the
+            # other requests' streams meanwhile.
+            item = await asyncio.to_thread(self._item, chat)
         except RequestError as error:
             return JSONResponse(error.body(), status_code=error.status)
+        except ClientDisconnect:  # the client left while sending its body: nobody to answer
+            return JSONResponse({}, status_code=499)
         uid, messages = self._submit(item)
         if chat.stream:
             return await self._streamed(request, chat, item, uid, messages)
@@ -158,8 +163,7 @@ class FoodChatSpec(LitSpec):
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
-            raise RequestError(504, f"no answer within request_timeout_s ({self.limits.request_timeout_s:g} s); "
-                                    "the request was given up") from None
+            raise _timed_out(self.limits) from None
         if failed:
             status_code = getattr(data, "status_code", 500)
             if status_code == 504:
@@ -168,7 +172,7 @@ class FoodChatSpec(LitSpec):
         return json.loads(data)
 
     def _give_up(self, uid: str, item: protocol.ServeItem) -> None:
-        self.cancelled.put(item.request_id)
+        self.cancelled.put((item.request_id, item.deadline))
         litserve_forget(self, uid)
 
     async def _joined(self, http: Request, item: protocol.ServeItem, uid: str, messages):
@@ -190,9 +194,14 @@ class FoodChatSpec(LitSpec):
         except RequestError as error:
             self._give_up(uid, item)
             return JSONResponse(error.body(), status_code=error.status)
+        except BaseException:  # a failed worker (or a cancelled handler): stop waiting, keep no buffer
+            self._give_up(uid, item)
+            raise
         finally:
             watcher.cancel()
         litserve_forget(self, uid)
+        if final is None:  # the worker dropped it: its deadline passed before the HTTP side's timer fired
+            return JSONResponse(_timed_out(self.limits).body(), status_code=504)
         answer = Answer(**final["answer"])
         assert "".join(text) == answer.text, "the streamed pieces must join to the answer"
         return protocol.completion(item.request_id, self.model_name, answer, final["batch_size"])
@@ -200,20 +209,26 @@ class FoodChatSpec(LitSpec):
     async def _streamed(self, http: Request, chat, item: protocol.ServeItem, uid: str, messages):
         try:
             first = await self._next(messages, item)  # a 504 before any token is still a status, not an event
+            if first is None:  # dropped by the worker at its deadline
+                raise _timed_out(self.limits)
         except RequestError as error:
             self._give_up(uid, item)
             return JSONResponse(error.body(), status_code=error.status)
+        except BaseException:
+            self._give_up(uid, item)
+            raise
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
 
         async def events():
             finished = False
             try:
                 yield _sse(protocol.chunk(item.request_id, self.model_name, {"role": "assistant", "content": ""}))
-                message = first
+                message, answered = first, False
                 while message is not None:
                     if message.get("delta"):
                         yield _sse(protocol.chunk(item.request_id, self.model_name, {"content": message["delta"]}))
                     if "answer" in message:
+                        answered = True
                         answer = Answer(**message["answer"])
                         yield _sse(protocol.chunk(item.request_id, self.model_name, {}, answer.finish_reason,
                                                   **protocol.extensions(answer, message["batch_size"])))
@@ -221,6 +236,8 @@ class FoodChatSpec(LitSpec):
                             yield _sse({**protocol.chunk(item.request_id, self.model_name, {}), "choices": [],
                                         "usage": protocol.usage(answer)})
                     message = await self._next(messages, item)
+                if not answered:  # dropped by the worker at its deadline: no [DONE] that would look like success
+                    raise _timed_out(self.limits)
                 finished = True
                 yield "data: [DONE]\n\n"
             except RequestError as error:  # past the deadline mid-answer: the stream ends with the error
@@ -231,6 +248,11 @@ class FoodChatSpec(LitSpec):
                 litserve_forget(self, uid)
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _timed_out(limits: ServingLimits) -> RequestError:
+    return RequestError(504, f"no answer within request_timeout_s ({limits.request_timeout_s:g} s); the request was "
+                             "given up")
 
 
 async def _disconnected(request: Request) -> None:

@@ -31,7 +31,7 @@ class FoodServingAPI(ls.LitAPI):
                          api_path="/v1/chat/completions")
         self.build_engine = build_engine
         self.cancelled = cancelled
-        self._given_up: set[str] = set()
+        self._given_up: dict[str, float] = {}  # request id -> its deadline, after which it is forgotten
 
     def setup(self, device) -> None:
         self.engine = self.build_engine(device=device)
@@ -43,12 +43,17 @@ class FoodServingAPI(ls.LitAPI):
         return list(items)
 
     def _given_up_on(self, item: ServeItem) -> bool:
+        now = time.monotonic()
         while True:
             try:
-                self._given_up.add(self.cancelled.get_nowait())
+                request_id, deadline = self.cancelled.get_nowait()
             except queue.Empty:
                 break
-        return item.request_id in self._given_up or time.monotonic() > item.deadline
+            self._given_up[request_id] = deadline
+        # Past its deadline a request is dropped anyway: its id need not be kept (ids that arrive after their
+        # request was answered would pile up otherwise).
+        self._given_up = {request_id: deadline for request_id, deadline in self._given_up.items() if deadline >= now}
+        return item.request_id in self._given_up or now > item.deadline
 
     def predict(self, items: ServeItem | list[ServeItem], **kwargs) -> Iterator:
         """Per step, one message per request (a list of them when batched): ``{"delta": text}``, and last
@@ -62,7 +67,8 @@ class FoodServingAPI(ls.LitAPI):
                 for messages in self._generate(rows, group):
                     yield messages if batched else messages[0]
         finally:
-            self._given_up -= {item.request_id for item in rows}
+            for item in rows:
+                self._given_up.pop(item.request_id, None)
 
     def _generate(self, rows: list[ServeItem], group: list[ServeItem]) -> Iterator[list[dict]]:
         live = [item for item in group if not self._given_up_on(item)]  # given up while queued: not generated

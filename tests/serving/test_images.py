@@ -57,6 +57,14 @@ def test_broken_bytes_are_a_400(data, words):
     assert error.status == 400 and words in error.message
 
 
+def test_only_photo_formats_are_opened():
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PPM")  # PIL reads it; a photo never comes as one (nor as EPS, which PIL
+    error = refused(data_url(buffer.getvalue()), ImageLimits())  # would hand to Ghostscript)
+    assert error.status == 400 and "not a readable image" in error.message
+    assert load_image(data_url(png()), ImageLimits()).size == (24, 16)
+
+
 @pytest.mark.parametrize("url", ["http://localhost/a.png", "https://example.com/a.png", "file:///etc/passwd",
                                  "ftp://host/a.png", "HTTP://HOST/A.PNG"])
 def test_urls_are_never_fetched(url, tmp_path):
@@ -81,6 +89,8 @@ def test_paths_only_inside_the_folder(tmp_path):
         error = refused(url, limits)
         assert error.status == 400 and "outside the server's image folder" in error.message, url
     assert "not a file" in refused("sub", limits).message
+    assert "NUL" in refused("sub/pl\x00ate.png", limits).message
+    assert "not a file" in refused("~nosuchuser/x.jpg", limits).message  # no home directories: a name in the folder
     assert "takes no image paths" in refused("sub/plate.png", ImageLimits()).message
 
 
