@@ -282,11 +282,10 @@ def build_engine(args: list[str], device=None, command: str = "serve"):
             raise UserError(f"{command}: a cluster-routed adapter (MoCLE) routes by the instruction clusters saved "
                             "with it at the end of fit; give --model.adapter_path of one trained since they are saved "
                             "(an older one: train it again, or use predict, which clusters the training data again)")
-    if module.model is None:
-        module.configure_model()
+    engine = InferenceEngine(module, clusters=clusters)  # builds the model if the CLI has not
     if device is not None:
-        module.to(device)
-    return InferenceEngine(module, clusters=clusters)
+        engine.module.to(device)
+    return engine
 
 
 def run_chat(args: list[str], lines=None, write=print) -> None:

@@ -1,8 +1,8 @@
 """One inference engine for every way of using a trained model: a question about an image in, an answer out.
 
-``chat`` (and, next, ``serve`` and the web demo) ask their questions through :class:`InferenceEngine`, which spells
-them in the base model's own format (the same conversation format ``predict`` and ``test`` batch with), generates
-greedily (``model/generation.py``, as ``predict`` does), and returns per request the answer's text, why it ended
+``chat``, ``serve`` and the web demo ask their questions through :class:`InferenceEngine`, which spells them in the
+base model's own format (the same conversation format ``predict`` and ``test`` batch with), generates greedily
+(``model/generation.py``, as ``predict`` does; sampled when a request asks for a temperature), and returns per request the answer's text, why it ended
 (``stop``: the model's end of turn or a stop string; ``length``: ``max_new_tokens``), token counts, the values the
 parsers read from it (ingredients, nutrition, category), and the routing behind it: per adapted layer the mean gate of
 each expert over the generated tokens, and the gates per token.
@@ -109,6 +109,21 @@ class _TokenQueue:
         self.tokens.put(None)
 
 
+def question_of(request: Request) -> str:
+    """The request's question, or its task's standard question."""
+    if request.question is not None and request.question.strip():
+        return request.question
+    if request.task in QUESTIONS:
+        return QUESTIONS[request.task][0]
+    raise UserError(f"request {request.id}: give a question or a task ({', '.join(QUESTIONS)})")
+
+
+def conversation_of(request: Request, cluster_id: int | None = None):
+    """The one-turn conversation the model is asked (what its conversation format spells)."""
+    return single_turn(request.image.convert("RGB"), question_of(request), None, id=request.id, dataset="request",
+                       task=request.task, cluster_id=cluster_id)
+
+
 def _safe_prefix(text: str, stops: tuple[str, ...]) -> str:
     """What of the answer so far can be sent without being taken back: no trailing whitespace (the answer is
     stripped), no half character (``\ufffd`` of an incomplete UTF-8 sequence), no ending that may begin a stop
@@ -125,7 +140,7 @@ def _safe_prefix(text: str, stops: tuple[str, ...]) -> str:
 
 
 class InferenceEngine:
-    """Answers :class:`Request` s with a built :class:`FoodLMMModule` (either base), in eval mode, greedily."""
+    """Answers :class:`Request` s with a built :class:`FoodLMMModule` (either base), in eval mode."""
 
     def __init__(self, module: FoodLMMModule, record_gates: bool = True, clusters=None):
         """``clusters``: a cluster-routed adapter's instruction clusterer (``InstructionClusters.load`` of its
@@ -139,12 +154,8 @@ class InferenceEngine:
         self.record_gates = record_gates
         self.clusters = clusters
 
-    def _question(self, request: Request) -> str:
-        if request.question is not None and request.question.strip():
-            return request.question
-        if request.task in QUESTIONS:
-            return QUESTIONS[request.task][0]
-        raise UserError(f"request {request.id}: give a question or a task ({', '.join(QUESTIONS)})")
+    def _limit(self, request: Request) -> int:
+        return request.max_new_tokens or self.module.hparams.max_new_tokens
 
     def answer(self, requests: list[Request]) -> list[Answer]:
         """The answers to ``requests``, generated as one batch (each row as it would be alone)."""
@@ -158,16 +169,13 @@ class InferenceEngine:
         temperatures = {request.temperature for request in requests}
         if len(temperatures) > 1:
             raise ValueError(f"requests answered together share one temperature, not {sorted(temperatures)}")
-        questions = [self._question(request) for request in requests]
         cluster_ids = [request.cluster_id for request in requests]
         if self.clusters is not None:
-            placed = self.clusters.assign(questions).tolist()
+            placed = self.clusters.assign([question_of(request) for request in requests]).tolist()
             cluster_ids = [given if given is not None else found for given, found in zip(cluster_ids, placed)]
-        conversations = [single_turn(request.image.convert("RGB"), question, None, id=request.id,
-                                     dataset="request", task=request.task, cluster_id=cluster_id)
-                         for request, question, cluster_id in zip(requests, questions, cluster_ids)]
+        conversations = [conversation_of(request, cluster_id) for request, cluster_id in zip(requests, cluster_ids)]
         batch = module.transfer_batch_to_device(module.conversation_format(conversations), module.device, 0)
-        limits = [request.max_new_tokens or module.hparams.max_new_tokens for request in requests]
+        limits = [self._limit(request) for request in requests]
         generated = generate(module.model, batch, max(limits), record_gates=self.record_gates, streamer=streamer,
                              temperature=temperatures.pop())
         names = short_layer_names(sorted({name for row in generated for name in row.gates}))
@@ -224,7 +232,7 @@ class InferenceEngine:
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         stop_ids = set(self.module.model.stop_token_ids)
-        limits = [request.max_new_tokens or self.module.hparams.max_new_tokens for request in requests]
+        limits = [self._limit(request) for request in requests]
         tokens: list[list[int]] = [[] for _ in range(rows)]
         ended = [False] * rows  # a stop token or the row's own limit: nothing more of it to show
         gone = [False] * rows  # stopped by the caller

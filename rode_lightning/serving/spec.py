@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from litserve.specs.base import LitSpec
 
 from rode_lightning.compat import litserve_forget, litserve_submit
-from rode_lightning.inference.engine import Answer, Request as EngineRequest
+from rode_lightning.inference.engine import Answer, Request as EngineRequest, conversation_of
 from rode_lightning.serving import protocol
 from rode_lightning.serving.errors import RequestError
 from rode_lightning.serving.images import ImageLimits
@@ -136,13 +136,8 @@ class FoodChatSpec(LitSpec):
         return protocol.ServeItem(engine_request, request_id, time.monotonic() + self.limits.request_timeout_s)
 
     def _check_length(self, request: EngineRequest) -> None:
-        from rode_lightning.data.conversation import single_turn
-        from rode_lightning.data.prompts import QUESTIONS
-
-        question = request.question or QUESTIONS[request.task][0]
         try:
-            batch = self.conversation_format([single_turn(request.image, question, None, id=request.id,
-                                                          dataset="request", task=request.task)])
+            batch = self.conversation_format([conversation_of(request)])
         except UserError as error:
             raise RequestError(400, f"the prompt is too long for this model: {error}") from None
         prompt = int(batch.prompt_attention_mask.sum())

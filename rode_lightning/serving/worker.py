@@ -44,15 +44,19 @@ class FoodServingAPI(ls.LitAPI):
 
     def _given_up_on(self, item: ServeItem) -> bool:
         now = time.monotonic()
+        arrived = False
         while True:
             try:
                 request_id, deadline = self.cancelled.get_nowait()
             except queue.Empty:
                 break
             self._given_up[request_id] = deadline
-        # Past its deadline a request is dropped anyway: its id need not be kept (ids that arrive after their
-        # request was answered would pile up otherwise).
-        self._given_up = {request_id: deadline for request_id, deadline in self._given_up.items() if deadline >= now}
+            arrived = True
+        if arrived:  # asked per row and token: prune only when ids came in
+            # Past its deadline a request is dropped anyway: its id need not be kept (ids that arrive after their
+            # request was answered would pile up otherwise).
+            self._given_up = {request_id: deadline for request_id, deadline in self._given_up.items()
+                              if deadline >= now}
         return item.request_id in self._given_up or now > item.deadline
 
     def predict(self, items: ServeItem | list[ServeItem], **kwargs) -> Iterator:

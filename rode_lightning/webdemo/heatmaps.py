@@ -9,9 +9,23 @@ from matplotlib.figure import Figure
 from rode_lightning.inference.engine import Answer
 
 
-def _figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=100)
+def _heatmap(gates: list[list[float]], row_labels: list[str], ranks: list[int] | None, title: str,
+             height: tuple[float, float], ylabel: str | None = None) -> Figure:
+    """Rows x experts, 0 at the bottom of the colour scale, each expert labelled with its rank; ``height``: inches
+    for the frame and per row."""
+    experts = len(gates[0])
+    figure = Figure(figsize=(max(4.2, 1.8 + 0.5 * experts), height[0] + height[1] * len(gates)), dpi=100)
     FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    image = axes.imshow(gates, aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
+    axes.set_xticks(range(experts), _expert_labels(experts, ranks), fontsize=7)
+    axes.set_yticks(range(len(gates)), row_labels, fontsize=6)
+    axes.set_xlabel("expert", fontsize=8)
+    if ylabel:
+        axes.set_ylabel(ylabel, fontsize=8)
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(image, ax=axes, shrink=0.9)
+    figure.tight_layout()
     return figure
 
 
@@ -21,17 +35,7 @@ def layers_figure(answer: Answer, ranks: list[int] | None = None) -> Figure | No
     if not answer.routing:
         return None
     layers = list(answer.routing)
-    gates = [answer.routing[layer] for layer in layers]
-    figure = _figure(max(4.2, 1.8 + 0.5 * len(gates[0])), 1.2 + 0.22 * len(layers))
-    axes = figure.add_subplot(1, 1, 1)
-    image = axes.imshow(gates, aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
-    axes.set_xticks(range(len(gates[0])), _expert_labels(len(gates[0]), ranks), fontsize=7)
-    axes.set_yticks(range(len(layers)), layers, fontsize=6)
-    axes.set_xlabel("expert", fontsize=8)
-    axes.set_title("mean gate over the answer", fontsize=9)
-    figure.colorbar(image, ax=axes, shrink=0.9)
-    figure.tight_layout()
-    return figure
+    return _heatmap([answer.routing[layer] for layer in layers], layers, ranks, "mean gate over the answer", (1.2, 0.22))
 
 
 def tokens_figure(answer: Answer, layer: str, ranks: list[int] | None = None) -> Figure | None:
@@ -41,17 +45,7 @@ def tokens_figure(answer: Answer, layer: str, ranks: list[int] | None = None) ->
         return None
     labels = [repr(token)[1:-1] or "·" for token in answer.tokens] if len(answer.tokens) == len(rows) else [
         str(index) for index in range(len(rows))]
-    figure = _figure(max(4.2, 1.8 + 0.5 * len(rows[0])), 1.4 + 0.2 * len(rows))
-    axes = figure.add_subplot(1, 1, 1)
-    image = axes.imshow(rows, aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
-    axes.set_xticks(range(len(rows[0])), _expert_labels(len(rows[0]), ranks), fontsize=7)
-    axes.set_yticks(range(len(rows)), labels, fontsize=6)
-    axes.set_xlabel("expert", fontsize=8)
-    axes.set_ylabel("generated token", fontsize=8)
-    axes.set_title(f"gates per token, {layer}", fontsize=9)
-    figure.colorbar(image, ax=axes, shrink=0.9)
-    figure.tight_layout()
-    return figure
+    return _heatmap(rows, labels, ranks, f"gates per token, {layer}", (1.4, 0.2), ylabel="generated token")
 
 
 def _expert_labels(experts: int, ranks: list[int] | None) -> list[str]:

@@ -14,6 +14,7 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.adapters.inject import adapter_layers
 from rode_lightning.callbacks.router_sparsity import short_layer_names
 from rode_lightning.inference import InferenceEngine, Request
+from rode_lightning.inference.engine import question_of
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.model.transformers_base import TransformersConfig
 from rode_lightning.model.vision import VisionConfig
@@ -64,7 +65,7 @@ def test_answers_are_predicts_and_each_row_is_answered_as_alone(base, qwen_dir):
 def _conversations(engine: InferenceEngine):
     from rode_lightning.data.conversation import single_turn
 
-    return [single_turn(request.image, engine._question(request), None, id=request.id, dataset="request",
+    return [single_turn(request.image, question_of(request), None, id=request.id, dataset="request",
                         task=request.task) for request in requests()]
 
 
