@@ -41,7 +41,8 @@ from rode_lightning.adapters.layer import MixtureOfLoRALinear
 from rode_lightning.atomic import save_figure_atomically, write_text_atomically
 from rode_lightning.batch import FoodBatch
 from rode_lightning.callbacks.gate_statistics import HISTOGRAM_BINS, GateStatistics, gate_histogram, gate_statistics
-from rode_lightning.callbacks.router_heatmaps import EvaluationRouting, router_heatmap_figure
+from rode_lightning.callbacks.router_heatmaps import EvaluationRouting, router_heatmap_figure, task_routing_figure
+from rode_lightning.callbacks.task_routing import PERMUTATION_DRAWS, TaskRouting, kind_sums
 from rode_lightning.conventions import TASKS
 from rode_lightning.user_errors import UserError
 
@@ -85,6 +86,20 @@ def write_router_files(directory: Path, stage: str, router: dict, figure) -> Non
     save_figure_atomically(figure, directory / f"router_{stage}.png", bbox_inches="tight")
 
 
+def gathered_rows(trainer: L.Trainer, rows: torch.Tensor) -> torch.Tensor:
+    """Every process's ``(n_i, F)`` rows stacked (a collective: every process must call it); ``n_i`` may differ,
+    so the rows are padded to the longest before the gather and cut after."""
+    if trainer.world_size <= 1:
+        return rows
+    device = trainer.strategy.root_device
+    dtype = _reduction_dtype(device)
+    counts = trainer.strategy.all_gather(torch.tensor([rows.shape[0]], device=device)).reshape(-1).tolist()
+    padded = torch.zeros(max(counts), rows.shape[1], dtype=dtype, device=device)
+    padded[:rows.shape[0]] = rows.to(device, dtype)
+    everything = trainer.strategy.all_gather(padded).cpu().double()
+    return torch.cat([everything[rank, :count] for rank, count in enumerate(counts)])
+
+
 def _reduction_dtype(device: torch.device) -> torch.dtype:
     """Sums are reduced in float64, which MPS does not have."""
     return torch.float32 if device.type == "mps" else torch.float64
@@ -109,13 +124,25 @@ class RouterSparsityMonitor(Callback):
             per dataset (``callbacks/router_heatmaps.py``; one extra teacher-forced forward per evaluation batch):
             ``router_<stage>.json`` and ``router_<stage>.png`` beside the results table, the figure as
             ``router/split_heatmap/<stage>`` and each group's sparsity as ``router/<stage>/<group>/sparsity``.
+            Also over the answer, image and generated tokens alone, with the task divergence per layer beside its
+            permutation baseline (``callbacks/task_routing.py``): ``kinds`` in ``router_<stage>.json``,
+            ``router_<stage>_tasks.png``, the figure as ``router/task_routing/<stage>`` and, per kind and layer,
+            ``router/<stage>/divergence/<kind>/<layer>`` and ``.../baseline_95/...``.
+        permutation_draws: shuffled task labellings of the permutation baseline (0: none).
+        permutation_seed: the seed of those shuffles (the same seed draws the same labellings).
     """
 
     def __init__(self, every_n_steps: int = 50, log_histograms: bool = True, log_heatmap: bool = True,
-                 evaluation_heatmaps: bool = True):
+                 evaluation_heatmaps: bool = True, permutation_draws: int = PERMUTATION_DRAWS,
+                 permutation_seed: int = 0):
         super().__init__()
         self.evaluation_heatmaps = evaluation_heatmaps
+        if permutation_draws < 0:
+            raise UserError(f"RouterSparsityMonitor.permutation_draws: {permutation_draws} must be 0 or more")
+        self.permutation_draws = permutation_draws
+        self.permutation_seed = permutation_seed
         self._evaluation = None  # EvaluationRouting while a validation or test epoch runs
+        self._task_routing: TaskRouting | None = None  # per-sample sums by kind of token, while one runs
         if every_n_steps < 1:
             raise UserError(f"RouterSparsityMonitor.every_n_steps: {every_n_steps} must be at least 1")
         self.every_n_steps = every_n_steps
@@ -153,6 +180,7 @@ class RouterSparsityMonitor(Callback):
     # ------------------------------------------------------------------ evaluation split
     def _start_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._evaluation = None
+        self._task_routing = None
         if not self.evaluation_heatmaps or trainer.sanity_checking:
             return
         self._evaluation_layers = self._named_layers(pl_module)
@@ -161,6 +189,24 @@ class RouterSparsityMonitor(Callback):
         self._evaluation = EvaluationRouting({name: layer.num_experts for name, layer in
                                               self._evaluation_layers.items()},
                                              [*self.tasks, *self._served_datasets(trainer)])
+        self._task_routing = self._start_task_routing(trainer, pl_module)
+
+    def _start_task_routing(self, trainer: L.Trainer, pl_module: L.LightningModule) -> TaskRouting | None:
+        """Per-sample sums over answer, image, generated and all tokens (``callbacks/task_routing.py``), for the
+        language model's layers (a vision tower's adapters route patches, not the conversation's tokens)."""
+        language_model = getattr(getattr(pl_module, "model", None), "language_model", None)
+        if language_model is None:
+            return None
+        short = {id(layer): name for name, layer in self._evaluation_layers.items()}
+        self._generation_names = {name: short[id(layer)] for name, layer in adapter_layers(language_model).items()
+                                  if id(layer) in short}
+        layers = list(self._generation_names.values())
+        experts = {self._evaluation_layers[name].num_experts for name in layers}
+        if not layers or len(experts) != 1:
+            return None
+        if hasattr(pl_module, "record_generation_gates"):
+            pl_module.record_generation_gates = True
+        return TaskRouting(layers, experts.pop(), list(self.tasks), self._served_datasets(trainer))
 
     @staticmethod
     def _served_datasets(trainer: L.Trainer) -> list[str]:
@@ -181,13 +227,54 @@ class RouterSparsityMonitor(Callback):
                  if layer.last_gates is not None}
         row_groups = [[task, dataset] for task, dataset in zip(batch.tasks, batch.datasets)]
         self._evaluation.add(gates, batch.attention_mask, row_groups)
+        if self._task_routing is not None:
+            self._add_task_routing(pl_module, batch, gates)
+
+    def _add_task_routing(self, pl_module: L.LightningModule, batch: FoodBatch, gates: dict[str, torch.Tensor]
+                          ) -> None:
+        routing = self._task_routing
+        rows, length = batch.input_ids.shape[:2]
+        if any(name not in gates or gates[name].shape[0] != rows * length for name in routing.layers):
+            return
+        per_layer = [gates[name].reshape(rows, length, -1).cpu() for name in routing.layers]
+        real = batch.attention_mask.bool().cpu()
+        nothing = torch.zeros_like(real)
+        positions = {"all": real,
+                     "answer": real & (batch.answer_mask.bool().cpu() if batch.answer_mask is not None else nothing),
+                     "image": real & (batch.image_mask.bool().cpu() if batch.image_mask is not None else nothing)}
+        sums = {kind: kind_sums(per_layer, where) for kind, where in positions.items()}
+        generated = getattr(pl_module, "last_generation", None)
+        if generated is not None and len(generated) == rows:
+            sums["generated"] = self._generated_sums(generated, routing.layers, routing.experts)
+        routing.add(sums, list(batch.tasks), list(batch.datasets))
+
+    def _generated_sums(self, generated, layers: list[str], experts: int):
+        """The sums over each row's generated tokens, from the gates the generation recorded."""
+        by_short = {self._generation_names[name]: name for name in self._generation_names}
+        longest = max((len(row.token_ids) for row in generated), default=0)
+        positions = torch.zeros(len(generated), longest, dtype=torch.bool)
+        per_layer = [torch.zeros(len(generated), longest, experts, dtype=torch.float64) for _ in layers]
+        for row, answer in enumerate(generated):
+            recorded = [answer.gates.get(by_short[name]) for name in layers]
+            if any(gates is None for gates in recorded):
+                continue
+            count = min(len(gates) for gates in recorded)
+            positions[row, :count] = True
+            for table, gates in zip(per_layer, recorded):
+                table[row, :count] = gates[:count].to(torch.float64)
+        return kind_sums(per_layer, positions)
 
     def _end_evaluation(self, trainer: L.Trainer, stage: str) -> None:
         if self._evaluation is None:
             return
         evaluation, self._evaluation = self._evaluation, None
+        task_routing, self._task_routing = self._task_routing, None
+        if task_routing is not None and hasattr(trainer.lightning_module, "record_generation_gates"):
+            trainer.lightning_module.record_generation_gates = False
+            trainer.lightning_module.last_generation = None
         device = trainer.strategy.root_device
         total = trainer.strategy.reduce(evaluation.to_vector().to(device, _reduction_dtype(device)), reduce_op="sum")
+        samples = gathered_rows(trainer, task_routing.matrix()) if task_routing is not None else None
         log_dir = trainer.log_dir  # a broadcast under DDP: every rank asks
         if not trainer.is_global_zero:
             return
@@ -195,6 +282,11 @@ class RouterSparsityMonitor(Callback):
         router = evaluation.as_dict(self._expert_ranks_of(self._evaluation_layers))
         if not router["groups"]:
             return
+        tasks_figure = None
+        if task_routing is not None and len(samples):
+            router["kinds"] = task_routing.summary(samples, self.permutation_draws, self.permutation_seed)
+            tasks_figure = task_routing_figure(router, f"task routing on the {stage} split, step {trainer.global_step}")
+            self._log_task_routing(trainer, stage, router, tasks_figure)
         step = trainer.global_step
         figure = router_heatmap_figure(router, f"mean gate over the {stage} split, step {step}")
         metrics = {f"router/{stage}/{group}/sparsity": values["sparsity"]
@@ -205,6 +297,25 @@ class RouterSparsityMonitor(Callback):
                 logger.experiment.add_figure(f"router/split_heatmap/{stage}", figure, global_step=step, close=False)
         if log_dir:
             write_router_files(Path(log_dir) / "results", stage, router, figure)
+            if tasks_figure is not None:
+                save_figure_atomically(tasks_figure, Path(log_dir) / "results" / f"router_{stage}_tasks.png",
+                                       bbox_inches="tight")
+
+    def _log_task_routing(self, trainer: L.Trainer, stage: str, router: dict, figure) -> None:
+        """Each kind's divergence and baseline per layer as scalars, and the task-routing figure (TensorBoard)."""
+        step = trainer.global_step
+        metrics = {}
+        for kind, values in router["kinds"].items():
+            divergence = values["task_divergence"]
+            for layer, observed, high in zip(router["layers"], divergence["divergence"], divergence["baseline_95"]):
+                if observed is not None:
+                    metrics[f"router/{stage}/divergence/{kind}/{layer}"] = observed
+                if high is not None:
+                    metrics[f"router/{stage}/baseline_95/{kind}/{layer}"] = high
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(f"router/task_routing/{stage}", figure, global_step=step, close=False)
 
     @staticmethod
     def _named_layers(pl_module: L.LightningModule) -> dict[str, MixtureOfLoRALinear]:

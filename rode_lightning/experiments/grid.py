@@ -4,10 +4,12 @@
 base: [configs/demo.yaml]            # configs every run starts from (paths relative to the working directory)
 arguments: ["--trainer.max_epochs", "3"]   # CLI overrides every run gets, to size the grid
 variants:                            # name -> overlays on top of the base (may be empty: the base itself)
-  rode_2_4_8_16: [configs/variants/rode_2_4_8_16.yaml]
+  rode_2_4_8_16:                     # or overlays and the variant's own seeds
+    overlays: [configs/variants/rode_2_4_8_16.yaml]
+    seeds: [0, 1, 2, 3, 4]
   lora_r32: [configs/variants/lora_r32.yaml]
 reference: rode_2_4_8_16             # paired differences are taken against this variant
-seeds: [0, 1, 2]
+seeds: [0, 1, 2]                     # every variant's seeds unless it names its own
 output: logs/grids/demo              # every run in <output>/runs/<variant>/seed_<s>, the report in <output>/report
 checkpoint_every_n_steps: 50         # how often a fit keeps last.ckpt, where an interrupted run resumes
 ```
@@ -53,13 +55,22 @@ class Grid:
     output: Path
     arguments: list[str] = field(default_factory=list)
     checkpoint_every_n_steps: int = 50
+    variant_seeds: dict[str, list[int]] = field(default_factory=dict)  # variants with seeds of their own
+
+    def seeds_of(self, variant: str) -> list[int]:
+        return self.variant_seeds.get(variant, self.seeds)
+
+    @property
+    def all_seeds(self) -> list[int]:
+        """Every seed some variant runs, in order of first mention."""
+        return list(dict.fromkeys([*self.seeds, *(s for seeds in self.variant_seeds.values() for s in seeds)]))
 
     @property
     def runs(self) -> list[Run]:
         """Seed-major order: every variant's first seed comes before any second seed, so a grid stopped early
         still compares all variants."""
-        return [Run(variant, seed, tuple(overlays)) for seed in self.seeds
-                for variant, overlays in self.variants.items()]
+        return [Run(variant, seed, tuple(overlays)) for seed in self.all_seeds
+                for variant, overlays in self.variants.items() if seed in self.seeds_of(variant)]
 
     @classmethod
     def from_file(cls, path: str | Path, output: str | None = None) -> "Grid":
@@ -91,15 +102,25 @@ class Grid:
         variants_raw = raw.get("variants")
         if not isinstance(variants_raw, dict) or not variants_raw:
             raise GridError(f"{path}: variants must map names to lists of overlay files, got {variants_raw!r}")
-        variants = {}
+        def seed_list(name: str, value) -> list[int]:
+            if (not isinstance(value, list) or not value or not all(isinstance(s, int) and s >= 0 for s in value)
+                    or len(set(value)) != len(value)):
+                raise GridError(f"{path}: {name} must be a non-empty list of distinct integers >= 0, got {value!r}")
+            return list(value)
+
+        variants, variant_seeds = {}, {}
         for name, overlays in variants_raw.items():
             if not isinstance(name, str) or not _NAME.match(name):
                 raise GridError(f"{path}: variant name {name!r} must be letters, digits, '_', '.' or '-'")
+            if isinstance(overlays, dict):
+                extra = sorted(set(overlays) - {"overlays", "seeds"})
+                if extra:
+                    raise GridError(f"{path}: variants.{name}: unknown field(s) {extra}; expected overlays, seeds")
+                if "seeds" in overlays:
+                    variant_seeds[name] = seed_list(f"variants.{name}.seeds", overlays["seeds"])
+                overlays = overlays.get("overlays")
             variants[name] = strings(f"variants.{name}", overlays, allow_empty=True)
-        seeds = raw.get("seeds")
-        if (not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds)
-                or len(set(seeds)) != len(seeds)):
-            raise GridError(f"{path}: seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+        seeds = seed_list("seeds", raw.get("seeds"))
         reference = raw.get("reference", next(iter(variants)))
         if reference not in variants:
             raise GridError(f"{path}: reference {reference!r} is not a variant (variants: {', '.join(variants)})")
@@ -113,5 +134,5 @@ class Grid:
         every = raw.get("checkpoint_every_n_steps", 50)
         if not isinstance(every, int) or every < 1:
             raise GridError(f"{path}: checkpoint_every_n_steps must be a positive integer, got {every!r}")
-        return cls(path, base, variants, list(seeds), reference, Path(out),
-                   strings("arguments", raw.get("arguments"), allow_empty=True), every)
+        return cls(path, base, variants, seeds, reference, Path(out),
+                   strings("arguments", raw.get("arguments"), allow_empty=True), every, variant_seeds)

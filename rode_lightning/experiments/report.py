@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from rode_lightning.atomic import save_figure_atomically, write_json_atomically, write_text_atomically
-from rode_lightning.callbacks.router_heatmaps import router_heatmap_figure
+from rode_lightning.callbacks.router_heatmaps import router_heatmap_figure, task_routing_figure
 from rode_lightning.experiments.grid import Grid
 from rode_lightning.experiments.runner import RESULT, run_directory
 from rode_lightning.experiments.statistics import paired_difference, summarize
@@ -71,10 +71,13 @@ def build_report(grid: Grid, records: list[dict]) -> dict:
                    "seeds": sorted(r["seed"] for r in runs)}
             for name, runs in by_variant.items()}
     router = {name: _mean_router([r["router"] for r in runs if r.get("router")]) for name, runs in by_variant.items()}
-    return {"grid": str(grid.path), "reference": grid.reference, "seeds": grid.seeds, "variants": variants,
+    task_routing = {name: _mean_task_routing([r["router"] for r in runs if (r.get("router") or {}).get("kinds")])
+                    for name, runs in by_variant.items()}
+    return {"grid": str(grid.path), "reference": grid.reference, "seeds": grid.all_seeds, "variants": variants,
             "datasets": datasets, "runs": len(records), "expected_runs": len(grid.runs), "scores": scores,
             "paired_differences": differences, "cost": cost,
             "router": {name: value for name, value in router.items() if value},
+            "task_routing": {name: value for name, value in task_routing.items() if value},
             "versions": next((r["provenance"].get("versions") for r in records if r.get("provenance")), {})}
 
 
@@ -91,6 +94,39 @@ def _mean_router(routers: list[dict]) -> dict | None:
                                    "sparsity": sum(r["groups"][group]["sparsity"] for r in routers
                                                    if group in r["groups"]) / len(tables)}
     return result
+
+
+def _mean(values: list) -> float | None:
+    values = [value for value in values if value is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _mean_task_routing(routers: list[dict]) -> dict | None:
+    """Per kind of token, over seeds: the task divergence and its permutation baseline per layer (means), in how
+    many seeds each layer exceeded its baseline, and each task's mean expert shares (``callbacks/task_routing.py``).
+    """
+    if not routers:
+        return None
+    kinds = {}
+    for kind in routers[0]["kinds"]:
+        runs = [r["kinds"][kind] for r in routers if kind in r["kinds"]]
+        layers = len(routers[0]["layers"])
+        divergences = [run["task_divergence"] for run in runs]
+        groups = {}
+        for group in runs[0]["groups"]:
+            tables = [run["groups"][group]["mean_share"] for run in runs if group in run["groups"]]
+            groups[group] = {"mean_share": [[_mean([t[i][j] for t in tables]) for j in range(len(tables[0][i]))]
+                                            for i in range(len(tables[0]))],
+                             "tokens": sum(run["groups"][group]["tokens"] for run in runs if group in run["groups"])}
+        per_layer = lambda key: [_mean([d[key][i] for d in divergences]) for i in range(layers)]  # noqa: E731
+        exceeded = [sum(1 for d in divergences if d["exceeds"][i]) for i in range(layers)]
+        kinds[kind] = {"groups": groups, "seeds": len(runs), "exceeded_in_seeds": exceeded,
+                       "task_divergence": {"divergence": per_layer("divergence"),
+                                           "baseline_95": per_layer("baseline_95"),
+                                           "baseline_mean": per_layer("baseline_mean"),
+                                           "exceeds": [count == len(runs) for count in exceeded],
+                                           "draws": divergences[0]["draws"]}}
+    return {"layers": routers[0]["layers"], "ranks": routers[0].get("ranks"), "kinds": kinds}
 
 
 def _cell(summary: dict, metric: str) -> str:
@@ -145,7 +181,31 @@ def markdown(report: dict) -> str:
         for variant, router in report["router"].items():
             lines.append(f"| {variant} | " + " | ".join(f"{group['sparsity']:.3f}"
                                                          for group in router["groups"].values()) + " |")
+    lines += _task_routing_lines(report.get("task_routing", {}))
     return "\n".join(lines) + "\n"
+
+
+def _task_routing_lines(task_routing: dict) -> list[str]:
+    if not task_routing:
+        return []
+    lines = ["", "## Task routing on the test split", "",
+             "How differently the tasks use the experts, per adapted layer: the Jensen-Shannon divergence (bits) "
+             "between the tasks' mean expert shares (each token's gates divided by their sum), beside a permutation "
+             "baseline (task labels shuffled across samples; its 95th percentile). *Above baseline*: layers whose "
+             "divergence exceeded the baseline in every seed (in at least one seed). Means over seeds; the figures "
+             "are `router_<variant>_tasks.png`.", "",
+             "| variant | tokens | above baseline: every seed (any) | divergence, mean over layers | baseline 95th "
+             "percentile, mean |", "| --- | --- | --- | --- | --- |"]
+    for variant, routing in task_routing.items():
+        layers = len(routing["layers"])
+        for kind, values in routing["kinds"].items():
+            divergence = values["task_divergence"]
+            every = sum(divergence["exceeds"])
+            any_seed = sum(1 for count in values["exceeded_in_seeds"] if count)
+            mean, high = _mean(divergence["divergence"]), _mean(divergence["baseline_95"])
+            lines.append(f"| {variant} | {kind} | {every}/{layers} ({any_seed}/{layers}) | "
+                         f"{'' if mean is None else f'{mean:.4f}'} | {'' if high is None else f'{high:.4f}'} |")
+    return lines
 
 
 def plot_metrics(report: dict, path: Path) -> Path | None:
@@ -205,4 +265,8 @@ def write_report(grid: Grid, directory: Path | None = None) -> Path:
     plot_metrics(report, directory / "metrics.png")
     for variant, router in report["router"].items():
         plot_router(variant, router, directory / f"router_{variant}.png")
+    for variant, routing in report.get("task_routing", {}).items():
+        figure = task_routing_figure(routing, f"{variant}: task routing on the test split (mean over seeds; orange: "
+                                              "above the baseline in every seed)")
+        save_figure_atomically(figure, directory / f"router_{variant}_tasks.png", bbox_inches="tight")
     return directory / "report.md"

@@ -6,7 +6,8 @@ scored it. ``run.json`` is written last (to a temporary name, then renamed), so 
 
 * a finished run is skipped;
 * a fit that was interrupted resumes from ``last.ckpt`` (``--ckpt_path``; the existing exact-resume machinery gives
-  the weights an uninterrupted run ends with);
+  the weights an uninterrupted run ends with), when ``fit_attempts.json`` says the same fit command wrote it (a
+  checkpoint of another command is moved aside and the fit starts over); every attempt's time is counted;
 * a fit that ended but was not tested is only tested.
 
 Every command is printed before it runs, and ``--print-commands`` prints them all without running anything (for a
@@ -100,7 +101,7 @@ def trainable_parameters(adapter_dir: Path) -> int:
         return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
 
 
-def _write_atomically(path: Path, value: dict) -> None:
+def _write_atomically(path: Path, value: dict | list) -> None:
     write_json_atomically(path, value, indent=2, sort_keys=True)
 
 
@@ -114,12 +115,7 @@ def run_one(grid: Grid, run: Run, threads: int | None = None, announce=print) ->
     log = directory / "commands.log"
     progress = directory / "fit.json"  # the fit's own record, once it has ended
     if not progress.is_file():
-        last = directory / "checkpoints" / "last.ckpt"
-        resuming = last.is_file()  # decided before the fit writes its own last.ckpt
-        command = fit_command(grid, run, resume=last if resuming else None)
-        announce(f"{run.key}: {'resuming' if resuming else 'fit'}: {shlex.join(command)}")
-        seconds, memory = _execute(command, log, threads)
-        _write_atomically(progress, {"seconds": seconds, "peak_memory_gb": memory, "resumed": resuming})
+        _write_atomically(progress, _fit(grid, run, directory, log, threads, announce))
     fit = json.loads(progress.read_text())
     command = test_command(grid, run)
     announce(f"{run.key}: test: {shlex.join(command)}")
@@ -133,9 +129,76 @@ def run_one(grid: Grid, run: Run, threads: int | None = None, announce=print) ->
               "router": json.loads(router.read_text()) if router.is_file() else None,
               "trainable_parameters": trainable_parameters(directory / "adapter"),
               "fit_seconds": fit["seconds"], "test_seconds": test_seconds,
-              "peak_memory_gb": max(fit["peak_memory_gb"], test_memory), "resumed": fit["resumed"]}
+              "peak_memory_gb": max(fit["peak_memory_gb"], test_memory), "resumed": fit["resumed"],
+              "fit_attempts": fit.get("attempts", 1), "fit_seconds_complete": fit.get("seconds_complete", True)}
     _write_atomically(result, record)
     return record
+
+
+ATTEMPTS = "fit_attempts.json"
+
+
+def _fit(grid: Grid, run: Run, directory: Path, log: Path, threads: int | None, announce) -> dict:
+    """Fit the run, from ``last.ckpt`` where an earlier attempt of the same command left one; the fit's record.
+
+    ``resumed`` is true only when this attempt went on from a step an earlier, unfinished attempt of the *same*
+    command had reached, and trained further. Two sequences once wrote it for runs that were not resumed
+    (tests/experiments/test_resumed_flag.py): a fit that had ended but whose record was never written (the grid was
+    stopped between the two) was "resumed" without a step trained, its time that of loading; and a checkpoint left
+    by another fit command (the grid file changed, the output directory reused) was resumed as if it were this
+    run's. Now the first counts as one attempt's work with every attempt's time, and the second is moved aside
+    (``checkpoints.stale-<n>``) and the fit starts from the beginning.
+    """
+    checkpoints = directory / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    command = fit_command(grid, run)
+    attempts_path = directory / ATTEMPTS
+    attempts = json.loads(attempts_path.read_text()) if attempts_path.is_file() else []
+    if last.exists() and (not attempts or attempts[-1]["command"] != command):
+        stale = _aside(checkpoints)
+        announce(f"{run.key}: {last} was not written by this fit command (the grid changed, or the directory comes "
+                 f"from an older grid); moved to {stale}, fitting from the start")
+        attempts = []
+    start_step = checkpoint_step(last) if last.exists() else None
+    resume = last if start_step is not None else None
+    full = fit_command(grid, run, resume=resume)
+    announce(f"{run.key}: {'resuming from step ' + str(start_step) if resume else 'fit'}: {shlex.join(full)}")
+    attempts.append({"command": command, "from_step": start_step, "seconds": None})
+    _write_atomically(attempts_path, attempts)
+    began = time.perf_counter()
+    try:
+        seconds, memory = _execute(full, log, threads)
+    finally:
+        attempts[-1]["seconds"] = time.perf_counter() - began
+        _write_atomically(attempts_path, attempts)
+    end_step = checkpoint_step(last) if last.exists() else None
+    trained_here = start_step is None or end_step is None or end_step > start_step
+    return {"seconds": sum(attempt["seconds"] or 0.0 for attempt in attempts), "peak_memory_gb": memory,
+            "resumed": bool(start_step) and trained_here, "attempts": len(attempts),
+            "seconds_complete": all(attempt["seconds"] is not None for attempt in attempts),
+            "resumed_from_step": start_step if trained_here else None}
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The optimizer step a Lightning checkpoint was saved at (a sharded checkpoint's folder too); ``None`` where it
+    cannot be read (a file cut short)."""
+    import torch
+
+    from rode_lightning.compat import sharded_checkpoint_metadata
+
+    try:
+        source = sharded_checkpoint_metadata(path) if path.is_dir() else path
+        return int(torch.load(source, map_location="cpu", weights_only=True)["global_step"])
+    except Exception:  # noqa: BLE001 - unreadable means "start over", never a crashed grid
+        return None
+
+
+def _aside(directory: Path) -> Path:
+    number = 1
+    while (target := directory.with_name(f"{directory.name}.stale-{number}")).exists():
+        number += 1
+    directory.rename(target)
+    return target
 
 
 def run_grid(grid: Grid, jobs: int = 1, index: int | None = None, announce=print) -> list[dict]:

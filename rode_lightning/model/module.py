@@ -36,7 +36,7 @@ from rode_lightning.scale.checkpointing import (FINGERPRINT_KEY, RNG_KEY, check_
 from rode_lightning.model.language import LanguageConfig
 from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.formats import ChatTemplateFormat, ConversationFormat, LlavaFormat
-from rode_lightning.model.generation import generate
+from rode_lightning.model.generation import Generated, generate
 from rode_lightning.model.lmm import FoodLMM
 from rode_lightning.model.transformers_base import (TransformersConfig, TransformersLMM, image_token_id_of,
                                                      load_processor)
@@ -115,6 +115,10 @@ class FoodLMMModule(L.LightningModule):
                          if adapter.sparsity_target is not None else None)
         self._examples: dict[str, list[dict]] = {"val": [], "test": []}
         self._loss_totals: dict[str, list[float]] = {}  # stage -> [sum of batch losses x batch size, samples]
+        # Set by the router-statistics callback while it counts the routing behind generated tokens: the
+        # evaluation's generation then records each token's gates, kept in ``last_generation`` until the next.
+        self.record_generation_gates = False
+        self.last_generation: list[Generated] | None = None
 
     @property
     def is_transformers_base(self) -> bool:
@@ -322,7 +326,9 @@ class FoodLMMModule(L.LightningModule):
     def generate_answers(self, batch: FoodBatch, rows: list[int] | None = None) -> list[str]:
         """Greedy answers to the prompts of ``batch`` (of its ``rows`` only, when given), as text."""
         batch = batch if rows is None else batch.select(rows)
-        generated = generate(self.model, batch, self.hparams.max_new_tokens)
+        generated = generate(self.model, batch, self.hparams.max_new_tokens,
+                             record_gates=self.record_generation_gates)
+        self.last_generation = generated
         return self.conversation_format.decode([row.token_ids for row in generated])
 
     def _evaluation_step(self, batch: FoodBatch, stage: str) -> None:

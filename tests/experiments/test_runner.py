@@ -87,6 +87,15 @@ def test_a_grid_runs_every_variant_and_seed_and_reports_them(finished_grid):
     assert rode["trainable_parameters"] > 0 and rode["fit_seconds"] > 0 and rode["peak_memory_gb"] > 0
     assert set(rode["results"]) == {"unifood", "nutrition5k"}
     assert rode["router"] and "recipe" in rode["router"]["groups"]  # the test split's Figure 6 statistics
+    kinds = rode["router"]["kinds"]  # and over answer, image and generated tokens alone, with the baseline
+    assert set(kinds) == {"answer", "image", "generated", "all"}
+    for kind in kinds.values():
+        assert {"recipe", "nutrition", "unifood"} <= set(kind["groups"])
+        divergence = kind["task_divergence"]
+        assert divergence["draws"] == 200 and len(divergence["divergence"]) == len(rode["router"]["layers"])
+    assert (kinds["answer"]["groups"]["recipe"]["tokens"] < kinds["all"]["groups"]["recipe"]["tokens"])
+    test_results = runner.test_directory(grid, grid.runs[0]) / "results"
+    assert (test_results / "router_test_tasks.png").stat().st_size > 0
     lora = next(r for r in records if r["variant"] == "lora_r8")
     assert lora["router"] is None and lora["trainable_parameters"] != rode["trainable_parameters"]
 
@@ -102,6 +111,12 @@ def test_a_grid_runs_every_variant_and_seed_and_reports_them(finished_grid):
     assert "## unifood" in text and "Paired differences to rode" in text and "## Cost" in text
     assert (grid.output / "report" / "metrics.png").stat().st_size > 0
     assert (grid.output / "report" / "router_rode.png").stat().st_size > 0
+    assert "## Task routing on the test split" in text and "| rode | answer |" in text
+    assert (grid.output / "report" / "router_rode_tasks.png").stat().st_size > 0
+    routing = report["task_routing"]["rode"]["kinds"]["answer"]
+    divergences = [r["router"]["kinds"]["answer"]["task_divergence"]["divergence"] for r in records
+                   if r["variant"] == "rode"]
+    assert routing["task_divergence"]["divergence"][0] == pytest.approx(sum(d[0] for d in divergences) / 2)
 
     before = {r["variant"]: r for r in records}
     again = run_grid(grid, announce=lines.append)  # everything done: skipped
@@ -112,7 +127,8 @@ def test_a_grid_runs_every_variant_and_seed_and_reports_them(finished_grid):
 def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(finished_grid, tmp_path, cli_demo_dir):
     """The same seed gives the same result, also when the fit was killed at step 4 and resumed from last.ckpt."""
     grid, records, _ = finished_grid
-    killer = ["--trainer.callbacks+=tests.experiments.killer.KillAtStep", "--trainer.callbacks.step=4"]
+    killer = ["--trainer.callbacks+=tests.experiments.killer.KillAtStep", "--trainer.callbacks.step=4",
+              f"--trainer.callbacks.once={tmp_path / 'killed_once'}"]
     interrupted = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "killed", {"rode": VARIANTS["rode"]}, [1],
                                             killer))
     with pytest.raises(RuntimeError, match="exited with -9"):
@@ -120,7 +136,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(fi
     run = interrupted.runs[0]
     assert (run_directory(interrupted, run) / "checkpoints" / "last.ckpt").is_file()
     assert not (run_directory(interrupted, run) / "run.json").exists()
-    resumed = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "killed", {"rode": VARIANTS["rode"]}, [1]))
+    resumed = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "killed", {"rode": VARIANTS["rode"]}, [1],
+                                        killer))  # the same command: the kill is spent
     lines: list[str] = []
     [record] = run_grid(resumed, announce=lines.append)
     assert any("resuming" in line and "--ckpt_path" in line for line in lines)
@@ -146,6 +163,8 @@ def test_commands_and_slurm_script(finished_grid):
     ({"variants": {"a b": []}}, "variant name 'a b'"),
     ({"base": ["missing.yaml"]}, "config file missing.yaml not found"),
     ({"colour": 1}, "unknown field"),
+    ({"variants": {"rode": {"overlays": [], "seed": [1]}}}, r"variants.rode: unknown field\(s\) \['seed'\]"),
+    ({"variants": {"rode": {"overlays": [], "seeds": [1, 1]}}}, "variants.rode.seeds must be a non-empty list"),
 ])
 def test_bad_grid_files_are_named(tmp_path, change, message, capsys):
     raw = {"base": [str(REPO / "configs" / "demo.yaml")], "variants": {"rode": []}, "seeds": [0],
@@ -156,6 +175,19 @@ def test_bad_grid_files_are_named(tmp_path, change, message, capsys):
         Grid.from_file(path)
     assert experiments_main(["run", str(path)]) == 2
     assert str(path) in capsys.readouterr().err
+
+
+def test_a_variant_may_run_seeds_of_its_own(tmp_path):
+    raw = {"base": [str(REPO / "configs" / "demo.yaml")], "seeds": [0, 1], "output": str(tmp_path / "out"),
+           "variants": {"rode": {"overlays": [], "seeds": [0, 1, 2, 3]}, "lora": [], "top1": {"overlays": []}}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    grid = Grid.from_file(path)
+    assert [run.key for run in grid.runs] == ["rode/seed_0", "lora/seed_0", "top1/seed_0", "rode/seed_1",
+                                              "lora/seed_1", "top1/seed_1", "rode/seed_2", "rode/seed_3"]
+    assert grid.all_seeds == [0, 1, 2, 3] and grid.seeds_of("top1") == [0, 1]
+    for shipped in sorted((REPO / "configs" / "grids").glob("*.yaml")):  # the grids README runs parse
+        assert Grid.from_file(shipped).runs
 
 
 def test_a_grid_on_the_transformers_base(tmp_path, cli_demo_dir):
