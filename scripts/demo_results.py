@@ -3,7 +3,7 @@
     python scripts/demo_results.py run      # build the base if needed, fit, test, test the bare base; then render
     python scripts/demo_results.py render   # README.md's result tables from results/demo/*.json
     python scripts/demo_results.py check    # exit 1 if README.md's tables differ from what render would write
-    python scripts/demo_results.py grid     # copy the demo grid's report (logs/grids/demo/report) to results/grid
+    python scripts/demo_results.py grid     # copy the grids' reports (logs/grids/*/report) to results/grid*; render
     python scripts/demo_results.py transformers   # fit and test the demo through model.base: transformers; render
 
 ``run`` executes, in a fresh log directory each, exactly the commands README.md shows:
@@ -115,27 +115,84 @@ def _load(name: str) -> dict:
 
 
 GRID_RESULTS = REPO / "results" / "grid"
-GRID_REPORT = REPO / "logs" / "grids" / "demo" / "report"
+GRID_TRANSFORMERS_RESULTS = REPO / "results" / "grid_transformers"
+GRID_REPORTS = {GRID_RESULTS: REPO / "logs" / "grids" / "demo" / "report",
+                GRID_TRANSFORMERS_RESULTS: REPO / "logs" / "grids" / "demo_transformers" / "report"}
+VERSIONS_SHOWN = ("python", "torch", "lightning", "transformers", "open_clip_torch", "peft", "tokenizers")
 
 
 def copy_grid_report() -> None:
-    GRID_RESULTS.mkdir(parents=True, exist_ok=True)
-    for file in sorted(GRID_REPORT.glob("*")):
-        if file.suffix in (".json", ".md", ".png"):
-            shutil.copy2(file, GRID_RESULTS / file.name)
+    """Both grids' reports (the demo grid's and the transformers path's, where run) into ``results/``."""
+    for results, report in GRID_REPORTS.items():
+        if not (report / "report.json").is_file():
+            continue
+        results.mkdir(parents=True, exist_ok=True)
+        for file in sorted(report.glob("*")):
+            if file.suffix in (".json", ".md", ".png"):
+                shutil.copy2(file, results / file.name)
     render()
 
 
+def _measured(report: dict) -> str:
+    versions = report.get("versions") or {}
+    shown = ", ".join(f"{name} {versions[name]}" for name in VERSIONS_SHOWN if name in versions)
+    dates = report.get("dates") or []
+    when = (f"on {dates[0]}" if len(dates) == 1 else f"from {dates[0]} to {dates[-1]}") if dates else ""
+    return f"Scored {when} with {shown}." if shown else ""
+
+
 def grid_block() -> str:
-    """The grid report's tables (``report.md`` without its title) and its plots."""
+    """The grid report's tables (``report.md`` without its title), its plots, the command, dates and versions."""
     report = json.loads((GRID_RESULTS / "report.json").read_text())
     text = (GRID_RESULTS / "report.md").read_text().split("\n", 2)[2].strip()
     text = re.sub(r"^## ", "#### ", text, flags=re.MULTILINE)  # the report's sections, under README's headings
+    reference = report["reference"]
     plots = ["![metrics per variant](results/grid/metrics.png)"] + [
         f"![router of {variant}](results/grid/router_{variant}.png)" for variant in report["router"]
-        if variant == report["reference"]]
+        if variant == reference] + [
+        f"![task routing of {variant}](results/grid/router_{variant}_tasks.png)"
+        for variant in report.get("task_routing", {}) if variant == reference]
     return (f"`python -m rode_lightning.experiments run {report['grid']}`: {report['runs']} of "
-            f"{report['expected_runs']} runs.\n\n{text}\n\n" + "\n\n".join(plots))
+            f"{report['expected_runs']} runs. {_measured(report)}\n\n{text}\n\n" + "\n\n".join(plots))
+
+
+PATH_METRICS = (("unifood", "ingredient_iou", "Uni-Food IoU", True), ("unifood", "recipe_rouge_l", "ROUGE-L", True),
+                ("unifood", "pmae_average", "Uni-Food pMAE avg.", False),
+                ("unifood", "category_accuracy", "category acc.", True),
+                ("nutrition5k", "ingredient_iou", "Nutrition5k IoU", True),
+                ("nutrition5k", "pmae_average", "Nutrition5k pMAE avg.", False))
+
+
+def transformers_grid_block() -> str:
+    """The transformers path's runs beside the LLaVA path's runs of the same variants and seeds: per metric both
+    means with their seeds' standard deviation, and the paired difference (transformers - LLaVA, same seed) with its
+    95 % interval; the paths agree within the seeds' spread where that interval contains zero."""
+    from rode_lightning.experiments.statistics import paired_difference
+
+    other = json.loads((GRID_TRANSFORMERS_RESULTS / "report.json").read_text())
+    llava = json.loads((GRID_RESULTS / "report.json").read_text())
+    lines = [f"`python -m rode_lightning.experiments run {other['grid']}`: {other['runs']} of {other['expected_runs']} "
+             f"runs. {_measured(other)} Beside the same variants and seeds of `{llava['grid']}`:", "",
+             "| variant | metric | LLaVA-1.5 path | transformers path | transformers - LLaVA, same seed [95 % interval] "
+             "| within the seeds' spread |", "| --- | --- | --- | --- | --- | --- |"]
+    for variant in other["variants"]:
+        for dataset, metric, title, higher in PATH_METRICS:
+            ours = other["scores"].get(variant, {}).get(dataset, {}).get(metric)
+            theirs = llava["scores"].get(variant, {}).get(dataset, {}).get(metric)
+            if not ours or not theirs:
+                continue
+            digits = 3 if metric in ("ingredient_iou", "category_accuracy") else 1
+            paired = paired_difference({int(k): v for k, v in ours["values"].items()},
+                                       {int(k): v for k, v in theirs["values"].items()}, higher)
+            if paired is None:
+                continue
+            summary = paired.summary
+            interval = "" if summary.n < 2 else f" [{summary.low:+.{digits}f}, {summary.high:+.{digits}f}]"
+            agree = "yes" if summary.n < 2 or summary.low <= 0 <= summary.high else "no"
+            lines.append(f"| {variant} | {title} | {theirs['mean']:.{digits}f} ± {theirs['std']:.{digits}f} | "
+                         f"{ours['mean']:.{digits}f} ± {ours['std']:.{digits}f} | {summary.mean:+.{digits}f}{interval} "
+                         f"(n={summary.n}) | {agree} |")
+    return "\n".join(lines)
 
 
 def blocks() -> dict[str, str]:
@@ -158,6 +215,8 @@ def blocks() -> dict[str, str]:
                 f"{results_table(base['results'])}\n\nFloors on the test split:\n\n{floors_table(test['floors'])}",
         "targets": targets_table({"val": fit, "test": test}),
         **({"grid": grid_block()} if (GRID_RESULTS / "report.json").is_file() else {}),
+        **({"grid_transformers": transformers_grid_block()}
+           if (GRID_TRANSFORMERS_RESULTS / "report.json").is_file() else {}),
         **({"transformers": transformers_block()} if (RESULTS / "transformers_test.json").is_file() else {}),
         "versions": f"Measured with {shown} ({fit['provenance']['platform']}); `constraints.txt` pins the whole set.",
     }

@@ -105,7 +105,7 @@ def router_heatmap_figure(router: dict, title: str):
 
 def task_routing_figure(router: dict, title: str):
     """One row per kind of token (``router["kinds"]``): each task's mean expert shares (layers x experts, one scale
-    from 0 to 1 for every panel), and a last panel with the task divergence per layer (bars, orange where it exceeds
+    from 0 to the largest share for every panel), and a last panel with the task divergence per layer (bars, orange where it exceeds
     the permutation baseline) beside the baseline's 95th percentile (black ticks)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -116,6 +116,8 @@ def task_routing_figure(router: dict, title: str):
     tasks = [task for task in TASKS
              if any(task in kind["groups"] for kind in kinds.values())]
     columns = len(tasks) + 1
+    high = max((value for kind in kinds.values() for group in kind["groups"].values() for layer in group["mean_share"]
+                for value in layer if value is not None), default=1.0) or 1.0
     figure = Figure(figsize=(1.6 + 2.0 * columns, 0.9 + (0.8 + 0.17 * len(layers)) * len(kinds)), dpi=110)
     FigureCanvasAgg(figure)
     image = None
@@ -127,7 +129,7 @@ def task_routing_figure(router: dict, title: str):
                 axes.axis("off")
                 continue
             shares = [[math.nan if v is None else v for v in layer] for layer in group["mean_share"]]
-            image = axes.imshow(shares, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+            image = axes.imshow(shares, aspect="auto", cmap="viridis", vmin=0.0, vmax=high, interpolation="nearest")
             experts = len(shares[0])
             axes.set_xticks(range(experts), [f"r{ranks[i]}" if ranks and i < len(ranks) else str(i)
                                              for i in range(experts)], fontsize=6)
@@ -136,15 +138,15 @@ def task_routing_figure(router: dict, title: str):
         divergence = values["task_divergence"]
         axes = figure.add_subplot(len(kinds), columns, row * columns + columns)
         observed = [math.nan if v is None else v for v in divergence["divergence"]]
-        high = [math.nan if v is None else v for v in divergence["baseline_95"]]
+        baseline = [math.nan if v is None else v for v in divergence["baseline_95"]]
         axes.barh(range(len(layers)), observed, color=["tab:orange" if e else "tab:gray"
                                                        for e in divergence["exceeds"]])
-        axes.scatter(high, range(len(layers)), marker="|", color="black", s=60, zorder=3)
+        axes.scatter(baseline, range(len(layers)), marker="|", color="black", s=60, zorder=3)
         axes.set_yticks(range(len(layers)), [""] * len(layers))
         axes.invert_yaxis()
         axes.tick_params(axis="x", labelsize=6)
         axes.set_title(f"task JSD (bits), {sum(divergence['exceeds'])}/{len(layers)} > baseline", fontsize=7)
     if image is not None:
-        figure.colorbar(image, ax=figure.axes, label="mean expert share (gates / their sum)", shrink=0.6)
+        figure.colorbar(image, ax=figure.axes, label="mean expert share (gates / their sum; shared scale)", shrink=0.6)
     figure.suptitle(title, fontsize=9)
     return figure

@@ -14,7 +14,7 @@ from pathlib import Path
 from rode_lightning.atomic import save_figure_atomically, write_json_atomically, write_text_atomically
 from rode_lightning.callbacks.router_heatmaps import router_heatmap_figure, task_routing_figure
 from rode_lightning.experiments.grid import Grid
-from rode_lightning.experiments.runner import RESULT, run_directory
+from rode_lightning.experiments.runner import RESULT, finished_date, run_directory
 from rode_lightning.experiments.statistics import paired_difference, summarize
 
 # (metric, column title, higher is better): the columns of the RoDE paper's Tables 4-6, then category accuracy.
@@ -34,8 +34,14 @@ PLOTTED = ("ingredient_iou", "recipe_rouge_l", "pmae_average", "category_accurac
 
 
 def collect(grid: Grid) -> list[dict]:
-    return [json.loads(path.read_text()) for run in grid.runs
-            if (path := run_directory(grid, run) / RESULT).is_file()]
+    records = []
+    for run in grid.runs:
+        path = run_directory(grid, run) / RESULT
+        if path.is_file():
+            record = json.loads(path.read_text())
+            record.setdefault("finished", finished_date(path))  # run.json written before runs kept their date
+            records.append(record)
+    return records
 
 
 def _digits(metric: str) -> int:
@@ -78,7 +84,9 @@ def build_report(grid: Grid, records: list[dict]) -> dict:
             "paired_differences": differences, "cost": cost,
             "router": {name: value for name, value in router.items() if value},
             "task_routing": {name: value for name, value in task_routing.items() if value},
-            "versions": next((r["provenance"].get("versions") for r in records if r.get("provenance")), {})}
+            "versions": next((r["provenance"].get("versions") for r in records if r.get("provenance")), {}),
+            "dates": sorted({r["finished"] for r in records if r.get("finished")}),
+            "resumed": sorted(f"{r['variant']}/seed_{r['seed']}" for r in records if r.get("resumed"))}
 
 
 def _mean_router(routers: list[dict]) -> dict | None:
@@ -129,6 +137,29 @@ def _mean_task_routing(routers: list[dict]) -> dict | None:
     return {"layers": routers[0]["layers"], "ranks": routers[0].get("ranks"), "kinds": kinds}
 
 
+def _excluding_zero(report: dict, dataset: str, metrics) -> str:
+    """The paired differences whose 95 % interval excludes zero, each said as better or worse than the reference."""
+    found = []
+    for variant in report["variants"]:
+        row = report["paired_differences"].get(variant, {}).get(dataset, {})
+        for metric, title, higher in metrics:
+            paired = row.get(metric)
+            if not paired or paired["n"] < 2 or paired["low"] <= 0 <= paired["high"]:
+                continue
+            better = (paired["mean"] > 0) == higher
+            found.append(f"{variant} {title} {'better' if better else 'worse'} ({_difference_cell(paired, metric)})")
+    if not found:
+        return "No paired interval excludes zero."
+    return "Intervals that exclude zero: " + "; ".join(found) + "."
+
+
+def _dates(report: dict) -> str:
+    dates = report.get("dates") or []
+    if not dates:
+        return ""
+    return f"; scored on {dates[0]}" if len(dates) == 1 else f"; scored from {dates[0]} to {dates[-1]}"
+
+
 def _cell(summary: dict, metric: str) -> str:
     digits = _digits(metric)
     if summary["n"] == 1:
@@ -145,7 +176,8 @@ def _difference_cell(paired: dict, metric: str) -> str:
 
 def markdown(report: dict) -> str:
     lines = [f"# Grid report: {report['grid']}", "",
-             f"{report['runs']} of {report['expected_runs']} runs; seeds {report['seeds']}. Scores on the test split "
+             f"{report['runs']} of {report['expected_runs']} runs; seeds {report['seeds']} (each variant's in the Cost "
+             f"table){_dates(report)}. Scores on the test split "
              "as mean ± standard deviation [95 % confidence interval of the mean, Student's t] over seeds. "
              "↑ higher is better, ↓ lower is better.", ""]
     for dataset in report["datasets"]:
@@ -165,13 +197,15 @@ def markdown(report: dict) -> str:
             if row:
                 lines.append(f"| {variant} | " + " | ".join(_difference_cell(row[m], m) if m in row else ""
                                                              for m, _, _ in metrics) + " |")
-        lines.append("")
-    lines += ["## Cost", "", "| variant | trainable parameters | fit minutes (mean) | peak memory GB |",
-              "| --- | --- | --- | --- |"]
+        lines += ["", _excluding_zero(report, dataset, metrics), ""]
+    lines += ["## Cost", "", "| variant | seeds | trainable parameters | fit minutes (mean) | peak memory GB |",
+              "| --- | --- | --- | --- | --- |"]
     for variant in report["variants"]:
         cost = report["cost"][variant]
-        lines.append(f"| {variant} | {cost['trainable_parameters']:,} | {cost['fit_minutes']['mean']:.1f} | "
-                     f"{cost['peak_memory_gb']:.2f} |")
+        lines.append(f"| {variant} | {', '.join(map(str, cost['seeds']))} | {cost['trainable_parameters']:,} | "
+                     f"{cost['fit_minutes']['mean']:.1f} | {cost['peak_memory_gb']:.2f} |")
+    if report.get("resumed"):
+        lines += ["", f"Fits resumed from a checkpoint after an interruption: {', '.join(report['resumed'])}."]
     if report["router"]:
         lines += ["", "## Router sparsity on the test split", "",
                   "Fraction of zero gates over every adapted layer and real token, per task and per dataset (mean over seeds); the "

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 from safetensors import safe_open
@@ -130,12 +131,19 @@ def run_one(grid: Grid, run: Run, threads: int | None = None, announce=print) ->
               "trainable_parameters": trainable_parameters(directory / "adapter"),
               "fit_seconds": fit["seconds"], "test_seconds": test_seconds,
               "peak_memory_gb": max(fit["peak_memory_gb"], test_memory), "resumed": fit["resumed"],
-              "fit_attempts": fit.get("attempts", 1), "fit_seconds_complete": fit.get("seconds_complete", True)}
+              "fit_attempts": fit.get("attempts", 1), "fit_seconds_complete": fit.get("seconds_complete", True),
+              "finished": finished_date()}
     _write_atomically(result, record)
     return record
 
 
 ATTEMPTS = "fit_attempts.json"
+
+
+def finished_date(path: Path | None = None) -> str:
+    """The UTC date a run was scored: today, or the day ``path`` (an older ``run.json`` without it) was written."""
+    moment = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) if path else datetime.now(timezone.utc)
+    return moment.date().isoformat()
 
 
 def _fit(grid: Grid, run: Run, directory: Path, log: Path, threads: int | None, announce) -> dict:

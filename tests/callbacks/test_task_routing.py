@@ -68,7 +68,11 @@ def test_answer_token_statistics_equal_gates_averaged_by_hand_over_the_answer_po
     assert summary["answer"]["groups"]["recipe"]["tokens"] < summary["all"]["groups"]["recipe"]["tokens"]
     assert summary["all"]["groups"]["unifood"]["samples"] == 5
     figure = task_routing_figure({"layers": layers, "ranks": [2, 4, 8], "kinds": summary}, "test")
-    assert len([axes for axes in figure.axes if axes.images]) == 2 * 3  # two kinds x three tasks with tokens
+    images = [axes.images[0] for axes in figure.axes if axes.images]
+    assert len(images) == 2 * 3  # two kinds x three tasks with tokens, on one colour scale
+    largest = max(v for kind in summary.values() for group in kind["groups"].values() for row in group["mean_share"]
+                  for v in row if v is not None)
+    assert all(image.get_clim() == (0.0, largest) for image in images)
 
 
 def test_shares_make_each_token_a_distribution_and_count_silent_tokens():

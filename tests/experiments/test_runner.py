@@ -206,3 +206,19 @@ def test_a_grid_on_the_transformers_base(tmp_path, cli_demo_dir):
     rode = next(r for r in records if r["variant"] == "rode")
     assert set(rode["results"]) == {"unifood", "nutrition5k"} and rode["router"]
     assert experiments_main(["report", str(grid.path)]) == 0
+
+
+def test_the_report_names_the_paired_intervals_that_exclude_zero():
+    from rode_lightning.experiments.report import METRICS, _excluding_zero
+
+    def paired(mean, low, high):
+        return {"n": 3, "mean": mean, "std": 0.1, "low": low, "high": high, "better": 0, "worse": 3}
+
+    report = {"variants": ["rode", "lora", "top1"], "paired_differences": {
+        "lora": {"unifood": {"ingredient_iou": paired(-0.1, -0.2, -0.01), "pmae_average": paired(2.0, 0.5, 3.5)}},
+        "top1": {"unifood": {"ingredient_iou": paired(-0.1, -0.3, 0.1), "pmae_average": paired(-2.0, -3.0, -1.0)}}}}
+    line = _excluding_zero(report, "unifood", METRICS)
+    assert line.startswith("Intervals that exclude zero: lora IoU worse (-0.100 [-0.200, -0.010]")
+    assert "lora pMAE avg. worse (+2.0" in line and "top1 pMAE avg. better (-2.0" in line
+    assert "top1 IoU" not in line
+    assert _excluding_zero(report, "nutrition5k", METRICS) == "No paired interval excludes zero."
