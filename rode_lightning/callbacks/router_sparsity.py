@@ -125,9 +125,9 @@ class RouterSparsityMonitor(Callback):
             ``router_<stage>.json`` and ``router_<stage>.png`` beside the results table, the figure as
             ``router/split_heatmap/<stage>`` and each group's sparsity as ``router/<stage>/<group>/sparsity``.
             Also over the answer, image and generated tokens alone, with the task divergence per layer beside its
-            permutation baseline (``callbacks/task_routing.py``): ``kinds`` in ``router_<stage>.json``,
-            ``router_<stage>_tasks.png``, the figure as ``router/task_routing/<stage>`` and, per kind and layer,
-            ``router/<stage>/divergence/<kind>/<layer>`` and ``.../baseline_95/...``.
+            permutation baseline (``callbacks/task_routing.py``): ``kinds`` in ``router_<stage>.json`` and, per kind
+            and layer, ``router/<stage>/divergence/<kind>/<layer>`` and ``.../baseline_95/...``; after a test also
+            ``router_test_tasks.png`` and the figure as ``router/task_routing/test``.
         permutation_draws: shuffled task labellings of the permutation baseline (0: none).
         permutation_seed: the seed of those shuffles (the same seed draws the same labellings).
     """
@@ -285,7 +285,9 @@ class RouterSparsityMonitor(Callback):
         tasks_figure = None
         if task_routing is not None and len(samples):
             router["kinds"] = task_routing.summary(samples, self.permutation_draws, self.permutation_seed)
-            tasks_figure = task_routing_figure(router, f"task routing on the {stage} split, step {trainer.global_step}")
+            # Drawn for a test only: a figure of 4 x 5 panels takes seconds, and validation runs every epoch.
+            if stage == "test":
+                tasks_figure = task_routing_figure(router, f"task routing on the {stage} split")
             self._log_task_routing(trainer, stage, router, tasks_figure)
         step = trainer.global_step
         figure = router_heatmap_figure(router, f"mean gate over the {stage} split, step {step}")
@@ -302,7 +304,8 @@ class RouterSparsityMonitor(Callback):
                                        bbox_inches="tight")
 
     def _log_task_routing(self, trainer: L.Trainer, stage: str, router: dict, figure) -> None:
-        """Each kind's divergence and baseline per layer as scalars, and the task-routing figure (TensorBoard)."""
+        """Each kind's divergence and baseline per layer as scalars, and the task-routing figure where one was drawn
+        (TensorBoard)."""
         step = trainer.global_step
         metrics = {}
         for kind, values in router["kinds"].items():
@@ -314,7 +317,7 @@ class RouterSparsityMonitor(Callback):
                     metrics[f"router/{stage}/baseline_95/{kind}/{layer}"] = high
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
-            if isinstance(logger, TensorBoardLogger):
+            if isinstance(logger, TensorBoardLogger) and figure is not None:
                 logger.experiment.add_figure(f"router/task_routing/{stage}", figure, global_step=step, close=False)
 
     @staticmethod

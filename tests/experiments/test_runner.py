@@ -186,8 +186,6 @@ def test_a_variant_may_run_seeds_of_its_own(tmp_path):
     assert [run.key for run in grid.runs] == ["rode/seed_0", "lora/seed_0", "top1/seed_0", "rode/seed_1",
                                               "lora/seed_1", "top1/seed_1", "rode/seed_2", "rode/seed_3"]
     assert grid.all_seeds == [0, 1, 2, 3] and grid.seeds_of("top1") == [0, 1]
-    for shipped in sorted((REPO / "configs" / "grids").glob("*.yaml")):  # the grids README runs parse
-        assert Grid.from_file(shipped).runs
 
 
 def test_a_grid_on_the_transformers_base(tmp_path, cli_demo_dir):
