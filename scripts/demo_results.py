@@ -118,7 +118,7 @@ GRID_RESULTS = REPO / "results" / "grid"
 GRID_TRANSFORMERS_RESULTS = REPO / "results" / "grid_transformers"
 GRID_REPORTS = {GRID_RESULTS: REPO / "logs" / "grids" / "demo" / "report",
                 GRID_TRANSFORMERS_RESULTS: REPO / "logs" / "grids" / "demo_transformers" / "report"}
-VERSIONS_SHOWN = ("python", "torch", "lightning", "transformers", "open_clip_torch", "peft", "tokenizers")
+VERSIONS_SHOWN = ("python", "torch", "lightning", "transformers", "open_clip_torch", "peft", "tokenizers", "pillow")
 
 
 def copy_grid_report() -> None:

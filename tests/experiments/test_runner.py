@@ -55,7 +55,7 @@ VARIANTS = {"rode": [str(REPO / "configs" / "variants" / "rode_2_4_8_16.yaml")],
 def forked_execute(command: list[str], log: Path, threads: int | None) -> tuple[float, float]:
     """The runner's ``_execute`` with each ``python -m rode_lightning`` command run as a fork of a process that has
     imported the CLI already (tests/cli_process.py), not a new interpreter: the same command, output log, exit
-    status and memory reading. The killed-run test below keeps the runner's own ``_execute``."""
+    status and memory reading. The killed-run test below kills a fit run by the runner's own ``_execute``."""
     assert command[:3] == ["python", "-m", "rode_lightning"]
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     start = time.perf_counter()
@@ -132,14 +132,16 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_the_uninterrupted_result(fi
     interrupted = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "killed", {"rode": VARIANTS["rode"]}, [1],
                                             killer))
     with pytest.raises(RuntimeError, match="exited with -9"):
-        run_grid(interrupted, announce=lambda line: None)
+        run_grid(interrupted, announce=lambda line: None)  # the runner's own _execute: a new interpreter, killed
     run = interrupted.runs[0]
     assert (run_directory(interrupted, run) / "checkpoints" / "last.ckpt").is_file()
     assert not (run_directory(interrupted, run) / "run.json").exists()
     resumed = Grid.from_file(_grid_file(tmp_path, cli_demo_dir, "killed", {"rode": VARIANTS["rode"]}, [1],
                                         killer))  # the same command: the kill is spent
     lines: list[str] = []
-    [record] = run_grid(resumed, announce=lines.append)
+    with pytest.MonkeyPatch.context() as patch:  # the resumed fit and the test as forks (two imports fewer)
+        patch.setattr(runner, "_execute", forked_execute)
+        [record] = run_grid(resumed, announce=lines.append)
     assert any("resuming" in line and "--ckpt_path" in line for line in lines)
     uninterrupted = next(r for r in records if r["variant"] == "rode" and r["seed"] == 1)
     assert record["resumed"] is True and uninterrupted["resumed"] is False
