@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rode_lightning.data.demo import draw_dish, sample_dish
+from rode_lightning.data.dishes import draw_dish, sample_dish
 
 
 def write_example_photos(out: Path, sizes: dict[str, int], seed: int = 11, image_size: int = 96) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rode_lightning.data.demo import generate_demo_unifood
+from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
 
 TINY_SPLITS = {"train": 24, "val": 8, "test": 8}
 

@@ -7,7 +7,7 @@ import sys
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from rode_lightning.data.demo import generate_demo_unifood
+from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
 from rode_lightning.progress import progress
 
 

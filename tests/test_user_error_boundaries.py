@@ -32,7 +32,7 @@ def test_a_vocabulary_that_is_not_utf8_is_named(tmp_path):
 def test_a_unifood_annotation_file_that_is_not_utf8_is_named(demo_root, tmp_path):
     import shutil
 
-    from rode_lightning.data.unifood import read_unifood_split
+    from rode_lightning.data.datasets.unifood.reader import read_unifood_split
 
     root = tmp_path / "unifood"
     shutil.copytree(demo_root, root)
@@ -52,7 +52,7 @@ def test_a_tokenizer_folder_transformers_cannot_read_is_named(tmp_path):
 def test_a_saved_dataset_datasets_cannot_read_is_named(tmp_path, monkeypatch):
     import datasets
 
-    from rode_lightning.data.huggingface_files import clear_dataset_cache, load_saved, split_dataset
+    from rode_lightning.data.datasets.huggingface.files import clear_dataset_cache, load_saved, split_dataset
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
     clear_dataset_cache()

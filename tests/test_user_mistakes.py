@@ -71,7 +71,7 @@ def write(path: Path, text: str) -> str:
 
 
 def unifood(tmp: Path, splits: dict[str, int] | None = None) -> Path:
-    from rode_lightning.data.demo import generate_demo_unifood
+    from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
 
     return generate_demo_unifood(tmp / "mine", splits=splits or {"train": 8, "val": 4, "test": 4}, image_size=32)
 

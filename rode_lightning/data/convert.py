@@ -6,7 +6,7 @@
     python -m rode_lightning.data.convert --from huggingface --config my_dataset.yaml --to /data/mine_unifood
 
 The output is the Uni-Food format of README.md: ``annotations/<split>.jsonl`` and the images under ``images/``,
-read back by :func:`~rode_lightning.data.unifood.read_unifood_split` into the same records (the test checks the
+read back by :func:`~rode_lightning.data.datasets.unifood.reader.read_unifood_split` into the same records (the test checks the
 round trip). Splits the source holds are written as they are served, so a held-out ``val`` of Food-101 or
 Nutrition5k becomes a ``val.jsonl`` of its own and stays the same dishes.
 """
@@ -23,7 +23,7 @@ import yaml
 
 from rode_lightning.atomic import write_text_atomically
 from rode_lightning.data.errors import MissingSplitError, SkipCounter
-from rode_lightning.data.huggingface import HuggingFaceSource
+from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
 from rode_lightning.data.records import FoodRecord
 from rode_lightning.data.sources import HUGGINGFACE, KINDS, ServedDataset, huggingface_tasks
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION

@@ -23,7 +23,7 @@ from rode_lightning.batch import FoodBatch
 from rode_lightning.data.clusters import InstructionClusters
 from rode_lightning.data.conversation import Conversation
 from rode_lightning.data.errors import MissingSplitError, SkipCounter
-from rode_lightning.data.huggingface import HuggingFaceSource
+from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
 from rode_lightning.data.instructions import InstructionDataset, Sample
 from rode_lightning.data.predict import PredictionDataset, drop_unreadable_images, read_prediction_requests
 from rode_lightning.conventions import TASKS

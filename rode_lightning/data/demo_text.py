@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, sample_dish
+from rode_lightning.data.dishes import CATEGORIES, INGREDIENTS, sample_dish
 
 # Portion words by grams: the caption says how large each item is, not how much it weighs.
 PORTION_WORDS: tuple[tuple[float, str], ...] = (

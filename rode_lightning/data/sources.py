@@ -14,20 +14,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rode_lightning.conventions import TASKS
-from rode_lightning.data.demo import generate_demo_unifood
-from rode_lightning.data.demo_food101 import generate_demo_food101
-from rode_lightning.data.demo_huggingface import demo_source, generate_demo_huggingface
-from rode_lightning.data.demo_nutrition5k import generate_demo_nutrition5k
-from rode_lightning.data.demo_recipe1m import DEMO_MIN_INGREDIENT_COUNT, generate_demo_recipe1m
-from rode_lightning.data.demo_vireo172 import generate_demo_vireo172
+from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
+from rode_lightning.data.datasets.food101.demo import generate_demo_food101
+from rode_lightning.data.datasets.huggingface.demo import demo_source, generate_demo_huggingface
+from rode_lightning.data.datasets.nutrition5k.demo import generate_demo_nutrition5k
+from rode_lightning.data.datasets.recipe1m.demo import DEMO_MIN_INGREDIENT_COUNT, generate_demo_recipe1m
+from rode_lightning.data.datasets.vireo172.demo import generate_demo_vireo172
 from rode_lightning.data.errors import OnError, SkipCounter
-from rode_lightning.data.food101 import read_food101_split
-from rode_lightning.data.huggingface import HuggingFaceSource, check_huggingface_source, read_huggingface_split
-from rode_lightning.data.nutrition5k import read_nutrition5k_split
-from rode_lightning.data.recipe1m import read_recipe1m_split
+from rode_lightning.data.datasets.food101.reader import read_food101_split
+from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource, check_huggingface_source, read_huggingface_split
+from rode_lightning.data.datasets.nutrition5k.reader import read_nutrition5k_split
+from rode_lightning.data.datasets.recipe1m.reader import read_recipe1m_split
 from rode_lightning.data.records import FoodRecord
-from rode_lightning.data.unifood import read_unifood_split
-from rode_lightning.data.vireo172 import read_vireo172_split
+from rode_lightning.data.datasets.unifood.reader import read_unifood_split
+from rode_lightning.data.datasets.vireo172.reader import read_vireo172_split
 from rode_lightning.user_errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)

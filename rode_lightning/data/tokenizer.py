@@ -89,7 +89,7 @@ def _load_local_tokenizer(path: Path, spec: str) -> PreTrainedTokenizerBase:
 def _demo_corpus() -> list[str]:
     import numpy as np
 
-    from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, recipe_of
+    from rode_lightning.data.dishes import CATEGORIES, INGREDIENTS, recipe_of
     from rode_lightning.data.demo_text import PORTION_WORDS, food_text
 
     lines = [SYSTEM_PROMPT, "USER: ASSISTANT:"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from rode_lightning.conventions import NUTRITION_UNITS, SYSTEM_PROMPT
-from rode_lightning.data.demo import CATEGORIES, INGREDIENTS
+from rode_lightning.data.dishes import CATEGORIES, INGREDIENTS
 from rode_lightning.data.prompts import QUESTIONS
 
 _NUTRITION_ANSWER = re.compile(r"\b(" + "|".join(label for label, _ in NUTRITION_UNITS.values()) + r")\s*:\s*\d",

@@ -9,7 +9,7 @@ import numpy as np
 import open_clip
 import torch
 
-from rode_lightning.data.demo import draw_dish, sample_dish
+from rode_lightning.data.dishes import draw_dish, sample_dish
 from rode_lightning.data.demo_text import caption
 from rode_lightning.progress import progress
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from rode_lightning.data.huggingface_files import clear_dataset_cache
+from rode_lightning.data.datasets.huggingface.files import clear_dataset_cache
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rode_lightning.data.demo import INGREDIENTS, directory_digest, generate_demo_unifood, nutrition_of
-from rode_lightning.data.unifood import read_unifood_split
+from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
+from rode_lightning.data.dishes import INGREDIENTS, directory_digest, nutrition_of
+from rode_lightning.data.datasets.unifood.reader import read_unifood_split
 
 SPLITS = {"train": 6, "val": 2}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rode_lightning.data.demo_huggingface import generate_demo_huggingface
+from rode_lightning.data.datasets.huggingface.demo import generate_demo_huggingface
 from rode_lightning.data.sources import KINDS
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, directory_digest
-from rode_lightning.data.demo_food101 import generate_demo_food101
+from rode_lightning.data.dishes import CATEGORIES, INGREDIENTS, directory_digest
+from rode_lightning.data.datasets.food101.demo import generate_demo_food101
 from rode_lightning.data.errors import DataFormatError, SkipCounter
-from rode_lightning.data.food101 import is_val_image, read_food101_split
+from rode_lightning.data.datasets.food101.reader import is_val_image, read_food101_split
 
 CLASSES, LABELS = "meta/classes.txt", "meta/labels.txt"
 TRAIN, TEST = "meta/train.txt", "meta/test.txt"

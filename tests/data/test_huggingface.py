@@ -13,13 +13,13 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value, load_from_disk
 from PIL import Image as PILImage
 
-from rode_lightning.data.demo import CATEGORIES, draw_dish, recipe_of, sample_dish
-from rode_lightning.data.demo_huggingface import DEMO_SOURCE, demo_source, generate_demo_huggingface
+from rode_lightning.data.dishes import CATEGORIES, draw_dish, recipe_of, sample_dish
+from rode_lightning.data.datasets.huggingface.demo import DEMO_SOURCE, demo_source, generate_demo_huggingface
 from rode_lightning.data.errors import DataFormatError, SkipCounter
 from rode_lightning.data.errors import MissingSplitError
-from rode_lightning.data.huggingface import (DatasetImage, HuggingFaceSource, check_huggingface_source,
+from rode_lightning.data.datasets.huggingface.reader import (DatasetImage, HuggingFaceSource, check_huggingface_source,
                                              read_huggingface_split)
-from rode_lightning.data.huggingface_files import clear_dataset_cache
+from rode_lightning.data.datasets.huggingface.files import clear_dataset_cache
 from rode_lightning.data.images import check_image, open_image
 from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.splits import is_held_out
@@ -281,7 +281,7 @@ def no_val_demo(tmp_path_factory):
 
 def test_missing_val_is_carved_out_of_train_by_record_id(no_val_demo, caplog):
     source = demo_source(no_val_demo)
-    with caplog.at_level(logging.INFO, logger="rode_lightning.data.huggingface"):
+    with caplog.at_level(logging.INFO, logger="rode_lightning.data.datasets.huggingface.reader"):
         train = [r.id for r in read_huggingface_split(source, "train", val_fraction=0.25)]
         val = [r.id for r in read_huggingface_split(source, "val", val_fraction=0.25)]
     assert not set(train) & set(val)

@@ -6,10 +6,10 @@ import logging
 import pytest
 from PIL import Image
 
-from rode_lightning.data.demo import INGREDIENTS, directory_digest
-from rode_lightning.data.demo_nutrition5k import generate_demo_nutrition5k
-from rode_lightning.data.nutrition5k import is_val_dish, read_nutrition5k_split
-from rode_lightning.data.unifood import DataFormatError, SkipCounter
+from rode_lightning.data.dishes import INGREDIENTS, directory_digest
+from rode_lightning.data.datasets.nutrition5k.demo import generate_demo_nutrition5k
+from rode_lightning.data.datasets.nutrition5k.reader import is_val_dish, read_nutrition5k_split
+from rode_lightning.data.datasets.unifood.reader import DataFormatError, SkipCounter
 
 CAFE1 = "metadata/dish_metadata_cafe1.csv"
 CAFE2 = "metadata/dish_metadata_cafe2.csv"
@@ -164,7 +164,7 @@ def test_bad_row_of_a_dish_no_split_lists_does_not_stop_the_run(tmp_path):
 def test_row_without_dish_id_is_logged_not_silently_dropped(tmp_path, caplog):
     header = "dish_id,total_calories,total_mass,total_fat,total_carb,total_protein"
     write_release(tmp_path, cafe1=(header, DISH_A))
-    with caplog.at_level(logging.WARNING, logger="rode_lightning.data.nutrition5k"):
+    with caplog.at_level(logging.WARNING, logger="rode_lightning.data.datasets.nutrition5k.reader"):
         assert [r.id for r in read_train(tmp_path)] == [A, B]
     assert f"{CAFE1}:1: expected a dish id like dish_1561662216 in field 1, found 'dish_id'" in caplog.text
 

@@ -8,14 +8,14 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, directory_digest
-from rode_lightning.data.demo_recipe1m import DEMO_MIN_INGREDIENT_COUNT, generate_demo_recipe1m
+from rode_lightning.data.dishes import CATEGORIES, INGREDIENTS, directory_digest
+from rode_lightning.data.datasets.recipe1m.demo import DEMO_MIN_INGREDIENT_COUNT, generate_demo_recipe1m
 from rode_lightning.data.errors import DataFormatError, SkipCounter
-from rode_lightning.data.inverse_cooking import (RecipeRules, build_vocabulary, ingredient_key,
+from rode_lightning.data.datasets.recipe1m.inverse_cooking import (RecipeRules, build_vocabulary, ingredient_key,
                                                  instruction_key)
 from rode_lightning.conventions import TASKS
 from rode_lightning.data.prompts import task_available
-from rode_lightning.data.recipe1m import RECIPE_NUTRITION_LIMITS, read_recipe1m_split, recipe_image
+from rode_lightning.data.datasets.recipe1m.reader import RECIPE_NUTRITION_LIMITS, read_recipe1m_split, recipe_image
 
 L1, L2, DET, NUT = "layer1.json", "layer2.json", "det_ingrs.json", "recipes_with_nutritional_info.json"
 STEPS = ["Beat the eggs well.", "1. Numbered lines are dropped, as InverseCooking does.", "  Cook gently in oil.  ",

@@ -16,16 +16,16 @@ import pytest
 
 from rode_lightning.conventions import TASKS
 from rode_lightning.data.datamodule import FoodDataModule
-from rode_lightning.data.demo import generate_demo_unifood
-from rode_lightning.data.demo_food101 import generate_demo_food101
-from rode_lightning.data.demo_huggingface import demo_source, generate_demo_huggingface
+from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
+from rode_lightning.data.datasets.food101.demo import generate_demo_food101
+from rode_lightning.data.datasets.huggingface.demo import demo_source, generate_demo_huggingface
 from rode_lightning.data.errors import MissingSplitError
-from rode_lightning.data.huggingface import HuggingFaceSource
-from rode_lightning.data.huggingface_files import clear_dataset_cache
+from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
+from rode_lightning.data.datasets.huggingface.files import clear_dataset_cache
 from rode_lightning.data.prompts import answer_for
 from rode_lightning.data.sources import DEMO_DATASETS, HUGGINGFACE, KINDS, resolve_served_datasets
 from rode_lightning.data.splits import is_held_out
-from rode_lightning.data.unifood import read_unifood_split
+from rode_lightning.data.datasets.unifood.reader import read_unifood_split
 from tests.conftest import demo_format
 
 SMALL = dict(demo_train_size=12, demo_eval_size=4, demo_nutrition5k_size=40, batch_size=4, eval_batch_size=4)
@@ -170,7 +170,7 @@ def test_unifood_without_val_holds_out_train_records_by_id(tmp_path, caplog):
     held = [f"demo-train-{i:05d}" for i in (9, 11, 13, 18)]
     assert [i for i in original if is_held_out(i, 0.2)] == held  # the split this test pins
     module = FoodDataModule(unifood_root=str(root), val_fraction=0.2, demo_dir=str(tmp_path / "demo"), **SMALL)
-    with caplog.at_level(logging.INFO, logger="rode_lightning.data.unifood"):
+    with caplog.at_level(logging.INFO, logger="rode_lightning.data.datasets.unifood.reader"):
         module.setup("fit")
     val = [r.id for r in module.records["val"]]
     train = [r.id for r in module.records["train"]]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rode_lightning.data.unifood import DataFormatError, SkipCounter, read_unifood_split
+from rode_lightning.data.datasets.unifood.reader import DataFormatError, SkipCounter, read_unifood_split
 
 
 def image_bytes(image_format: str) -> bytes:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, directory_digest
-from rode_lightning.data.demo_vireo172 import generate_demo_vireo172
+from rode_lightning.data.dishes import CATEGORIES, INGREDIENTS, directory_digest
+from rode_lightning.data.datasets.vireo172.demo import generate_demo_vireo172
 from rode_lightning.data.errors import DataFormatError, SkipCounter
 from rode_lightning.data.records import Ingredient
-from rode_lightning.data.vireo172 import read_vireo172_split
+from rode_lightning.data.datasets.vireo172.reader import read_vireo172_split
 
 TR, VAL, TE = "SplitAndIngreLabel/TR.txt", "SplitAndIngreLabel/VAL.txt", "SplitAndIngreLabel/TE.txt"
 FOOD_LIST = "SplitAndIngreLabel/FoodList.txt"
@@ -163,7 +163,7 @@ def test_bad_label_line_of_an_image_no_split_lists_does_not_stop_the_run(tmp_pat
 
 def test_repeated_ingredient_name_is_listed_once_and_logged(tmp_path, caplog):
     write_release(tmp_path, ingredients=("pork", "egg", "egg"), labels=(LABEL_LINES[0], f"{B} -1 1 1"))
-    with caplog.at_level(logging.WARNING, logger="rode_lightning.data.vireo172"):
+    with caplog.at_level(logging.WARNING, logger="rode_lightning.data.datasets.vireo172.reader"):
         records = read_vireo172_split(tmp_path, "train")
     assert [names(record) for record in records] == [["pork"], ["egg"]]
     assert f"{INGREDIENT_LIST} names 1 ingredient(s) on more than one line, e.g. 'egg'" in caplog.text

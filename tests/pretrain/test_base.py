@@ -13,14 +13,15 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from rode_lightning.conventions import TASKS
-from rode_lightning.data.demo import DEFAULT_SPLITS, directory_digest, generate_demo_unifood
-from rode_lightning.data.demo_nutrition5k import generate_demo_nutrition5k
+from rode_lightning.data.datasets.unifood.demo import DEFAULT_SPLITS, generate_demo_unifood
+from rode_lightning.data.dishes import directory_digest
+from rode_lightning.data.datasets.nutrition5k.demo import generate_demo_nutrition5k
 from rode_lightning.data.demo_text import caption, food_text
 from rode_lightning.data.errors import SkipCounter
-from rode_lightning.data.nutrition5k import read_nutrition5k_split
+from rode_lightning.data.datasets.nutrition5k.reader import read_nutrition5k_split
 from rode_lightning.data.prompts import QUESTIONS, answer_for
 from rode_lightning.data.tokenizer import load_tokenizer
-from rode_lightning.data.unifood import read_unifood_split
+from rode_lightning.data.datasets.unifood.reader import read_unifood_split
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.vision import VisionEncoder
@@ -88,7 +89,7 @@ def test_pretraining_texts_hold_no_task_question_or_answer_format():
     texts = food_text(np.random.default_rng([recipe.seed, TEXT_STREAM]), recipe.texts)
     check_texts(texts, "pre-training text")  # raises on the first leak
     rng = np.random.default_rng(3)
-    from rode_lightning.data.demo import sample_dish
+    from rode_lightning.data.dishes import sample_dish
     check_texts([caption(sample_dish(rng)[1]) for _ in range(500)], "caption")
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rode_lightning.data.demo import CATEGORIES, draw_dish, sample_dish
-from rode_lightning.data.food101 import CLASSES_FILE, LABELS_FILE, SPLIT_LISTS, image_path
+from rode_lightning.data.dishes import CATEGORIES, draw_dish, sample_dish
+from rode_lightning.data.datasets.food101.reader import CLASSES_FILE, LABELS_FILE, SPLIT_LISTS, image_path
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import ExistingFileError, UserError
 

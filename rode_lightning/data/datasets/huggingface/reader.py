@@ -21,7 +21,7 @@ splits, and loading them once per process, is ``huggingface_files.py``'s part.
 **Checks.** The config is checked before any row is read, each problem in one line naming its key
 (``data.huggingface[0].category: column 'dish' is not in ...``), including a column whose type cannot hold the field.
 Rows are then checked as the other readers check theirs (:mod:`rode_lightning.data.errors`): an empty value, a
-nutrition value that is not a finite number within :data:`~rode_lightning.data.unifood.NUTRITION_LIMITS`, a missing or
+nutrition value that is not a finite number within :data:`~rode_lightning.data.nutrients.NUTRITION_LIMITS`, a missing or
 unreadable image, a repeated id, each named by path, split, row and column, or skipped and counted. Every mapped column
 must have a value in every row: a dataset with gaps is read with ``on_error="skip"``.
 
@@ -41,14 +41,14 @@ from typing import TYPE_CHECKING, Any
 import datasets
 
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
-from rode_lightning.data.huggingface_files import (EXPECTED_PATH, SPLITS, DatasetLayout, dataset_split_for,
+from rode_lightning.data.datasets.huggingface.files import (EXPECTED_PATH, SPLITS, DatasetLayout, dataset_split_for,
                                                    datasets_progress, find_layout, image_view, split_dataset,
                                                    undecoded_rows)
 from rode_lightning.conventions import NUTRITION_FIELDS, TASKS, normalize_ingredient
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction, is_held_out
-from rode_lightning.data.unifood import NUTRITION_LIMITS
+from rode_lightning.data.nutrients import NUTRITION_LIMITS
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import UserError
 
@@ -72,7 +72,7 @@ class HuggingFaceSource:
             folder holding it when ``path`` is a file or a glob) or absolute.
         id: a column with each row's id (strings or integers); without it, ids are ``<dataset split>/<row>``.
         splits: our split (``train``, ``val``, ``test``) -> the dataset's split name, for the splits whose names
-            differ from :data:`~rode_lightning.data.huggingface_files.DEFAULT_SPLIT_NAMES`.
+            differ from :data:`~rode_lightning.data.datasets.huggingface.files.DEFAULT_SPLIT_NAMES`.
         category: a string or ``ClassLabel`` column (read as the label's name).
         ingredients: a list-of-strings column, or a string column of comma-separated names.
         recipe: a list-of-strings column with one step each, or a string column with one step per line.

@@ -1,4 +1,4 @@
-"""Finding and loading a local Hugging Face dataset for :mod:`rode_lightning.data.huggingface`: which kind of
+"""Finding and loading a local Hugging Face dataset for :mod:`rode_lightning.data.datasets.huggingface.reader`: which kind of
 dataset a path is (a ``save_to_disk`` folder, parquet files or a glob of them), which files make up each split (named
 as the Hub names them), which of the dataset's splits each of ours is read from, and the per-process cache of the
 loaded (memory-mapped) datasets that records' images are read through again.

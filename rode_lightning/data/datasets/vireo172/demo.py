@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rode_lightning.data.demo import CATEGORIES, INGREDIENTS, draw_dish, sample_dish
-from rode_lightning.data.vireo172 import FOOD_LIST, IMAGE_DIR, INGREDIENT_LIST, LABEL_DIR, LABEL_FILE, SPLIT_FILES, \
+from rode_lightning.data.dishes import CATEGORIES, INGREDIENTS, draw_dish, sample_dish
+from rode_lightning.data.datasets.vireo172.reader import FOOD_LIST, IMAGE_DIR, INGREDIENT_LIST, LABEL_DIR, LABEL_FILE, SPLIT_FILES, \
     image_path
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import ExistingFileError, UserError

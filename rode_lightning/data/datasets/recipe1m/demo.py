@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rode_lightning.data.demo import INGREDIENTS, draw_dish, recipe_of, sample_dish
-from rode_lightning.data.recipe1m import DETECTIONS, LAYER1, LAYER2, NUTRITION_FILE, SPLITS, recipe_image
+from rode_lightning.data.dishes import INGREDIENTS, draw_dish, recipe_of, sample_dish
+from rode_lightning.data.datasets.recipe1m.reader import DETECTIONS, LAYER1, LAYER2, NUTRITION_FILE, SPLITS, recipe_image
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import ExistingFileError, UserError
 

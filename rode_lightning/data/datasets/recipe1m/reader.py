@@ -65,11 +65,11 @@ from pathlib import Path
 from rode_lightning.data.errors import (DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record,
                                         skip_reason)
 from rode_lightning.data.images import check_image
-from rode_lightning.data.inverse_cooking import (DEFAULT_MIN_INGREDIENT_COUNT, InverseCookingVocabulary, RecipeRules,
+from rode_lightning.data.datasets.recipe1m.inverse_cooking import (DEFAULT_MIN_INGREDIENT_COUNT, InverseCookingVocabulary, RecipeRules,
                                                  build_vocabulary, ingredient_key, instruction_key)
 from rode_lightning.conventions import NUTRITION_FIELDS
 from rode_lightning.data.records import FoodRecord, Ingredient
-from rode_lightning.data.unifood import NUTRITION_LIMITS
+from rode_lightning.data.nutrients import NUTRITION_LIMITS
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import MissingFileError
 
@@ -106,7 +106,7 @@ def read_recipe1m_split(root: str | Path, split: str, on_error: OnError = "raise
                         min_instruction_chars: int = 20) -> list[FoodRecord]:
     """The usable recipes of ``split`` (``train``, ``val`` or ``test``: layer1's partition), in layer1 order.
 
-    The counts and limits are InverseCooking's (:class:`~rode_lightning.data.inverse_cooking.RecipeRules`): clusters
+    The counts and limits are InverseCooking's (:class:`~rode_lightning.data.datasets.recipe1m.inverse_cooking.RecipeRules`): clusters
     seen fewer than ``min_ingredient_count`` times in train are no ingredient; a recipe is kept with
     ``min_ingredients`` to ``max_ingredients - 1`` vocabulary ingredients and ``min_instructions`` to
     ``max_instructions - 1`` instructions of at least ``min_instruction_chars`` characters in all. Skips are counted

@@ -19,6 +19,7 @@ from rode_lightning.data.errors import (DataFormatError, MissingSplitError, OnEr
                                        report_bad_record)
 from rode_lightning.conventions import NUTRITION_FIELDS, TASKS
 from rode_lightning.data.images import check_image
+from rode_lightning.data.nutrients import NUTRITION_LIMITS
 from rode_lightning.data.records import FoodRecord, Ingredient
 from rode_lightning.data.splits import check_fraction, is_held_out
 from rode_lightning.progress import progress
@@ -137,11 +138,6 @@ def _parse_ingredient(item) -> Ingredient:
     if not isinstance(grams, (int, float)) or not math.isfinite(grams) or grams < 0:
         raise DataFormatError(f"bad ingredient grams: {item['name']!r} has grams={grams!r}, expected a number >= 0")
     return Ingredient(item["name"], float(grams))
-
-
-# Above these a dish value is a data error, not a big meal (Nutrition5k's largest dish is about 3.9 kg, 3,900 kcal).
-NUTRITION_LIMITS: dict[str, float] = {"mass_g": 5000, "energy_kcal": 10000, "fat_g": 1000,
-                                      "carbohydrate_g": 2000, "protein_g": 1000}
 
 
 def _parse_nutrition(raw) -> dict[str, float]:

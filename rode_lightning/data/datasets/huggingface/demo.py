@@ -1,6 +1,6 @@
 """A small synthetic Hugging Face dataset, written with ``DatasetDict.save_to_disk``, for the demo and the tests.
 
-It exists so that the Hugging Face reader (:mod:`rode_lightning.data.huggingface`) runs on every machine without a
+It exists so that the Hugging Face reader (:mod:`rode_lightning.data.datasets.huggingface.reader`) runs on every machine without a
 download. The plates, ingredients and nutrition are those of the Uni-Food demo (:mod:`demo`); only the storage
 follows a typical Hub dataset, with column names of its own that :data:`DEMO_SOURCE` maps:
 
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
 
-from rode_lightning.data.demo import CATEGORIES, draw_dish, nutrition_of, recipe_of, sample_dish
-from rode_lightning.data.huggingface import HuggingFaceSource
-from rode_lightning.data.huggingface_files import datasets_progress
+from rode_lightning.data.dishes import CATEGORIES, draw_dish, nutrition_of, recipe_of, sample_dish
+from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
+from rode_lightning.data.datasets.huggingface.files import datasets_progress
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import ExistingFileError, UserError
 

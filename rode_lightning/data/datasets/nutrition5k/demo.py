@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rode_lightning.data.demo import INGREDIENTS, draw_dish, sample_dish
-from rode_lightning.data.nutrition5k import METADATA_FILES, SPLIT_FILES, overhead_image
+from rode_lightning.data.dishes import INGREDIENTS, draw_dish, sample_dish
+from rode_lightning.data.datasets.nutrition5k.reader import METADATA_FILES, SPLIT_FILES, overhead_image
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import ExistingFileError, UserError
 

@@ -38,7 +38,7 @@ from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, ch
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, Ingredient, merge_ingredients
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, is_held_out
-from rode_lightning.data.unifood import NUTRITION_LIMITS
+from rode_lightning.data.nutrients import NUTRITION_LIMITS
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import MissingFileError, UserError
 

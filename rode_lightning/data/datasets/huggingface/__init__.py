@@ -1,0 +1,60 @@
+"""A local Hugging Face dataset (``save_to_disk`` folders, parquet files), read through a column mapping."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from rode_lightning.conventions import TASKS
+from rode_lightning.data.datasets.base import FoodDataset, ReadRequest
+from rode_lightning.data.datasets.huggingface.demo import demo_source, generate_demo_huggingface
+from rode_lightning.data.datasets.huggingface.reader import (HuggingFaceSource, check_huggingface_source,
+                                                             read_huggingface_split)
+from rode_lightning.data.records import FoodRecord
+
+
+@dataclass(frozen=True)
+class HuggingFaceColumns:
+    """Which columns hold what; the fields of :class:`~.reader.HuggingFaceSource` but its path and name (the
+    source's ``root`` and ``name``). A task is served when its column (or its question/answer columns) is named."""
+
+    image: str = "image"
+    id: str | None = None
+    splits: dict[str, str] | None = None
+    category: str | None = None
+    ingredients: str | None = None
+    recipe: str | None = None
+    nutrition: dict[str, str] | None = None
+    conversations: dict[str, dict[str, str]] | None = None
+
+
+def source_for(root: Path, name: str, columns: HuggingFaceColumns) -> HuggingFaceSource:
+    return HuggingFaceSource(path=str(root), name=name, **asdict(columns))
+
+
+class HuggingFace(FoodDataset):
+    name = "huggingface"
+    title = "Hugging Face dataset"
+    tasks = TASKS
+    options = HuggingFaceColumns
+    layout = "a save_to_disk folder, a folder of parquet files, a parquet file or a glob of them"
+
+    def check(self, root: Path, options: HuggingFaceColumns, key: str) -> None:
+        check_huggingface_source(source_for(root, self.name, options), key)  # columns and types, before any row
+
+    def served_tasks(self, options: HuggingFaceColumns) -> tuple[str, ...]:
+        mapped = {"category": options.category, "ingredients": options.ingredients, "recipe": options.recipe,
+                  "nutrition": options.nutrition}
+        return tuple(task for task in TASKS if mapped[task] or task in (options.conversations or {}))
+
+    def demo_options(self, root: Path) -> HuggingFaceColumns:
+        demo = demo_source(root)
+        return HuggingFaceColumns(**{item.name: getattr(demo, item.name) for item in fields(HuggingFaceColumns)})
+
+    def read(self, root: Path, options: HuggingFaceColumns, request: ReadRequest) -> list[FoodRecord]:
+        return read_huggingface_split(source_for(root, request.name or self.name, options), request.split,
+                                      request.on_error, request.skipped, val_fraction=request.val_fraction,
+                                      key=request.key)
+
+    def write_demo(self, root: Path, seed: int, sizes: dict[str, int] | None) -> None:
+        generate_demo_huggingface(root, seed=seed, sizes=sizes)
