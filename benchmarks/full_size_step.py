@@ -38,8 +38,11 @@ TINY = ["--model.vision.preset", "null", "--model.vision.checkpoint", "null", "-
         "--model.vision.patch_size", "8", "--model.vision.width", "64", "--model.vision.layers", "2",
         "--model.vision.head_width", "32", "--model.language.path", "null", "--model.language.hidden_size", "64",
         "--model.language.intermediate_size", "128", "--model.language.layers", "2", "--model.language.heads", "2",
-        "--trainer.accelerator", "cpu", "--data.demo_train_size", "16", "--data.demo_eval_size", "4",
-        "--data.demo_nutrition5k_size", "40"]
+        "--trainer.accelerator", "cpu"]
+# rode.yaml's sources are real folders; here the demo copies (null), small under --tiny.
+DEMO_SOURCES = "null"
+TINY_DEMO_SOURCES = ("[{dataset: unifood, demo_sizes: {train: 16, val: 4, test: 4}}, "
+                     "{dataset: nutrition5k, demo_sizes: {train: 32, test: 8}}]")
 
 
 class StepClock(L.Callback):
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="full_size_step_"))
     cli = cli_main(["--config", str(REPO / "configs" / "rode.yaml"), *(TINY if args.tiny else FULL_SIZE),
-                    "--model.tokenizer", "demo", "--data.unifood_root", "null", "--data.nutrition5k_root", "null",
+                    "--model.tokenizer", "demo", "--data.sources", TINY_DEMO_SOURCES if args.tiny else DEMO_SOURCES,
                     "--data.demo_dir", str(workdir / "demo"), "--data.num_workers", "0",
                     "--trainer.max_steps", str(args.steps), "--trainer.accumulate_grad_batches", "1",
                     "--trainer.limit_val_batches", "0", "--trainer.val_check_interval", "null",

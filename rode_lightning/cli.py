@@ -20,6 +20,7 @@ from rode_lightning.callbacks.prediction_writer import JSONLPredictionWriter
 from rode_lightning.compat import argument_action
 from rode_lightning.console import configure_console
 from rode_lightning.data.datamodule import FoodDataModule, default_demo_dir
+from rode_lightning.data.legacy_keys import DROPPED, rewrite_arguments
 from rode_lightning.model.module import FoodLMMModule
 from rode_lightning.scale.sharded_checkpoint import is_sharded_checkpoint
 from rode_lightning.pretrain.build import DEMO_BASE
@@ -31,7 +32,7 @@ class RoDECLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # A module-level function, not a lambda: the parser travels with the trainer to spawned DDP processes. (The
         # tokenizer and the image shape are the model's alone: its conversation format spells the data's words.)
-        parser.link_arguments("model.adapter", "data.num_clusters", compute_fn=_clusters_needed, apply_on="parse")
+        parser.link_arguments("model.adapter", "data.clusters.count", compute_fn=_clusters_needed, apply_on="parse")
         # Always present, so `predict` writes its answers without extra configuration (`--predictions.output_path`).
         parser.add_lightning_class_args(JSONLPredictionWriter, "predictions")
         # Always present: Ctrl-C or SIGTERM during fit ends with a resumable checkpoint and the command to resume.
@@ -39,8 +40,14 @@ class RoDECLI(LightningCLI):
         set_method_help(parser)
 
     def parse_arguments(self, parser, args) -> None:
-        check_config_files(sys.argv[1:] if args is None else args)
-        super().parse_arguments(parser, args)
+        given = sys.argv[1:] if args is None else args
+        check_config_files(given)
+        if isinstance(given, (list, tuple)):
+            rewritten = rewrite_legacy_arguments(list(given))
+            args = None if args is None and rewritten == list(given) else rewritten
+        with warnings.catch_warnings():  # the rewritten command line is the user's own, not a second one
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
             check_checkpoint_path(self.config[subcommand].get("ckpt_path"))
@@ -94,6 +101,22 @@ def check_config_files(args) -> None:
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             raise UserError(f"--config {path}:{where}: not valid YAML ({problem})") from None
+
+
+def rewrite_legacy_arguments(args: list[str]) -> list[str]:
+    """``args`` with the data keys of earlier versions in today's form (``data/legacy_keys.py``), and a warning
+    that shows the new form, so that an old config (or a run's saved ``config.yaml``) still runs."""
+    rewritten, places = rewrite_arguments(args)
+    if places:
+        where = [place for place in places if not place.startswith("read as")]
+        new_form = "".join(f"; {place}" for place in places if place.startswith("read as"))
+        dropped = [key for key in DROPPED if any(f"data.{key}" in place for place in where)]
+        note = (f"; {', '.join(f'data.{key}' for key in dropped)}: no longer used (the model's conversation format "
+                "owns them), dropped") if dropped else ""
+        warnings.warn(f"old data keys ({'; '.join(where)}) rewritten to today's form{new_form}{note} - write the "
+                      "new keys instead (README.md, Configuration: data.sources, data.tasks, data.clusters, "
+                      "data.predict)", FutureWarning, stacklevel=2)
+    return rewritten
 
 
 # Values of --ckpt_path that Lightning resolves itself (``Trainer.fit(ckpt_path=...)``), not file names.
@@ -185,13 +208,13 @@ def resolve_demo_base(config) -> None:
 
 def use_saved_instruction_clusters(config) -> None:
     """A cluster adapter that carries its instruction clusterer routes ``predict``'s questions with it, without the
-    training data (``data.instruction_clusters``); an older one without it clusters the training data again."""
+    training data (``data.clusters.saved``); an older one without it clusters the training data again."""
     from rode_lightning.data.clusters import CLUSTERS_CONFIG
 
     adapter_path = config.get("model.adapter_path")
-    if (adapter_path and config.get("data.num_clusters") and not config.get("data.instruction_clusters")
+    if (adapter_path and config.get("data.clusters.count") and not config.get("data.clusters.saved")
             and (Path(adapter_path) / CLUSTERS_CONFIG).is_file()):
-        config["data.instruction_clusters"] = str(adapter_path)
+        config["data.clusters.saved"] = str(adapter_path)
 
 
 def _clusters_needed(adapter) -> int | None:

@@ -71,12 +71,17 @@ def demo_format(image_size: int = 32, num_image_tokens: int = 4):
     return LlavaFormat(load_tokenizer("demo"), image_size, num_image_tokens)
 
 
+TINY_DEMO_SOURCES = ("[{dataset: unifood, demo_sizes: {train: 16, val: 4, test: 4}}, "
+                     "{dataset: nutrition5k, demo_sizes: {train: 32, test: 8}}]")
+"""The demo's two datasets, small: Uni-Food 16/4/4 dishes, Nutrition5k 32 train and 8 test dishes."""
+
+
 def tiny_cli_args(demo_dir: Path, log_dir: Path, *extra: str) -> list[str]:
     """Arguments for a CLI run of a few steps on the tiny demo configuration."""
     return [
         "--config", str(Path(__file__).parents[1] / "configs" / "demo.yaml"),
         "--data.demo_dir", str(demo_dir),
-        "--data.demo_train_size", "16", "--data.demo_eval_size", "4", "--data.demo_nutrition5k_size", "40",
+        "--data.sources", TINY_DEMO_SOURCES,
         "--data.batch_size", "4", "--data.eval_batch_size", "4",
         "--trainer.logger.init_args.save_dir", str(log_dir),
         "--trainer.enable_progress_bar", "false",

@@ -60,15 +60,16 @@ def test_print_config_shows_every_section(cli_demo_dir, tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["adapter"]["ranks"] == [2, 4, 8, 16]
     assert printed["model"]["tokenizer"] == "demo"
-    # The model's alone: the data module's deprecated keys stay unset.
-    assert printed["data"]["num_image_tokens"] is None and printed["data"]["tokenizer"] is None
+    # The model's alone: the data module has no tokenizer or image keys (old configs' are dropped, with a warning).
+    assert not {"num_image_tokens", "tokenizer", "image_size"} & set(printed["data"])
+    assert printed["data"]["sources"][0]["demo_sizes"] == {"train": 16, "val": 4, "test": 4}
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--model.adapter.rank", "[8]"], "rank"),
     (["--model.adapter.ranks", "[]"], "adapter.ranks: the list of expert ranks is empty"),
     (["--model.adapter.target_modules", "[q_proj, nonexistent_proj]"], "'nonexistent_proj' matches no linear layer"),
-    (["--data.train_tasks", "[cooking]"], "data.train_tasks: ['cooking']"),
+    (["--data.tasks.train", "[cooking]"], "data.tasks.train: ['cooking']"),
 ])
 def test_broken_config_fails_at_start_naming_the_key(cli_demo_dir, tmp_path, capsys, extra, message):
     with pytest.raises((SystemExit, ValueError)) as error:
@@ -121,8 +122,8 @@ def test_predict_answers_a_folder_of_images_into_jsonl_with_parsed_fields(cli_de
     (images / "broken.png").write_bytes(b"not an image")
     output = tmp_path / "answers.jsonl"
     with pytest.warns(UserWarning, match=r"skipped 2 request\(s\): 2 x predict: unreadable image .*broken.png"):
-        main(["predict", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--data.predict_source", str(images),
-              "--data.predict_tasks", "[ingredients, nutrition]", "--predictions.output_path", str(output)])
+        main(["predict", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--data.predict.source", str(images),
+              "--data.predict.tasks", "[ingredients, nutrition]", "--predictions.output_path", str(output)])
     answers = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted((answer["id"], answer["task"]) for answer in answers) == [
         ("bowl.jpg#ingredients", "ingredients"), ("bowl.jpg#nutrition", "nutrition"),
@@ -146,7 +147,7 @@ def test_predict_with_cluster_routing_places_new_questions_in_the_training_clust
     output = tmp_path / "answers.jsonl"
     cli = main(["predict", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--model.adapter.method", "cluster",
                 "--model.adapter.num_clusters", "4", "--model.adapter.ranks", "[4, 4]",
-                "--data.predict_source", str(requests), "--predictions.output_path", str(output)])
+                "--data.predict.source", str(requests), "--predictions.output_path", str(output)])
     [answer] = [json.loads(line) for line in output.read_text().splitlines()]
     assert answer["id"] == "free" and answer["task"] is None and "ingredients" not in answer
     assert cli.datamodule.predict_dataset.cluster_ids[0] in range(4)
@@ -184,7 +185,7 @@ def test_test_and_predict_of_a_trained_adapter_write_into_its_run_and_print_a_re
 
     Image.new("RGB", (40, 40), (200, 100, 50)).save(images / "plate.png")
     main(["predict", *tiny_cli_args(cli_demo_dir, logs), "--model.adapter_path", str(run / "adapter"),
-          "--data.predict_source", str(images), "--data.predict_tasks", "[ingredients]"])
+          "--data.predict.source", str(images), "--data.predict.tasks", "[ingredients]"])
     answers = [json.loads(line) for line in (run / "predict" / "predictions.jsonl").read_text().splitlines()]
     assert [answer["task"] for answer in answers] == ["ingredients"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["logs", "photos"]
@@ -225,7 +226,7 @@ def test_a_config_with_the_data_keys_the_model_now_owns_still_runs_and_names_the
     """data.tokenizer / image_size / num_image_tokens, set by configs of earlier versions: parsed, ignored, named."""
     old = tmp_path / "old.yaml"
     old.write_text("data:\n  tokenizer: demo\n  image_size: 64\n  num_image_tokens: 64\n")
-    with pytest.warns(UserWarning, match=r"data.tokenizer, data.image_size, data.num_image_tokens: no longer used"):
+    with pytest.warns(FutureWarning, match=r"data.tokenizer, data.image_size, data.num_image_tokens: no longer used"):
         cli = main(["validate", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"), "--config", str(old),
                     "--trainer.limit_val_batches", "1"])
     assert "val/loss" in cli.trainer.callback_metrics  # it validated

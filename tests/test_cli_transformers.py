@@ -47,7 +47,7 @@ def test_fit_evaluates_every_task_and_its_adapter_tests_and_predicts(cli_demo_di
     Image.new("RGB", (40, 40), (200, 100, 50)).save(images / "plate.png")
     Image.new("RGB", (64, 32), (20, 100, 150)).save(images / "bowl.png")
     main(["predict", *tiny_cli_args(cli_demo_dir, logs, *qwen_base), "--model.adapter_path", str(run / "adapter"),
-          "--data.predict_source", str(images), "--data.predict_tasks", "[ingredients, nutrition]"])
+          "--data.predict.source", str(images), "--data.predict.tasks", "[ingredients, nutrition]"])
     answers = [json.loads(line) for line in (run / "predict" / "predictions.jsonl").read_text().splitlines()]
     assert sorted(answer["id"] for answer in answers) == ["bowl.png#ingredients", "bowl.png#nutrition",
                                                           "plate.png#ingredients", "plate.png#nutrition"]
@@ -61,7 +61,7 @@ def test_cluster_routing_places_new_questions(cli_demo_dir, qwen_base, tmp_path)
     output = tmp_path / "answers.jsonl"
     cli = main(["predict", *tiny_cli_args(cli_demo_dir, tmp_path / "logs", *qwen_base), "--model.adapter.method",
                 "cluster", "--model.adapter.num_clusters", "4", "--model.adapter.ranks", "[4, 4]",
-                "--data.predict_source", str(requests), "--predictions.output_path", str(output)])
+                "--data.predict.source", str(requests), "--predictions.output_path", str(output)])
     [answer] = [json.loads(line) for line in output.read_text().splitlines()]
     assert answer["id"] == "free" and isinstance(answer["answer"], str)
     assert cli.datamodule.predict_dataset.cluster_ids[0] in range(4)

@@ -74,6 +74,30 @@ def test_every_config_file_is_valid_for_the_cli(config, capsys):
     assert printed["model"]["adapter"]["ranks"]
 
 
+
+LEGACY = Path(__file__).parent / "legacy_configs"
+
+
+@pytest.mark.parametrize("legacy", sorted(LEGACY.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_config_file_reads_the_same_in_the_old_data_keys(legacy, capsys):
+    """``tests/legacy_configs`` keeps each config of ``configs/`` as it was written before ``data.sources``: parsed,
+    it gives the same configuration as today's file, with a warning that shows the new form."""
+    def printed(path: Path) -> dict:
+        files = [path] if path.name != "demo_all_layouts.yaml" else [CONFIGS / "demo.yaml", path]
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *[item for file in files for item in ("--config", str(file))], "--print_config"])
+        assert exit_info.value.code == 0, capsys.readouterr().err
+        config = yaml.safe_load(capsys.readouterr().out)
+        config.pop("config", None)  # the files' own paths, where printed
+        return config
+
+    today = printed(CONFIGS / legacy.name)
+    with pytest.warns(FutureWarning, match="old data keys .* write the new keys instead"):
+        old = printed(legacy)
+    assert old == today
+    assert set(yaml.safe_load(legacy.read_text())["data"]) - set(today["data"]), "not an old spelling"
+
+
 def closed_form_trainable(layers: int, hidden: int, targets: int, ranks: list[int], router_inputs: int,
                           extra: int = 0) -> int:
     """Adapters on square h x h projections: each expert r x h (A) and h x r (B), a bias-free router E x inputs."""

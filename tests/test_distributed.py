@@ -21,7 +21,8 @@ REPO = Path(__file__).parents[1]
 # cluster: 3 Uni-Food dishes and 2 Nutrition5k dishes in val, category and ingredient questions, sorted by
 # (dataset, task) and dealt round-robin to 2 ranks in one batch of 3: rank 0 gets n5k/ingredients + 2 x
 # unifood/category, rank 1 also a unifood/ingredients sample, so only rank 1 has updated that metric.
-UNEVEN_VALIDATION = ["--data.demo_eval_size", "3", "--data.eval_tasks", "[category, ingredients]",
+UNEVEN_VALIDATION = ["--data.sources", "[{dataset: unifood, demo_sizes: {train: 16, val: 3, test: 3}}, "
+                     "{dataset: nutrition5k, demo_sizes: {train: 32, test: 8}}]", "--data.tasks.eval", "[category, ingredients]",
                      "--data.eval_batch_size", "3", "--trainer.limit_val_batches", "1"]
 
 

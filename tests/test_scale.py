@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from rode_lightning.adapters.saving import WEIGHTS_NAME, adapter_state_dict
 from tests.cli_process import run_cli_process
-from tests.conftest import printed_results, tiny_cli_args
+from tests.conftest import TINY_DEMO_SOURCES, printed_results, tiny_cli_args
 
 REPO = Path(__file__).parents[1]
 CONFIGS = REPO / "configs"
@@ -163,8 +163,8 @@ def test_the_fsdp_adapter_loads_into_a_one_process_model(runs, cli_demo_dir):
     for name, tensor in adapter(runs["fsdp"][0]).items():
         assert torch.equal(loaded[name], tensor), name
 
-    data = FoodDataModule(demo_dir=str(cli_demo_dir), demo_train_size=16, demo_eval_size=4,
-                          demo_nutrition5k_size=40, eval_batch_size=4, max_length=256)
+    data = FoodDataModule(demo_dir=str(cli_demo_dir), sources=yaml.safe_load(TINY_DEMO_SOURCES), eval_batch_size=4,
+                          max_length=256)
     data.setup("validate")
     data.conversation_format = from_fsdp.conversation_format
     batch = next(iter(data.val_dataloader()))

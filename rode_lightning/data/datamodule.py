@@ -2,14 +2,13 @@
 
 Why this module is over 400 lines: it is the one class Lightning drives on the data side, and its hooks share state
 (the served sources, the records and datasets of each split, the floors, MoCLE's clusters, the predict requests); the
-readers, prompts, clusters and splits already live in their own modules, and the open issue on datasets as plug-ins
-takes the sources out of it.
+datasets, sources, prompts, clusters and splits already live in their own modules.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from collections.abc import Callable
 from typing import Literal
@@ -23,15 +22,13 @@ from rode_lightning.batch import FoodBatch
 from rode_lightning.data.clusters import InstructionClusters
 from rode_lightning.data.conversation import Conversation
 from rode_lightning.data.errors import MissingSplitError, SkipCounter
-from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
 from rode_lightning.data.instructions import InstructionDataset, Sample
 from rode_lightning.data.predict import PredictionDataset, drop_unreadable_images, read_prediction_requests
-from rode_lightning.conventions import TASKS
+from rode_lightning.data.options import ClusterOptions, PredictOptions, TaskSelection, as_options, check_tasks
 from rode_lightning.data.prompts import task_available
 from rode_lightning.data.records import FoodRecord, merge_ingredients
 from rode_lightning.data.resumable import ResumableDataLoader
-from rode_lightning.data.sources import ServedDataset, resolve_served_datasets
-from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
+from rode_lightning.data.sources import DatasetSource, ServedDataset, as_source, resolve_sources
 from rode_lightning.metrics.floors import label_floors
 from rode_lightning.metrics.vocabulary import IngredientVocabulary
 from rode_lightning.user_errors import MissingFileError, UserError
@@ -57,51 +54,26 @@ class FoodDataModule(L.LightningDataModule):
     ``batch.tasks``) for per-task metrics and router statistics.
 
     Args:
-        datasets: which datasets to serve, by name (``unifood``, ``nutrition5k``, ``recipe1m``, ``food101``,
-            ``vireo172``, or the ``name`` of a ``huggingface`` block). ``null``: every dataset whose root is set.
-            When no root and no ``huggingface`` block is set at all, the demo copies of the listed datasets (by
-            default Uni-Food and Nutrition5k) are generated into ``demo_dir`` and served, and the log says so.
-            Demo and configured data are never mixed: a listed dataset without its root is refused then.
-        unifood_root: a Uni-Food directory (README.md, "Data formats").
-        nutrition5k_root: a Nutrition5k release directory (``metadata/``, ``dish_ids/``, ``imagery/``).
-        recipe1m_root: a Recipe1M directory (``layer1.json``, ``layer2.json``, ``det_ingrs.json``, ``images/``,
-            optionally Recipe1M+'s ``recipes_with_nutritional_info.json``).
-        food101_root: a Food-101 directory (``images/``, ``meta/``).
-        vireo172_root: a VIREO Food-172 directory (``ready_chinese_food/``, ``SplitAndIngreLabel/``).
-        huggingface: local Hugging Face datasets (folders written by ``save_to_disk``, or parquet files), each with
-            its column mapping (README.md).
-        val_fraction: for a dataset without a validation split of its own (Nutrition5k, Food-101, a Uni-Food
-            folder without ``val.jsonl``, a Hugging Face dataset without one), this share of its training items,
-            chosen by a hash of the item's id (stable), is held out as ``val``.
-        demo_dir: where demo data is generated; ``null`` for ``~/.cache/rode_lightning/demo``.
-        demo_seed: seed of the demo data.
-        demo_train_size: dishes in the demo Uni-Food training split.
-        demo_eval_size: dishes in each of the demo Uni-Food validation and test splits.
-        demo_nutrition5k_size: dishes in the demo Nutrition5k copy (train and test lists together).
-        train_tasks: tasks trained on (each dataset gives the ones it has).
-        eval_tasks: tasks of the validation and test splits.
-        sampling_weights: relative sampling weight per dataset (``unifood``) or per dataset and task
-            (``unifood/recipe``; more specific wins), LLaVA-MoLE's per-dataset lambda. ``null``: every training
-            sample once per epoch in shuffled order. With weights, each epoch draws as many samples as the training
-            set holds, with replacement.
-        tokenizer: deprecated and ignored: the model's conversation format tokenizes (set ``model.tokenizer``).
-        image_size: deprecated and ignored: the model's conversation format prepares the pixels.
-        num_image_tokens: deprecated and ignored: the model's conversation format spells the image tokens.
+        sources: the datasets to serve (``data.sources``: a list of :class:`~rode_lightning.data.sources.DatasetSource`,
+            each a registered ``dataset`` with its ``root``, optional ``name``, ``weight``, ``task_weights``,
+            ``tasks``, ``val_fraction`` and dataset ``options``). A source without ``root`` is the dataset's demo
+            copy, generated into ``demo_dir``; demo and configured data are never mixed. ``null``: the demo copies
+            of Uni-Food and Nutrition5k, and the log says so. Sampling: with no ``weight`` anywhere, every training
+            sample once per epoch in shuffled order; with weights (LLaVA-MoLE's per-dataset lambda), each epoch
+            draws as many samples as the training set holds, with replacement, in proportion to the weights.
+        tasks: the tasks trained on (``tasks.train``) and validated and tested (``tasks.eval``); each dataset
+            gives the ones its labels serve.
         batch_size: training batch size per process.
         eval_batch_size: validation/test/predict batch size per process.
         max_length: longest token sequence, image tokens included; longer answers are cut.
         num_workers: data-loading worker processes.
         seed: seed for the question phrasing choice and weighted sampling.
         on_error: ``raise`` stops at the first bad record; ``skip`` leaves it out, counts it and reports it.
-        num_clusters: instruction clusters for MoCLE routing; set from ``model.adapter`` by the CLI (``null`` unless
-            the adapter method is ``cluster``).
-        cluster_encoder: sentence encoder for the clustering: ``minilm`` (optional package), ``tfidf``, or ``auto``.
-        instruction_clusters: a directory holding a saved instruction clusterer (a cluster adapter's, written at the
-            end of ``fit``): ``predict`` places its questions with it instead of clustering the training data again.
-            The CLI sets it from ``model.adapter_path`` when that adapter has one.
-        predict_source: for ``predict``: a folder of images or a JSON/JSONL file of ``{"image", "task" or
-            "question"}`` requests (README.md).
-        predict_tasks: for a folder of images, the tasks asked about every image.
+        demo_dir: where demo data (and the demo base) is generated; ``null`` for ``~/.cache/rode_lightning/demo``.
+        clusters: instruction clusters for MoCLE routing (``count`` set from ``model.adapter`` by the command line,
+            ``encoder``, a ``saved`` clusterer).
+        predict: ``predict``'s input: ``source`` (a folder of images or a JSON/JSONL file of requests, README.md)
+            and ``tasks`` (asked about every image of a folder).
         ingredient_vocabulary: optional JSON file of ingredient clusters (``{"cheese": ["cheddar cheese", ...]}``,
             README.md): ingredient names of every dataset are mapped to their cluster's name, for training targets
             and for scoring alike.
@@ -109,65 +81,37 @@ class FoodDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        datasets: list[str] | None = None,
-        unifood_root: str | None = None,
-        nutrition5k_root: str | None = None,
-        recipe1m_root: str | None = None,
-        food101_root: str | None = None,
-        vireo172_root: str | None = None,
-        huggingface: list[HuggingFaceSource] | None = None,
-        val_fraction: float = DEFAULT_VAL_FRACTION,
-        demo_dir: str | None = None,
-        demo_seed: int = 0,
-        demo_train_size: int = 800,
-        demo_eval_size: int = 64,
-        demo_nutrition5k_size: int = 160,
-        train_tasks: list[str] = list(TASKS),
-        eval_tasks: list[str] = list(TASKS),
-        sampling_weights: dict[str, float] | None = None,
-        tokenizer: str | None = None,
-        image_size: int | None = None,
-        num_image_tokens: int | None = None,
+        sources: list[DatasetSource] | None = None,
+        tasks: TaskSelection = TaskSelection(),
         batch_size: int = 8,
         eval_batch_size: int = 16,
         max_length: int = 512,
         num_workers: int = 0,
         seed: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
-        num_clusters: int | None = None,
-        cluster_encoder: Literal["auto", "minilm", "tfidf"] = "auto",
-        instruction_clusters: str | None = None,
-        predict_source: str | None = None,
-        predict_tasks: list[str] = list(TASKS),
+        demo_dir: str | None = None,
+        clusters: ClusterOptions = ClusterOptions(),
+        predict: PredictOptions = PredictOptions(),
         ingredient_vocabulary: str | None = None,
     ):
         super().__init__()
-        for field, tasks in (("train_tasks", train_tasks), ("eval_tasks", eval_tasks),
-                             ("predict_tasks", predict_tasks)):
-            unknown = [task for task in tasks if task not in TASKS]
-            if unknown or not tasks:
-                raise UserError(f"data.{field}: {unknown or 'empty list'} - expected a non-empty subset of "
-                                f"{list(TASKS)}")
-        if not 0 < val_fraction < 1:
-            raise UserError(f"data.val_fraction: {val_fraction} is not in (0, 1)")
-        _warn_about_deprecated_keys(tokenizer=tokenizer, image_size=image_size, num_image_tokens=num_image_tokens)
-        # Not kept: Lightning merges the model's and the data's hyperparameters for the logger and refuses a key
-        # (``tokenizer``) that both have with different values.
-        self.save_hyperparameters(ignore=["tokenizer", "image_size", "num_image_tokens"])
+        # Groups given as mappings (a script's, a test's) are checked like the command line's.
+        tasks = as_options(tasks, TaskSelection, "data.tasks")
+        clusters = as_options(clusters, ClusterOptions, "data.clusters")
+        predict = as_options(predict, PredictOptions, "data.predict")
+        for key, listed in (("data.tasks.train", tasks.train), ("data.tasks.eval", tasks.eval),
+                            ("data.predict.tasks", predict.tasks)):
+            check_tasks(key, listed)
+        self.tasks, self.cluster_options, self.predict_options = tasks, clusters, predict
+        # Plain values in the hyperparameters: checkpoints keep them, and Lightning reads them back with
+        # ``torch.load(weights_only=True)``, which refuses classes of ours.
+        self.save_hyperparameters()
+        self.hparams.update(sources=None if sources is None else [
+            asdict(as_source(source, f"data.sources[{index}]")) for index, source in enumerate(sources)],
+            tasks=asdict(tasks), clusters=asdict(clusters), predict=asdict(predict))
         # Which datasets are served, from where: decided now, so that a configuration mistake stops the run before
         # anything is built.
-        roots = {"unifood": unifood_root, "nutrition5k": nutrition5k_root, "recipe1m": recipe1m_root,
-                 "food101": food101_root, "vireo172": vireo172_root}
-        self.sources: dict[str, ServedDataset] = resolve_served_datasets(datasets, roots, huggingface or [],
-                                                                         self.demo_dir)
-        served = list(self.sources)
-        for key, weight in (sampling_weights or {}).items():
-            dataset, _, task = key.partition("/")
-            if dataset not in served or (task and task not in TASKS):
-                raise UserError(f"data.sampling_weights: unknown key {key!r}; expected a served dataset "
-                                f"({', '.join(served)}) or '<dataset>/<task>' with a task of {', '.join(TASKS)}")
-            if not weight >= 0:
-                raise UserError(f"data.sampling_weights: {key!r} has weight {weight!r}; expected a number >= 0")
+        self.sources: dict[str, ServedDataset] = resolve_sources(sources, self.demo_dir)
         self.skipped = SkipCounter()
         self.datasets: dict[str, InstructionDataset] = {}
         self.records: dict[str, list[FoodRecord]] = {}
@@ -200,23 +144,19 @@ class FoodDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # Answering predict requests needs no training data, unless MoCLE must cluster it (no saved clusterer);
         # setup generates the demo copies itself whenever it reads them.
-        predict_only = self.hparams.predict_source is not None and (not self.hparams.num_clusters
-                                                                    or self.hparams.instruction_clusters)
+        predict_only = self.predict_options.source is not None and (not self.cluster_options.count
+                                                                    or self.cluster_options.saved)
         if not predict_only:
             self._generate_demo()
 
     def _generate_demo(self) -> None:
         """Writes the demo copy of every served demo dataset (idempotent: each generator checks its marker)."""
-        sizes = {"unifood": {"train": self.hparams.demo_train_size, "val": self.hparams.demo_eval_size,
-                             "test": self.hparams.demo_eval_size}}
-        total = self.hparams.demo_nutrition5k_size
-        sizes["nutrition5k"] = {"train": total - total // 5, "test": total // 5}
-        for name, source in self.sources.items():
+        for source in self.sources.values():
             if source.demo:
-                source.write_demo(self.hparams.demo_seed, sizes.get(name))
+                source.write_demo()
 
     def _read(self, dataset: str, split: str) -> list[FoodRecord]:
-        records = self.sources[dataset].read(split, self.hparams.on_error, self.skipped, self.hparams.val_fraction)
+        records = self.sources[dataset].read(split, self.hparams.on_error, self.skipped)
         if self.ingredient_vocabulary is not None:
             records = [with_vocabulary(record, self.ingredient_vocabulary) for record in records]
         return records
@@ -225,23 +165,12 @@ class FoodDataModule(L.LightningDataModule):
     def evaluation_pairs(self) -> dict[str, list[str]]:
         """The tasks scored per served dataset: those its labels can serve among ``eval_tasks`` (fixed before any
         sample is read, so every DDP process builds the same metrics)."""
-        return {name: [task for task in source.tasks if task in self.hparams.eval_tasks]
+        return {name: [task for task in source.tasks if task in self.tasks.eval]
                 for name, source in self.sources.items()}
 
     def setup(self, stage: str | None = None) -> None:
-        if stage == "predict" and self.hparams.predict_source is not None:
-            self._setup_predict()
-            if not self.hparams.num_clusters:
-                return
-            if self.hparams.instruction_clusters and self._clusters is None:
-                # The adapter's own clusterer: no training data is read (issue 26).
-                self._clusters = InstructionClusters.load(self.hparams.instruction_clusters)
-                if self._clusters is None:
-                    raise MissingFileError(f"data.instruction_clusters: {self.hparams.instruction_clusters} holds no "
-                                           "instruction clusterer (instruction_clusters.json)")
-            if self._clusters is not None and self.predict_dataset.cluster_ids is None and not self.datasets:
-                self._place_predict_requests()
-                return
+        if stage == "predict" and self.predict_options.source is not None and self._setup_predict_only():
+            return
         if self.datasets:
             if self.predict_dataset is not None and self.predict_dataset.cluster_ids is None and self._clusters:
                 self._place_predict_requests()  # predict after fit in one process: the clusters exist already
@@ -249,21 +178,9 @@ class FoodDataModule(L.LightningDataModule):
             return
         # prepare_data runs on one process per node; generation is idempotent, so ensure it here as well.
         self._generate_demo()
-        for split, tasks in (("train", self.hparams.train_tasks), ("val", self.hparams.eval_tasks),
-                             ("test", self.hparams.eval_tasks)):
-            samples = []
-            for dataset in self.served:
-                try:
-                    records = self._read(dataset, split)
-                except MissingSplitError as missing:
-                    if split == "train":
-                        raise
-                    self.missing_splits.setdefault(split, []).append(str(missing))
-                    rank_zero_info(f"{dataset}: no {split} split ({missing})")
-                    continue
-                self.records.setdefault(split, []).extend(records)
-                samples += [Sample(record, task) for record in records for task in tasks
-                            if task_available(record, task)]
+        for split, tasks in (("train", self.tasks.train), ("val", self.tasks.eval),
+                             ("test", self.tasks.eval)):
+            samples = self._samples(split, tasks)
             if split != "train":
                 # Batches of one task generate together and stop together: short answers do not wait for recipes.
                 samples.sort(key=lambda sample: (sample.record.dataset, sample.task))
@@ -273,11 +190,46 @@ class FoodDataModule(L.LightningDataModule):
                 self.datasets[split] = InstructionDataset(samples, self.hparams.seed)
         self.records.setdefault("val", [])
         self.records.setdefault("test", [])
-        if self.hparams.num_clusters:
+        if self.cluster_options.count:
             self._assign_clusters()
         self._compute_floors()
         rank_zero_info(self.summary())
         self._check_split_for(stage)
+
+    def _setup_predict_only(self) -> bool:
+        """Reads ``predict``'s requests; True when nothing else is needed (no clusters, or a saved clusterer)."""
+        self._setup_predict()
+        if not self.cluster_options.count:
+            return True
+        saved = self.cluster_options.saved
+        if saved and self._clusters is None:
+            # The adapter's own clusterer: no training data is read (issue 26).
+            self._clusters = InstructionClusters.load(saved)
+            if self._clusters is None:
+                raise MissingFileError(f"data.clusters.saved: {saved} holds no instruction clusterer "
+                                       "(instruction_clusters.json)")
+        if self._clusters is not None and self.predict_dataset.cluster_ids is None and not self.datasets:
+            self._place_predict_requests()
+            return True
+        return False
+
+    def _samples(self, split: str, tasks: list[str]) -> list[Sample]:
+        """Every (record, task) pair of ``split`` over the served datasets; a dataset without the split is noted
+        (``missing_splits``) unless it is ``train``."""
+        samples = []
+        for dataset, source in self.sources.items():
+            try:
+                records = self._read(dataset, split)
+            except MissingSplitError as missing:
+                if split == "train":
+                    raise
+                self.missing_splits.setdefault(split, []).append(str(missing))
+                rank_zero_info(f"{dataset}: no {split} split ({missing})")
+                continue
+            self.records.setdefault(split, []).extend(records)
+            samples += [Sample(record, task) for record in records for task in tasks
+                        if task in source.tasks and task_available(record, task)]
+        return samples
 
     def _check_split_for(self, stage: str | None) -> None:
         """Refuse a stage whose split no served dataset has, naming what to add."""
@@ -308,24 +260,24 @@ class FoodDataModule(L.LightningDataModule):
     def _setup_predict(self) -> None:
         if self.predict_dataset is not None:
             return
-        requests = read_prediction_requests(self.hparams.predict_source, self.hparams.predict_tasks)
+        requests = read_prediction_requests(self.predict_options.source, self.predict_options.tasks)
         skipped = SkipCounter()
         kept = drop_unreadable_images(requests, skipped)
         if skipped:
             rank_zero_warn(f"predict: skipped {sum(skipped.values())} request(s): {skipped.report()}")
         if not kept:
-            raise UserError(f"data.predict_source: none of the {len(requests)} requests in "
-                            f"{self.hparams.predict_source} has a readable image")
+            raise UserError(f"data.predict.source: none of the {len(requests)} requests in "
+                            f"{self.predict_options.source} has a readable image")
         self.skipped.update(skipped)
         self.predict_dataset = PredictionDataset(kept)
-        rank_zero_info(f"predict: {len(kept)} request(s) from {self.hparams.predict_source}")
+        rank_zero_info(f"predict: {len(kept)} request(s) from {self.predict_options.source}")
 
     def _assign_clusters(self) -> None:
         """k-means once over the instructions of all splits; every sample gets its cluster id (MoCLE). Questions
         asked at ``predict`` are placed in the nearest of these clusters."""
         order = [(split, index) for split, dataset in self.datasets.items() for index in range(len(dataset))]
         texts = [self.datasets[split].question(index) for split, index in order]
-        clusters = InstructionClusters(self.hparams.num_clusters, self.hparams.seed, self.hparams.cluster_encoder)
+        clusters = InstructionClusters(self.cluster_options.count, self.hparams.seed, self.cluster_options.encoder)
         labels = clusters.fit(texts)
         for (split, index), label in zip(order, labels.tolist()):
             dataset = self.datasets[split]
@@ -355,8 +307,11 @@ class FoodDataModule(L.LightningDataModule):
                 per_task[key] = per_task.get(key, 0) + 1
             counts = ", ".join(f"{key} {count}" for key, count in sorted(per_task.items()))
             lines.append(f"  {split}: {len(dataset)} samples ({counts})")
-        if self.hparams.sampling_weights:
-            lines.append(f"  training sampling weights: {self.hparams.sampling_weights}")
+        if self.weighted:
+            weights = {name: (source.source.weight, source.source.task_weights) for name, source in self.sources.items()}
+            lines.append("  training sampling weights: " + ", ".join(
+                f"{name} {1.0 if weight is None else weight}" + (f" {tasks}" if tasks else "")
+                for name, (weight, tasks) in weights.items()))
         lines.append(f"  skipped: {self.skipped.report()}")
         for dataset, baseline in self.ingredient_baselines.items():
             lines.append(f"  most-frequent-ingredients baseline on {dataset} val: dataset IoU "
@@ -365,13 +320,17 @@ class FoodDataModule(L.LightningDataModule):
             lines.append(f"  training-mean nutrition baseline on {dataset} val: pMAE average {baseline['average']:.1f}")
         return "\n".join(lines)
 
+    @property
+    def weighted(self) -> bool:
+        """Whether training samples are drawn by weight: some source sets a ``weight`` or ``task_weights``."""
+        return any(entry.source.weight is not None or entry.source.task_weights for entry in self.sources.values())
+
     def sample_weights(self) -> torch.Tensor:
-        """The training sampling weight of every training sample (see ``sampling_weights``)."""
-        weights = self.hparams.sampling_weights or {}
+        """The training sampling weight of every training sample (its source's ``task_weights`` or ``weight``)."""
         samples = self.datasets["train"].samples
-        values = [weights.get(f"{s.record.dataset}/{s.task}", weights.get(s.record.dataset, 1.0)) for s in samples]
+        values = [self.sources[sample.record.dataset].weight(sample.task) for sample in samples]
         if not any(values):
-            raise UserError("data.sampling_weights: every training sample has weight 0")
+            raise UserError("data.sources: every training sample has weight 0")
         return torch.tensor(values, dtype=torch.double)
 
     def _loader(self, split: str) -> DataLoader:
@@ -382,7 +341,7 @@ class FoodDataModule(L.LightningDataModule):
             # Each epoch's order follows from data.seed (drawn by sampling_weights, if given), and checkpoints record
             # how far the epoch got, so a resumed run trains on the rest of it (data/resumable.py). The sampler is a
             # DistributedSampler: under DDP Lightning keeps it, and each process draws its own share.
-            weights = self.sample_weights() if self.hparams.sampling_weights else None
+            weights = self.sample_weights() if self.weighted else None
             return ResumableDataLoader(self.datasets[split], batch_size=batch_size, seed=self.hparams.seed,
                                        weights=weights, collate_fn=collate_fn, **workers)
         return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
@@ -399,7 +358,7 @@ class FoodDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dataset is None:
-            raise UserError("predict needs data.predict_source: a folder of images or a JSON/JSONL file of requests")
+            raise UserError("predict needs data.predict.source: a folder of images or a JSON/JSONL file of requests")
         return DataLoader(self.predict_dataset, batch_size=self.hparams.eval_batch_size, shuffle=False,
                           num_workers=self.hparams.num_workers, collate_fn=self._collate())
 
@@ -411,12 +370,3 @@ class FoodDataModule(L.LightningDataModule):
                                "rode_lightning.model.formats.LlavaFormat)")
         self.conversation_format.max_length = self.hparams.max_length
         return self.conversation_format
-
-
-def _warn_about_deprecated_keys(**values) -> None:
-    """Configs of earlier versions set these (the CLI linked them from the model); they are accepted, ignored, and
-    named once so that the user can delete them."""
-    given = [f"data.{key}" for key, value in values.items() if value is not None]
-    if given:
-        rank_zero_warn(f"{', '.join(given)}: no longer used (the model's conversation format tokenizes and prepares "
-                       "the images from model.tokenizer and model.vision); delete the key(s) from the config")

@@ -37,12 +37,12 @@ def read_prediction_requests(source: str | Path, tasks: list[str]) -> list[Predi
     if source.is_dir():
         images = sorted(path for path in source.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise DataFormatError(f"data.predict_source: the folder {source} holds no image "
+            raise DataFormatError(f"data.predict.source: the folder {source} holds no image "
                                   f"(expected files ending in {', '.join(IMAGE_SUFFIXES)})")
         return [PredictionRequest(f"{path.relative_to(source).as_posix()}#{task}", str(path), QUESTIONS[task][0], task)
                 for path in images for task in tasks]
     if not source.is_file():
-        raise MissingFileError(f"data.predict_source: {source} is neither a folder of images nor a JSON/JSONL file")
+        raise MissingFileError(f"data.predict.source: {source} is neither a folder of images nor a JSON/JSONL file")
     return _read_request_file(source)
 
 

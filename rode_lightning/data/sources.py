@@ -1,205 +1,155 @@
-"""Which datasets the data module can serve, and for each how it is read and how its demo copy is written.
+"""Which datasets the data module serves, from where: the ``data.sources`` list.
 
-A dataset is served either from a root the user configured (``data.<name>_root``, or a ``data.huggingface`` block)
-or, when the user configured no data at all, from a small synthetic copy in the dataset's released layout, written
-into the demo directory on first use. Mixing the two is refused: a user who points the tool at their own data must
-never train on synthetic dishes they did not ask for.
+Each entry names a registered dataset (``data/datasets/``) and where its data is. A source without a ``root`` is
+that dataset's demo copy: a small synthetic copy in the dataset's released layout, written into the demo directory
+on first use. Mixing the two is refused: a user who points the tool at their own data must never train on synthetic
+dishes they did not ask for. With no ``data.sources`` at all, the demo's Uni-Food and Nutrition5k are served.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from rode_lightning.conventions import TASKS
-from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
-from rode_lightning.data.datasets.food101.demo import generate_demo_food101
-from rode_lightning.data.datasets.huggingface.demo import demo_source, generate_demo_huggingface
-from rode_lightning.data.datasets.nutrition5k.demo import generate_demo_nutrition5k
-from rode_lightning.data.datasets.recipe1m.demo import DEMO_MIN_INGREDIENT_COUNT, generate_demo_recipe1m
-from rode_lightning.data.datasets.vireo172.demo import generate_demo_vireo172
+from rode_lightning.data.datasets import FoodDataset, ReadRequest, get_dataset
 from rode_lightning.data.errors import OnError, SkipCounter
-from rode_lightning.data.datasets.food101.reader import read_food101_split
-from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource, check_huggingface_source, read_huggingface_split
-from rode_lightning.data.datasets.nutrition5k.reader import read_nutrition5k_split
-from rode_lightning.data.datasets.recipe1m.reader import read_recipe1m_split
 from rode_lightning.data.records import FoodRecord
-from rode_lightning.data.datasets.unifood.reader import read_unifood_split
-from rode_lightning.data.datasets.vireo172.reader import read_vireo172_split
-from rode_lightning.user_errors import MissingFileError, UserError
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
+from rode_lightning.user_errors import UserError
 
 log = logging.getLogger(__name__)
 
-ReadSplit = Callable[[Path, str, OnError, SkipCounter, float, bool], list[FoodRecord]]
-"""``(root, split, on_error, skipped, val_fraction, demo) -> records``; ``demo``: the root is a generated copy."""
 
+@dataclass
+class DatasetSource:
+    """One dataset to serve: an entry of ``data.sources``.
 
-@dataclass(frozen=True)
-class DatasetKind:
-    """One released layout: its reader, its demo generator and the tasks its labels can serve."""
+    Args:
+        dataset: a registered dataset (``unifood``, ``nutrition5k``, ``recipe1m``, ``food101``, ``vireo172``,
+            ``huggingface``, ``conversations``, or one a script registered).
+        root: its folder (for ``huggingface``: a ``save_to_disk`` folder, parquet file(s) or a glob).
+            ``null``: the dataset's demo copy, generated into ``data.demo_dir``.
+        name: the name it is served, reported and weighted under; default: ``dataset``. Two sources of one
+            dataset need names of their own.
+        weight: its training sampling weight (samples drawn in proportion); ``null`` for every source: one
+            shuffled pass per epoch instead of weighted draws.
+        task_weights: weights of single tasks of this source (``{recipe: 0.5}``), over ``weight``.
+        tasks: which of the tasks its labels serve it is asked about; ``null``: all of them.
+        val_fraction: the share of train held out as ``val`` when the dataset has no validation split of its own.
+        demo_seed: the seed of its demo copy (a source without ``root``).
+        demo_sizes: items per split of its demo copy (``{train: 800, val: 64, test: 64}``); ``null``: the
+            dataset's own.
+        options: the dataset's own options (Recipe1M's filters, a Hugging Face column mapping; README.md, Data).
+    """
 
-    name: str
-    title: str  # as people write it, for messages
-    tasks: tuple[str, ...]
-    read: ReadSplit
-    write_demo: Callable[[Path, int, dict[str, int] | None], Path]  # (root, seed, sizes per split) -> root
+    dataset: str
+    root: str | None = None
+    name: str | None = None
+    weight: float | None = None
+    task_weights: dict[str, float] | None = None
+    tasks: list[str] | None = None
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    demo_seed: int = 0
+    demo_sizes: dict[str, int] | None = None
+    options: dict[str, Any] | None = None
 
     @property
-    def root_key(self) -> str:
-        return f"data.{self.name}_root"
+    def served_name(self) -> str:
+        return self.name or self.dataset
 
-
-def _read_unifood(root: Path, split: str, on_error: OnError, skipped: SkipCounter,
-                  val_fraction: float, demo: bool) -> list[FoodRecord]:
-    return read_unifood_split(root, split, on_error, skipped, val_fraction=val_fraction)
-
-
-def _read_nutrition5k(root: Path, split: str, on_error: OnError, skipped: SkipCounter,
-                      val_fraction: float, demo: bool) -> list[FoodRecord]:
-    return read_nutrition5k_split(root, split, on_error, skipped, val_fraction=val_fraction)
-
-
-def _read_recipe1m(root: Path, split: str, on_error: OnError, skipped: SkipCounter,
-                   val_fraction: float, demo: bool) -> list[FoodRecord]:
-    # The demo's few hundred recipes would lose real ingredients to InverseCooking's count threshold of 10.
-    counts = {"min_ingredient_count": DEMO_MIN_INGREDIENT_COUNT} if demo else {}
-    return read_recipe1m_split(root, split, on_error, skipped, **counts)
-
-
-def _read_food101(root: Path, split: str, on_error: OnError, skipped: SkipCounter,
-                  val_fraction: float, demo: bool) -> list[FoodRecord]:
-    return read_food101_split(root, split, on_error, skipped, val_fraction=val_fraction)
-
-
-def _read_vireo172(root: Path, split: str, on_error: OnError, skipped: SkipCounter,
-                   val_fraction: float, demo: bool) -> list[FoodRecord]:
-    return read_vireo172_split(root, split, on_error, skipped)
-
-
-# Demo generators: ``sizes`` None gives each generator's own default sizes.
-
-def _demo_unifood(root: Path, seed: int, sizes: dict[str, int] | None) -> Path:
-    return generate_demo_unifood(root, seed=seed, splits=sizes)
-
-
-def _demo_nutrition5k(root: Path, seed: int, sizes: dict[str, int] | None) -> Path:
-    return generate_demo_nutrition5k(root, seed=seed, sizes=sizes)
-
-
-def _demo_recipe1m(root: Path, seed: int, sizes: dict[str, int] | None) -> Path:
-    return generate_demo_recipe1m(root, seed=seed, sizes=sizes)
-
-
-def _demo_food101(root: Path, seed: int, sizes: dict[str, int] | None) -> Path:
-    return generate_demo_food101(root, seed=seed, sizes=sizes)
-
-
-def _demo_vireo172(root: Path, seed: int, sizes: dict[str, int] | None) -> Path:
-    return generate_demo_vireo172(root, seed=seed, sizes=sizes)
-
-
-KINDS: dict[str, DatasetKind] = {kind.name: kind for kind in (
-    DatasetKind("unifood", "Uni-Food", ("category", "ingredients", "recipe", "nutrition"), _read_unifood,
-                _demo_unifood),
-    DatasetKind("nutrition5k", "Nutrition5k", ("ingredients", "nutrition"), _read_nutrition5k, _demo_nutrition5k),
-    DatasetKind("recipe1m", "Recipe1M", ("category", "ingredients", "recipe", "nutrition"), _read_recipe1m,
-                _demo_recipe1m),
-    DatasetKind("food101", "Food-101", ("category",), _read_food101, _demo_food101),
-    DatasetKind("vireo172", "VIREO Food-172", ("category", "ingredients"), _read_vireo172, _demo_vireo172),
-)}
-"""The released layouts, by the name used in ``data.datasets``, results and sampling weights. Local Hugging Face
-datasets (``data.huggingface``) are served under the names their blocks give."""
-
-HUGGINGFACE = "huggingface"
-"""The name of the demo Hugging Face dataset, and the default name of a ``data.huggingface`` block."""
 
 DEMO_DATASETS: tuple[str, ...] = ("unifood", "nutrition5k")
-"""What is served when no data is configured at all (``configs/demo.yaml``)."""
+"""What is served when ``data.sources`` is not set (``configs/demo.yaml``)."""
 
 
 @dataclass(frozen=True)
 class ServedDataset:
-    """A dataset as the data module serves it: its name, where it is read from, and whether that is a demo copy."""
+    """A source as the data module serves it: its dataset, where it is read from, and whether that is a demo copy."""
 
     name: str
+    dataset: FoodDataset
     root: Path
     demo: bool
     tasks: tuple[str, ...]
-    kind: DatasetKind | None = None  # None for a Hugging Face dataset
-    huggingface: HuggingFaceSource | None = None
-    config_key: str = "data.huggingface"  # where the configuration holds it, for messages
+    options: Any
+    source: DatasetSource
+    key: str  # where the configuration holds it, for messages
 
-    def read(self, split: str, on_error: OnError, skipped: SkipCounter, val_fraction: float) -> list[FoodRecord]:
-        if self.huggingface is not None:
-            return read_huggingface_split(self.huggingface, split, on_error, skipped, val_fraction=val_fraction,
-                                          key=self.config_key)
-        return self.kind.read(self.root, split, on_error, skipped, val_fraction, self.demo)
+    def read(self, split: str, on_error: OnError, skipped: SkipCounter) -> list[FoodRecord]:
+        request = ReadRequest(split, on_error, skipped, self.source.val_fraction, self.demo, self.key, self.name)
+        records = self.dataset.read(self.root, self.options, request)
+        if any(record.dataset != self.name for record in records):  # a second source of one dataset
+            records = [replace(record, dataset=self.name) for record in records]
+        return records
 
-    def write_demo(self, seed: int, sizes: dict[str, int] | None) -> None:
-        if self.huggingface is not None:
-            generate_demo_huggingface(self.root, seed=seed)
-        else:
-            self.kind.write_demo(self.root, seed, sizes)
+    def write_demo(self) -> None:
+        self.dataset.write_demo(self.root, self.source.demo_seed, self.source.demo_sizes or self.dataset.demo_sizes)
 
-
-def resolve_served_datasets(datasets: list[str] | None, roots: dict[str, str | None],
-                            huggingface: list[HuggingFaceSource], demo_dir: Path) -> dict[str, ServedDataset]:
-    """The datasets to serve, by name, from ``data.datasets``, the configured roots and ``data.huggingface``.
-
-    Configured data is served as configured; demo copies only when nothing is configured. Raises ``ValueError``
-    with the key to set for a listed dataset that has no data, an unknown name, or two datasets of one name.
-    """
-    configured: dict[str, ServedDataset] = {}
-    for name, root in roots.items():
-        if root is not None:
-            kind = KINDS[name]
-            if not Path(root).expanduser().is_dir():
-                raise MissingFileError(f"{kind.root_key}: {root} does not exist or is not a directory; expected the "
-                                       f"{kind.title} folder (README.md, Data)")
-            configured[name] = ServedDataset(name, Path(root).expanduser(), False, kind.tasks, kind=kind)
-    for index, source in enumerate(huggingface):
-        if source.name in configured or source.name in KINDS:
-            raise UserError(f"data.huggingface[{index}].name: {source.name!r} is already the name of another "
-                            f"served dataset; give each dataset its own name")
-        key = f"data.huggingface[{index}]"
-        check_huggingface_source(source, key)  # columns and types, before any row is read
-        configured[source.name] = ServedDataset(source.name, Path(source.path).expanduser(), False,
-                                                huggingface_tasks(source), huggingface=source, config_key=key)
-    known = sorted({*KINDS, HUGGINGFACE, *configured})
-    if datasets is not None:
-        unknown = [name for name in datasets if name not in known]
-        if unknown or not datasets:
-            raise UserError(f"data.datasets: {unknown or 'empty list'} - expected names among {known}")
-        if len(set(datasets)) != len(datasets):
-            raise UserError(f"data.datasets: {datasets} names a dataset twice")
-    if not configured:
-        # Nothing configured: the demo, and say so (the data module's summary marks every demo copy).
-        names = list(datasets) if datasets is not None else list(DEMO_DATASETS)
-        log.info("no data configured (no data.<dataset>_root, no data.huggingface): serving the demo copies of %s "
-                 "generated in %s", ", ".join(names), demo_dir)
-        return {name: _demo(name, demo_dir) for name in names}
-    if datasets is None:
-        return configured
-    for name in datasets:
-        if name not in configured:
-            key = "a data.huggingface block" if name not in KINDS else KINDS[name].root_key
-            raise UserError(f"data.datasets lists {name!r}, which has no data: set {key}, or remove {name!r} from "
-                            f"data.datasets (demo copies are served only when no data is configured at all)")
-    return {name: configured[name] for name in datasets}
+    def weight(self, task: str) -> float:
+        weights = self.source.task_weights or {}
+        return weights.get(task, 1.0 if self.source.weight is None else self.source.weight)
 
 
-def _demo(name: str, demo_dir: Path) -> ServedDataset:
-    if name == HUGGINGFACE:
-        source = replace(demo_source(demo_dir / HUGGINGFACE), name=HUGGINGFACE)
-        return ServedDataset(name, demo_dir / name, True, huggingface_tasks(source), huggingface=source)
-    kind = KINDS[name]
-    return ServedDataset(name, demo_dir / name, True, kind.tasks, kind=kind)
+def as_source(value: DatasetSource | dict, key: str) -> DatasetSource:
+    """A source given as a mapping (a script's, a test's) checked like the command line's."""
+    if isinstance(value, DatasetSource):
+        return value
+    if not isinstance(value, dict) or "dataset" not in value:
+        raise UserError(f"{key}: {value!r} - expected a mapping with at least 'dataset' (and 'root')")
+    try:
+        return DatasetSource(**value)
+    except TypeError as error:
+        raise UserError(f"{key}: {error}") from None
 
 
-def huggingface_tasks(source: HuggingFaceSource) -> tuple[str, ...]:
-    """The tasks a Hugging Face block's column mapping serves."""
-    mapped = {"category": source.category, "ingredients": source.ingredients, "recipe": source.recipe,
-              "nutrition": source.nutrition}
-    return tuple(task for task in TASKS if mapped[task] or task in (source.conversations or {}))
+def resolve_sources(sources: list[DatasetSource | dict] | None, demo_dir: Path) -> dict[str, ServedDataset]:
+    """The datasets to serve, by served name, in configuration order; every mistake named by its key."""
+    if sources is None:
+        log.info("no data.sources configured: serving the demo copies of %s generated in %s",
+                 ", ".join(DEMO_DATASETS), demo_dir)
+        sources = [DatasetSource(name) for name in DEMO_DATASETS]
+    if not sources:
+        raise UserError("data.sources: an empty list; expected at least one source (or null for the demo data)")
+    served: dict[str, ServedDataset] = {}
+    for index, value in enumerate(sources):
+        key = f"data.sources[{index}]"
+        entry = serve_source(as_source(value, key), key, demo_dir)
+        if entry.name in served:
+            raise UserError(f"{key}.name: {entry.name!r} is already served by {served[entry.name].key}; give each "
+                            "source its own name")
+        served[entry.name] = entry
+    demo = [entry.key for entry in served.values() if entry.demo]
+    if demo and len(demo) < len(served):
+        raise UserError(f"{', '.join(demo)}: no root, so a demo copy, beside sources with data of your own; set its "
+                        "root, or remove it (demo copies are served only when no source has a root)")
+    return served
+
+
+def serve_source(source: DatasetSource, key: str, demo_dir: Path) -> ServedDataset:
+    """One source checked and resolved: its dataset, root, options and tasks; ``key`` names it in messages."""
+    dataset = get_dataset(source.dataset, key)
+    if not source.served_name.isidentifier():
+        raise UserError(f"{key}.name: {source.served_name!r} - expected a plain identifier (letters, digits, _)")
+    if not 0 < source.val_fraction < 1:
+        raise UserError(f"{key}.val_fraction: {source.val_fraction} is not in (0, 1)")
+    for task, weight in {"weight": source.weight, **(source.task_weights or {})}.items():
+        if task != "weight" and task not in TASKS:
+            raise UserError(f"{key}.task_weights: unknown task {task!r}; expected some of {', '.join(TASKS)}")
+        if weight is not None and not weight >= 0:
+            raise UserError(f"{key}.{'weight' if task == 'weight' else f'task_weights.{task}'}: {weight!r}; "
+                            "expected a number >= 0")
+    demo = source.root is None
+    root = demo_dir / source.served_name if demo else Path(source.root).expanduser()
+    options = dataset.demo_options(root) if demo and not source.options else dataset.parse_options(source.options,
+                                                                                                 key)
+    if not demo:
+        dataset.check(root, options, key)
+    available = dataset.served_tasks(options)
+    tasks = tuple(source.tasks) if source.tasks is not None else available
+    unserved = [task for task in tasks if task not in available]
+    if unserved or not tasks:
+        raise UserError(f"{key}.tasks: {unserved or 'empty list'} - {dataset.title} serves {list(available)}")
+    return ServedDataset(source.served_name, dataset, root, demo, tasks, options, source, key)

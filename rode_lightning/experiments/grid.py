@@ -20,11 +20,13 @@ Each (variant, seed) is an ordinary ``fit`` then ``test`` through the CLI (:mod:
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from rode_lightning.data.legacy_keys import rewrite_arguments
 from rode_lightning.user_errors import UserError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -134,5 +136,16 @@ class Grid:
         every = raw.get("checkpoint_every_n_steps", 50)
         if not isinstance(every, int) or every < 1:
             raise GridError(f"{path}: checkpoint_every_n_steps must be a positive integer, got {every!r}")
-        return cls(path, base, variants, seeds, reference, Path(out),
-                   strings("arguments", raw.get("arguments"), allow_empty=True), every, variant_seeds)
+        arguments = strings("arguments", raw.get("arguments"), allow_empty=True)
+        return cls(path, base, variants, seeds, reference, Path(out), _today_keys(path, arguments), every,
+                   variant_seeds)
+
+
+def _today_keys(path: Path, arguments: list[str]) -> list[str]:
+    """The grid's arguments with old data keys in today's form (``data/legacy_keys.py``), so that every run's
+    command, as recorded, is today's; the warning shows the new form."""
+    rewritten, places = rewrite_arguments(arguments, config_files=False)
+    if places:
+        warnings.warn(f"{path}: arguments: old data keys ({'; '.join(places)}) rewritten; write the new keys in the "
+                      "grid file", FutureWarning, stacklevel=3)
+    return rewritten

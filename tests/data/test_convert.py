@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from rode_lightning.data.convert import convert, main, served_dataset
+from rode_lightning.data.datasets import DATASETS
 from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
 from rode_lightning.data.datasets.food101.demo import generate_demo_food101
 from rode_lightning.data.datasets.huggingface.demo import demo_source, generate_demo_huggingface
@@ -124,7 +125,7 @@ def test_recipe1m_round_trip_keeps_carbohydrate_absent(demos, tmp_path):
 
 def test_carved_val_of_a_layout_without_one_stays_the_same_dishes(demos, tmp_path):
     out = tmp_path / "out"
-    written = convert(served_dataset("food101", str(demos["food101"]), None), out, val_fraction=0.3)
+    written = convert(served_dataset("food101", str(demos["food101"]), None, 0.3), out)
     train = [r.id for r in read_food101_split(demos["food101"], "train", val_fraction=0.3)]
     val = [r.id for r in read_food101_split(demos["food101"], "val", val_fraction=0.3)]
     assert written == {"train": len(train), "val": len(val), "test": 4}
@@ -150,7 +151,7 @@ def test_huggingface_without_validation_writes_its_carved_val(tmp_path):
     root = generate_demo_huggingface(tmp_path / "hf", sizes={"train": 20, "test": 4}, image_size=32)
     source = demo_source(root)
     out = tmp_path / "out"
-    written = convert(served_dataset("huggingface", None, str(write_config(tmp_path, source))), out, val_fraction=0.25)
+    written = convert(served_dataset("huggingface", None, str(write_config(tmp_path, source)), 0.25), out)
     val = read_huggingface_split(source, "val", val_fraction=0.25)
     train = read_huggingface_split(source, "train", val_fraction=0.25)
     assert written == {"train": len(train), "val": len(val), "test": 4} and len(train) + len(val) == 20 and val
@@ -223,19 +224,19 @@ def test_cli_reports_a_bad_mapping_in_the_config_naming_the_key(demo_hf, tmp_pat
     config.write_text(yaml.safe_dump(block))
     assert main(["--from", "huggingface", "--config", str(config), "--to", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("error: data.huggingface.category: column 'dish_name' is not in ")
+    assert captured.err.startswith(f"error: {config}.options.category: column 'dish_name' is not in ")
     assert captured.err.count("\n") == 1 and captured.out == ""
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--from", "pizza", "--root", "x"],
-     "error: --from 'pizza': expected one of unifood, nutrition5k, recipe1m, food101, vireo172, huggingface"),
+     "error: --from 'pizza': expected one of " + ", ".join(DATASETS)),
     (["--from", "food101"], "error: --from food101 needs --root: the Food-101 folder"),
     (["--from", "vireo172"], "error: --from vireo172 needs --root: the VIREO Food-172 folder"),
     (["--from", "huggingface"],
-     "error: --from huggingface needs --config: a YAML file with the block's keys (path, image, category, ...; "
-     "README.md)"),
+     "error: --from huggingface needs --config: a YAML file with the source's keys (dataset, root, options with "
+     "the column mapping; README.md)"),
     (["--from", "huggingface", "--config", "{tmp}/missing.yaml"], "error: --config {tmp}/missing.yaml does not exist"),
     (["--from", "food101", "--root", "{tmp}/nowhere"],
      "error: Food-101 root {tmp}/nowhere does not exist or is not a directory"),
@@ -253,14 +254,15 @@ def test_cli_mistakes_return_2_with_one_line(tmp_path, capsys, argv, message):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("- path: x\n", "expected the keys of one data.huggingface block"),
-    ("path: x\ncolour: red\n", "HuggingFaceSource.__init__() got an unexpected keyword argument 'colour'"),
+    ("- path: x\n", "expected the keys of one data.sources entry"),
+    ("path: x\ncolour: red\n", "{config}.options: ['colour'] - Hugging Face dataset takes ['category',"),
 ])
 def test_cli_refuses_a_config_that_is_not_one_block(tmp_path, capsys, text, message):
     config = tmp_path / "block.yaml"
     config.write_text(text)
     assert main(["--from", "huggingface", "--config", str(config), "--to", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err == f"error: {config}: {message}\n"
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message.format(config=config) in error and error.count("\n") == 1
 
 
 def test_cli_without_to_is_an_argparse_usage_error(capsys):

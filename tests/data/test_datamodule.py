@@ -6,9 +6,12 @@ from rode_lightning.data.datamodule import FoodDataModule
 from tests.conftest import demo_format
 
 
+TINY_DEMO = [{"dataset": "unifood", "demo_sizes": {"train": 16, "val": 4, "test": 4}},
+             {"dataset": "nutrition5k", "demo_sizes": {"train": 32, "test": 8}}]
+
+
 def tiny_datamodule(demo_dir, **overrides) -> FoodDataModule:
-    settings = dict(demo_dir=str(demo_dir), demo_train_size=16, demo_eval_size=4, demo_nutrition5k_size=40,
-                    batch_size=4, eval_batch_size=4)
+    settings = dict(demo_dir=str(demo_dir), sources=TINY_DEMO, batch_size=4, eval_batch_size=4)
     settings.update(overrides)
     module = FoodDataModule(**settings)
     module.conversation_format = demo_format()
@@ -38,7 +41,8 @@ def test_both_datasets_serve_their_tasks_and_evaluation_is_grouped_by_task(demo_
 
 def test_sampling_weights_per_dataset_and_task_with_the_specific_key_winning(demo_dir):
     weights = {"unifood": 1.0, "nutrition5k": 3.0, "unifood/recipe": 0.0}
-    module = tiny_datamodule(demo_dir, sampling_weights=weights)
+    module = tiny_datamodule(demo_dir, sources=[{**TINY_DEMO[0], "weight": 1.0, "task_weights": {"recipe": 0.0}},
+                                                {**TINY_DEMO[1], "weight": 3.0}])
     samples = module.datasets["train"].samples
     expected = [0.0 if (s.record.dataset, s.task) == ("unifood", "recipe") else weights[s.record.dataset]
                 for s in samples]
@@ -53,23 +57,26 @@ def test_sampling_weights_per_dataset_and_task_with_the_specific_key_winning(dem
 
 
 def test_only_one_dataset_can_be_served(demo_dir):
-    module = tiny_datamodule(demo_dir, datasets=["nutrition5k"], eval_tasks=["nutrition"])
+    module = tiny_datamodule(demo_dir, sources=TINY_DEMO[1:], tasks={"eval": ["nutrition"]})
     assert {s.record.dataset for split in ("train", "val", "test") for s in module.datasets[split].samples} == {
         "nutrition5k"}
     assert {s.task for s in module.datasets["val"].samples} == {"nutrition"}
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"sampling_weights": {"food101": 1.0}}, "data.sampling_weights: unknown key 'food101'"),
-    ({"sampling_weights": {"unifood/cooking": 1.0}}, "data.sampling_weights: unknown key 'unifood/cooking'"),
-    ({"sampling_weights": {"unifood": -1.0}}, "'unifood' has weight -1.0; expected a number >= 0"),
-    ({"datasets": ["food102"]}, "data.datasets: ['food102']"),
-    ({"datasets": []}, "data.datasets: empty list"),
-    ({"predict_tasks": ["taste"]}, "data.predict_tasks: ['taste']"),
-    ({"val_fraction": 1.5}, "data.val_fraction: 1.5 is not in (0, 1)"),
-    ({"unifood_root": "/", "datasets": ["unifood", "nutrition5k"]},
-     "data.datasets lists 'nutrition5k', which has no data: set data.nutrition5k_root"),
-    ({"datasets": ["unifood", "unifood"]}, "names a dataset twice"),
+    ({"sources": [{"dataset": "unifood", "task_weights": {"cooking": 1.0}}]},
+     "data.sources[0].task_weights: unknown task 'cooking'"),
+    ({"sources": [{"dataset": "unifood", "weight": -1.0}]}, "data.sources[0].weight: -1.0; expected a number >= 0"),
+    ({"sources": [{"dataset": "food102"}]}, "data.sources[0].dataset: 'food102' is not a registered dataset"),
+    ({"sources": []}, "data.sources: an empty list"),
+    ({"predict": {"tasks": ["taste"]}}, "data.predict.tasks: ['taste']"),
+    ({"tasks": {"train": []}}, "data.tasks.train: empty list"),
+    ({"tasks": {"eval": ["taste"]}}, "data.tasks.eval: ['taste']"),
+    ({"tasks": {"test": ["recipe"]}}, "data.tasks: TaskSelection.__init__() got an unexpected keyword argument 'test'"),
+    ({"sources": [{"dataset": "unifood", "val_fraction": 1.5}]}, "data.sources[0].val_fraction: 1.5 is not in (0, 1)"),
+    ({"sources": [{"dataset": "unifood", "root": "/"}, {"dataset": "nutrition5k"}]},
+     "data.sources[1]: no root, so a demo copy, beside sources with data of your own"),
+    ({"sources": [{"dataset": "unifood"}, {"dataset": "unifood"}]}, "'unifood' is already served by data.sources[0]"),
 ])
 def test_bad_settings_fail_at_construction_naming_the_key(overrides, message):
     with pytest.raises(ValueError) as error:
@@ -78,12 +85,12 @@ def test_bad_settings_fail_at_construction_naming_the_key(overrides, message):
 
 
 def test_all_zero_weights_are_refused(demo_dir):
-    module = tiny_datamodule(demo_dir, sampling_weights={"unifood": 0.0, "nutrition5k": 0.0})
+    module = tiny_datamodule(demo_dir, sources=[{**source, "weight": 0.0} for source in TINY_DEMO])
     with pytest.raises(ValueError, match="every training sample has weight 0"):
         module.train_dataloader()
 
 
 def test_predict_without_a_source_says_what_to_set(demo_dir):
     module = tiny_datamodule(demo_dir)
-    with pytest.raises(ValueError, match="data.predict_source"):
+    with pytest.raises(ValueError, match="data.predict.source"):
         module.predict_dataloader()

@@ -99,9 +99,11 @@ def test_predict_after_fit_in_one_process_places_the_requests_in_the_training_cl
     from rode_lightning.data.datamodule import FoodDataModule
 
     write_image(tmp_path / "photos" / "a.png")
-    module = FoodDataModule(demo_dir=str(tmp_path / "demo"), demo_train_size=12, demo_eval_size=4,
-                            demo_nutrition5k_size=40, num_clusters=3, cluster_encoder="tfidf",
-                            predict_source=str(tmp_path / "photos"), predict_tasks=["category", "recipe"])
+    sources = [{"dataset": "unifood", "demo_sizes": {"train": 12, "val": 4, "test": 4}},
+               {"dataset": "nutrition5k", "demo_sizes": {"train": 32, "test": 8}}]
+    module = FoodDataModule(demo_dir=str(tmp_path / "demo"), sources=sources,
+                            clusters={"count": 3, "encoder": "tfidf"},
+                            predict={"source": str(tmp_path / "photos"), "tasks": ["category", "recipe"]})
     module.setup("fit")
     module.setup("predict")
     assert module.predict_dataset.cluster_ids is not None and len(module.predict_dataset.cluster_ids) == 2

@@ -1,7 +1,7 @@
 """Which datasets the data module serves, from where, and what it does when a split is missing.
 
-The rule under test (``rode_lightning/data/sources.py``): demo copies are served only when no data at all is
-configured; a user who configures one dataset gets that dataset and nothing synthetic mixed in.
+The rule under test (``rode_lightning/data/sources.py``): demo copies (sources without a root) are served only when
+no source has a root; a user who configures one dataset gets that dataset and nothing synthetic mixed in.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import asdict
 
 import datasets
 import pytest
@@ -18,19 +17,25 @@ from rode_lightning.conventions import TASKS
 from rode_lightning.data.datamodule import FoodDataModule
 from rode_lightning.data.datasets.unifood.demo import generate_demo_unifood
 from rode_lightning.data.datasets.food101.demo import generate_demo_food101
-from rode_lightning.data.datasets.huggingface.demo import demo_source, generate_demo_huggingface
+from rode_lightning.data.datasets import DATASETS
+from rode_lightning.data.datasets.huggingface.demo import generate_demo_huggingface
 from rode_lightning.data.errors import MissingSplitError
-from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
 from rode_lightning.data.datasets.huggingface.files import clear_dataset_cache
 from rode_lightning.data.prompts import answer_for
-from rode_lightning.data.sources import DEMO_DATASETS, HUGGINGFACE, KINDS, resolve_served_datasets
+from rode_lightning.data.sources import DEMO_DATASETS, resolve_sources
 from rode_lightning.data.splits import is_held_out
 from rode_lightning.data.datasets.unifood.reader import read_unifood_split
 from tests.conftest import demo_format
 
-SMALL = dict(demo_train_size=12, demo_eval_size=4, demo_nutrition5k_size=40, batch_size=4, eval_batch_size=4)
-NO_ROOTS = dict.fromkeys(KINDS)
+SMALL = dict(batch_size=4, eval_batch_size=4)
+SMALL_DEMO = [{"dataset": "unifood", "demo_sizes": {"train": 12, "val": 4, "test": 4}},
+              {"dataset": "nutrition5k", "demo_sizes": {"train": 32, "test": 8}}]
+HUGGINGFACE = "huggingface"
 ALL_DATASETS = ["unifood", "nutrition5k", "recipe1m", "food101", "vireo172", HUGGINGFACE]
+HF_COLUMNS = {"category": "dish", "ingredients": "ingredients",  # the demo dataset's own (huggingface/demo.py)
+              "nutrition": {"mass_g": "grams", "energy_kcal": "kcal", "fat_g": "fat", "carbohydrate_g": "carbs",
+                            "protein_g": "protein"},
+              "conversations": {"recipe": {"question": "question", "answer": "answer"}}}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,24 +73,24 @@ def test_nothing_configured_serves_the_demo_copies_and_says_so(tmp_path, caplog)
     assert module.served == ["unifood", "nutrition5k"]
     for name in ("unifood", "nutrition5k"):
         source = module.sources[name]
-        assert (source.name, source.root, source.demo, source.kind) == (name, tmp_path / name, True, KINDS[name])
-        assert source.tasks == KINDS[name].tasks
+        assert (source.name, source.root, source.demo, source.dataset) == (name, tmp_path / name, True,
+                                                                           DATASETS[name])
+        assert source.tasks == DATASETS[name].tasks
     assert module.evaluation_pairs == {"unifood": ["category", "ingredients", "recipe", "nutrition"],
                                        "nutrition5k": ["ingredients", "nutrition"]}
     assert caplog.messages == [
-        "no data configured (no data.<dataset>_root, no data.huggingface): serving the demo copies of unifood, "
-        f"nutrition5k generated in {tmp_path}"]
+        f"no data.sources configured: serving the demo copies of unifood, nutrition5k generated in {tmp_path}"]
     assert list(tmp_path.iterdir()) == []  # nothing is written before prepare_data / setup
 
 
 def test_resolving_with_nothing_configured_lists_only_the_named_demo_copies(tmp_path):
-    served = resolve_served_datasets(["food101"], NO_ROOTS, [], tmp_path)
+    served = resolve_sources([{"dataset": "food101"}], tmp_path)
     assert list(served) == ["food101"]
     assert (served["food101"].root, served["food101"].demo) == (tmp_path / "food101", True)
-    served = resolve_served_datasets([HUGGINGFACE], NO_ROOTS, [], tmp_path)
+    served = resolve_sources([{"dataset": HUGGINGFACE}], tmp_path)
     hf = served[HUGGINGFACE]
-    assert (hf.root, hf.demo, hf.kind, hf.tasks) == (tmp_path / HUGGINGFACE, True, None, TASKS)
-    assert (hf.huggingface.name, hf.huggingface.path) == (HUGGINGFACE, str(tmp_path / HUGGINGFACE))
+    assert (hf.root, hf.demo, hf.dataset, hf.tasks) == (tmp_path / HUGGINGFACE, True, DATASETS[HUGGINGFACE], TASKS)
+    assert hf.options.category == "dish"  # the demo's own column mapping
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -96,8 +101,8 @@ def test_only_the_configured_unifood_root_is_served_with_no_synthetic_nutrition5
     root = unifood_folder(tmp_path / "mine")
     demo_dir = tmp_path / "demo"
     with caplog.at_level(logging.INFO, logger="rode_lightning.data.sources"):
-        module = FoodDataModule(unifood_root=str(root), demo_dir=str(demo_dir), **SMALL)
-    assert "no data configured" not in caplog.text
+        module = FoodDataModule(sources=[{"dataset": "unifood", "root": str(root)}], demo_dir=str(demo_dir), **SMALL)
+    assert "demo copies" not in caplog.text
     assert module.served == ["unifood"]
     assert (module.sources["unifood"].root, module.sources["unifood"].demo) == (root, False)
     assert module.evaluation_pairs == {"unifood": ["category", "ingredients", "recipe", "nutrition"]}
@@ -112,51 +117,57 @@ def test_only_the_configured_unifood_root_is_served_with_no_synthetic_nutrition5
     assert "nutrition5k" not in module.summary() and "demo copy" not in module.summary()
 
 
-def test_datasets_selects_among_configured_roots(tmp_path):
+def test_sources_are_served_in_their_order_and_two_of_one_dataset_by_their_names(tmp_path):
     unifood = unifood_folder(tmp_path / "unifood")
     food101 = generate_demo_food101(tmp_path / "food101", sizes={"train": 16, "test": 4}, image_size=32)
-    served = resolve_served_datasets(["food101"], {**NO_ROOTS, "unifood": str(unifood), "food101": str(food101)},
-                                     [], tmp_path / "demo")
-    assert list(served) == ["food101"]
+    served = resolve_sources([{"dataset": "food101", "root": str(food101)},
+                              {"dataset": "unifood", "root": str(unifood)}], tmp_path / "demo")
+    assert list(served) == ["food101", "unifood"]
     assert (served["food101"].root, served["food101"].demo) == (food101, False)
-    served = resolve_served_datasets(None, {**NO_ROOTS, "unifood": str(unifood), "food101": str(food101)}, [],
-                                     tmp_path / "demo")
-    assert list(served) == ["unifood", "food101"]
+    served = resolve_sources([{"dataset": "unifood", "root": str(unifood)},
+                              {"dataset": "unifood", "root": str(unifood), "name": "again", "tasks": ["recipe"]}],
+                             tmp_path / "demo")
+    assert list(served) == ["unifood", "again"] and served["again"].tasks == ("recipe",)
+    records = served["again"].read("test", "raise", Counter())
+    assert {record.dataset for record in records} == {"again"}
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"unifood_root": "/", "datasets": ["unifood", "nutrition5k"]},
-     "data.datasets lists 'nutrition5k', which has no data: set data.nutrition5k_root, or remove 'nutrition5k' from "
-     "data.datasets (demo copies are served only when no data is configured at all)"),
-    ({"unifood_root": "/", "datasets": ["unifood", "huggingface"]},
-     "data.datasets lists 'huggingface', which has no data: set a data.huggingface block"),
-    ({"datasets": ["unifood", "food102"]},
-     "data.datasets: ['food102'] - expected names among ['food101', 'huggingface', 'nutrition5k', 'recipe1m', "
-     "'unifood', 'vireo172']"),
-    ({"datasets": []}, "data.datasets: empty list - expected names among"),
-    ({"datasets": ["food101", "food101"]}, "data.datasets: ['food101', 'food101'] names a dataset twice"),
-    ({"unifood_root": "/", "datasets": ["unifood", "unifood"]},
-     "data.datasets: ['unifood', 'unifood'] names a dataset twice"),
+@pytest.mark.parametrize("sources, message", [
+    ([{"dataset": "unifood", "root": "/"}, {"dataset": "nutrition5k"}],
+     "data.sources[1]: no root, so a demo copy, beside sources with data of your own; set its root, or remove it "
+     "(demo copies are served only when no source has a root)"),
+    ([{"dataset": "food102"}],
+     "data.sources[0].dataset: 'food102' is not a registered dataset; expected one of unifood, nutrition5k, "
+     "recipe1m, food101, vireo172, huggingface"),
+    ([], "data.sources: an empty list; expected at least one source (or null for the demo data)"),
+    ([{"dataset": "food101"}, {"dataset": "food101"}],
+     "data.sources[1].name: 'food101' is already served by data.sources[0]; give each source its own name"),
+    ([{"dataset": "unifood", "name": "my food"}], "data.sources[0].name: 'my food' - expected a plain identifier"),
+    ([{"dataset": "unifood", "tasks": ["recipe", "dessert"]}],
+     "data.sources[0].tasks: ['dessert'] - Uni-Food serves ['category', 'ingredients', 'recipe', 'nutrition']"),
+    ([{"dataset": "food101", "tasks": ["recipe"]}], "data.sources[0].tasks: ['recipe'] - Food-101 serves ['category']"),
+    ([{"dataset": "unifood", "val_fraction": 1.0}], "data.sources[0].val_fraction: 1.0 is not in (0, 1)"),
+    ([{"dataset": "unifood", "weight": -1}], "data.sources[0].weight: -1; expected a number >= 0"),
+    ([{"dataset": "unifood", "task_weights": {"recipes": 1.0}}],
+     "data.sources[0].task_weights: unknown task 'recipes'; expected some of category, ingredients, recipe"),
+    ([{"dataset": "unifood", "options": {"columns": 1}}], "data.sources[0].options: ['columns'] - Uni-Food takes no "
+                                                          "options"),
+    ([{"dataset": "recipe1m", "options": {"min_ingredient": 3}}],
+     "data.sources[0].options: ['min_ingredient'] - Recipe1M takes ['max_ingredients', 'max_instructions'"),
+    ([{"root": "/"}], "data.sources[0]: {'root': '/'} - expected a mapping with at least 'dataset' (and 'root')"),
+    ([{"dataset": "unifood", "roots": "/"}], "data.sources[0]: DatasetSource.__init__() got an unexpected keyword"),
 ])
-def test_bad_dataset_lists_are_refused_naming_the_key(tmp_path, overrides, message):
+def test_bad_sources_are_refused_naming_the_key(tmp_path, sources, message):
     with pytest.raises(ValueError) as error:
-        FoodDataModule(demo_dir=str(tmp_path), **overrides)
+        FoodDataModule(sources=sources, demo_dir=str(tmp_path))
     assert message in str(error.value)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", sorted(KINDS))
-def test_a_huggingface_block_named_like_a_released_layout_is_refused(tmp_path, name):
-    with pytest.raises(ValueError) as error:
-        FoodDataModule(huggingface=[HuggingFaceSource(path=str(tmp_path), name=name)], demo_dir=str(tmp_path))
-    assert str(error.value) == (f"data.huggingface[0].name: {name!r} is already the name of another served "
-                                f"dataset; give each dataset its own name")
-
-
-def test_two_huggingface_blocks_of_one_name_are_refused_naming_the_second(small_hf, tmp_path):
-    blocks = [demo_source(small_hf), demo_source(small_hf)]
-    with pytest.raises(ValueError, match=r"^data\.huggingface\[1\]\.name: 'demo_huggingface' is already the name"):
-        FoodDataModule(huggingface=blocks, demo_dir=str(tmp_path))
+def test_two_huggingface_sources_of_one_name_are_refused_naming_the_second(small_hf, tmp_path):
+    sources = [{"dataset": HUGGINGFACE, "root": str(small_hf), "options": HF_COLUMNS}] * 2
+    with pytest.raises(ValueError, match=r"^data\.sources\[1\]\.name: 'huggingface' is already served by "):
+        FoodDataModule(sources=sources, demo_dir=str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -169,7 +180,8 @@ def test_unifood_without_val_holds_out_train_records_by_id(tmp_path, caplog):
     original = ids_of(root / "annotations" / "train.jsonl")
     held = [f"demo-train-{i:05d}" for i in (9, 11, 13, 18)]
     assert [i for i in original if is_held_out(i, 0.2)] == held  # the split this test pins
-    module = FoodDataModule(unifood_root=str(root), val_fraction=0.2, demo_dir=str(tmp_path / "demo"), **SMALL)
+    module = FoodDataModule(sources=[{"dataset": "unifood", "root": str(root), "val_fraction": 0.2}],
+                            demo_dir=str(tmp_path / "demo"), **SMALL)
     with caplog.at_level(logging.INFO, logger="rode_lightning.data.datasets.unifood.reader"):
         module.setup("fit")
     val = [r.id for r in module.records["val"]]
@@ -184,20 +196,10 @@ def test_unifood_without_val_holds_out_train_records_by_id(tmp_path, caplog):
     assert "val" not in module.missing_splits
 
 
-def test_unifood_without_val_and_no_val_fraction_says_what_to_add(tmp_path):
-    root = unifood_folder(tmp_path / "mine", {"train": 20, "test": 4})
-    with pytest.raises(MissingSplitError) as error:
-        read_unifood_split(root, "val", val_fraction=0.0)
-    assert str(error.value) == (f"Uni-Food root {root} has no annotations/val.jsonl: add it, or set "
-                                f"data.val_fraction (e.g. 0.1) to hold out part of train.jsonl for validation")
-    # Without a val_fraction, train is the whole file.
-    assert [r.id for r in read_unifood_split(root, "train", val_fraction=0.0)] == [
-        f"demo-train-{i:05d}" for i in range(20)]
-
-
 def test_unifood_without_test_fits_and_refuses_test_naming_the_file(tmp_path):
     root = unifood_folder(tmp_path / "mine", {"train": 12, "val": 4})
-    module = FoodDataModule(unifood_root=str(root), demo_dir=str(tmp_path / "demo"), **SMALL)
+    module = FoodDataModule(sources=[{"dataset": "unifood", "root": str(root)}], demo_dir=str(tmp_path / "demo"),
+                            **SMALL)
     module.setup("fit")
     test_file = root / "annotations" / "test.jsonl"
     assert module.missing_splits == {"test": [
@@ -207,7 +209,8 @@ def test_unifood_without_test_fits_and_refuses_test_naming_the_file(tmp_path):
         module.setup("test")
     assert str(error.value).startswith("test needs a test split")
     assert str(test_file) in str(error.value)
-    fresh = FoodDataModule(unifood_root=str(root), demo_dir=str(tmp_path / "demo"), **SMALL)
+    fresh = FoodDataModule(sources=[{"dataset": "unifood", "root": str(root)}], demo_dir=str(tmp_path / "demo"),
+                           **SMALL)
     with pytest.raises(ValueError, match=r"^test needs a test split, and no served dataset has one: .*test\.jsonl"):
         fresh.setup("test")
 
@@ -215,7 +218,8 @@ def test_unifood_without_test_fits_and_refuses_test_naming_the_file(tmp_path):
 def test_a_split_missing_from_one_dataset_is_served_by_the_others(tmp_path):
     unifood = unifood_folder(tmp_path / "mine", {"train": 12, "val": 4})
     food101 = generate_demo_food101(tmp_path / "food101", sizes={"train": 16, "test": 4}, image_size=32)
-    module = FoodDataModule(unifood_root=str(unifood), food101_root=str(food101), demo_dir=str(tmp_path / "demo"),
+    module = FoodDataModule(sources=[{"dataset": "unifood", "root": str(unifood)},
+                                     {"dataset": "food101", "root": str(food101)}], demo_dir=str(tmp_path / "demo"),
                             **SMALL)
     module.setup("test")
     assert module.served == ["unifood", "food101"]
@@ -232,7 +236,8 @@ def test_a_split_missing_from_one_dataset_is_served_by_the_others(tmp_path):
 
 @pytest.fixture(scope="module")
 def every_dataset(tmp_path_factory):
-    module = FoodDataModule(datasets=ALL_DATASETS, demo_dir=str(tmp_path_factory.mktemp("every_demo")), **SMALL)
+    sources = [SMALL_DEMO[0], {"dataset": "nutrition5k"}, *({"dataset": name} for name in ALL_DATASETS[2:])]
+    module = FoodDataModule(sources=sources, demo_dir=str(tmp_path_factory.mktemp("every_demo")), **SMALL)
     module.prepare_data()
     module.setup("fit")
     module.conversation_format = demo_format()
@@ -285,7 +290,7 @@ def test_recipe1m_nutrition_has_no_carbohydrate(every_dataset):
 
 
 def test_every_kind_counts_per_dataset(every_dataset):
-    # Demo sizes: Uni-Food 12/4/4 (demo_train_size, demo_eval_size); the Hugging Face demo its own 64/16/16.
+    # Demo sizes: Uni-Food 12/4/4 (its demo_sizes); the Hugging Face demo its own 64/16/16.
     for split, unifood, hf in (("train", 12, 64), ("val", 4, 16), ("test", 4, 16)):
         counts = Counter(r.dataset for r in every_dataset.records[split])
         assert (counts["unifood"], counts[HUGGINGFACE]) == (unifood, hf), split
@@ -293,16 +298,17 @@ def test_every_kind_counts_per_dataset(every_dataset):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Sampling weights by a Hugging Face block's name
+# Sampling weights by a source's name
 
 
-def test_sampling_weights_by_a_huggingface_block_name(small_hf, tmp_path):
-    source = HuggingFaceSource(**{**asdict(demo_source(small_hf)), "name": "mine"})
+def test_sampling_weights_by_a_huggingface_source_name(small_hf, tmp_path):
     unifood = unifood_folder(tmp_path / "unifood")
-    module = FoodDataModule(unifood_root=str(unifood), huggingface=[source], demo_dir=str(tmp_path / "demo"),
-                            sampling_weights={"mine": 3.0, "mine/recipe": 0.0}, **SMALL)
-    assert module.served == ["unifood", "mine"]
-    assert module.sources["mine"].config_key == "data.huggingface[0]"
+    module = FoodDataModule(sources=[{"dataset": "unifood", "root": str(unifood)},
+                                     {"dataset": HUGGINGFACE, "root": str(small_hf), "name": "mine", "weight": 3.0,
+                                      "task_weights": {"recipe": 0.0}, "options": HF_COLUMNS}],
+                            demo_dir=str(tmp_path / "demo"), **SMALL)
+    assert module.served == ["unifood", "mine"] and module.weighted
+    assert module.sources["mine"].key == "data.sources[1]"
     module.setup("fit")
     samples = module.datasets["train"].samples
     expected = [1.0 if s.record.dataset == "unifood" else 0.0 if s.task == "recipe" else 3.0 for s in samples]
@@ -313,17 +319,17 @@ def test_sampling_weights_by_a_huggingface_block_name(small_hf, tmp_path):
     assert not any(d == "mine" and t == "recipe" for d, t in zip(batch.datasets, batch.tasks))
 
 
-@pytest.mark.parametrize("key", ["unifood", "huggingface", "demo_huggingface/recipe"])
-def test_sampling_weights_by_an_unserved_dataset_are_refused(small_hf, tmp_path, key):
-    source = HuggingFaceSource(**{**asdict(demo_source(small_hf)), "name": "mine"})
-    with pytest.raises(ValueError) as error:
-        FoodDataModule(huggingface=[source], demo_dir=str(tmp_path), sampling_weights={key: 1.0})
-    assert str(error.value).startswith(f"data.sampling_weights: unknown key {key!r}; expected a served dataset "
-                                       f"(mine) or '<dataset>/<task>'")
+def test_without_weights_training_is_one_shuffled_pass(tmp_path):
+    module = FoodDataModule(sources=SMALL_DEMO, demo_dir=str(tmp_path), **SMALL)
+    assert not module.weighted
+    module.setup("fit")
+    module.conversation_format = demo_format()
+    order = list(module.train_dataloader().sampler)
+    assert sorted(order) == list(range(len(module.datasets["train"])))
 
 
 def test_a_root_that_does_not_exist_is_refused_at_construction_naming_the_key(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
-        FoodDataModule(food101_root=str(tmp_path / "food-101"))
-    assert str(error.value) == (f"data.food101_root: {tmp_path / 'food-101'} does not exist or is not a directory; "
-                                f"expected the Food-101 folder (README.md, Data)")
+        FoodDataModule(sources=[{"dataset": "food101", "root": str(tmp_path / "food-101")}])
+    assert str(error.value) == (f"data.sources[0].root: {tmp_path / 'food-101'} does not exist or is not a "
+                                f"directory; expected the Food-101 folder (images/, meta/)")

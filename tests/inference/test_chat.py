@@ -78,7 +78,7 @@ def test_a_cluster_adapter_carries_its_clusterer_to_predict_and_chat(cli_demo_di
     logs = tmp_path / "logs"
     fit = main(["fit", *tiny_cli_args(cli_demo_dir, logs, *cluster, "--trainer.limit_train_batches", "2",
                                       "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
-                                      "--data.cluster_encoder", "tfidf")])
+                                      "--data.clusters.encoder", "tfidf")])
     adapter = logs / "demo" / "version_0" / "adapter"
     assert (adapter / CLUSTERS_CONFIG).is_file()
     saved = InstructionClusters.load(adapter)
@@ -92,8 +92,8 @@ def test_a_cluster_adapter_carries_its_clusterer_to_predict_and_chat(cli_demo_di
     empty = tmp_path / "no_data"
     empty.mkdir()
     predicted = main(["predict", *tiny_cli_args(empty, logs, *cluster), "--model.adapter_path", str(adapter),
-                      "--data.predict_source", str(requests)])
-    assert predicted.datamodule.hparams.instruction_clusters == str(adapter)
+                      "--data.predict.source", str(requests)])
+    assert predicted.datamodule.cluster_options.saved == str(adapter)
     assert predicted.datamodule.predict_dataset.cluster_ids == saved.assign(questions).tolist()
     assert list(empty.iterdir()) == []  # no training data generated or read
     answers = [json.loads(line) for line in (adapter.parent / "predict" / "predictions.jsonl").read_text().splitlines()]

@@ -43,8 +43,9 @@ def reference_item(tokenizer, transform, question: str, answer: str, image, num_
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> FoodDataModule:
-    module = FoodDataModule(demo_dir=str(tmp_path_factory.mktemp("formats_demo")), demo_train_size=12,
-                            demo_eval_size=4, demo_nutrition5k_size=40, batch_size=4)
+    sources = [{"dataset": "unifood", "demo_sizes": {"train": 12, "val": 4, "test": 4}},
+               {"dataset": "nutrition5k", "demo_sizes": {"train": 32, "test": 8}}]
+    module = FoodDataModule(demo_dir=str(tmp_path_factory.mktemp("formats_demo")), sources=sources, batch_size=4)
     module.setup("fit")
     return module
 

@@ -80,7 +80,7 @@ def served(cli_demo_dir, tiny_runs, tmp_path_factory) -> Served:
                      {"id": f"{number}-free", "image": f"dish{number}.png", "question": "What dish is this?"}]
     (photos / "requests.jsonl").write_text("".join(json.dumps(request) + "\n" for request in requests))
     main(["predict", *tiny_cli_args(cli_demo_dir, logs), "--model.adapter_path", str(adapter),
-          "--data.predict_source", str(photos / "requests.jsonl")])
+          "--data.predict.source", str(photos / "requests.jsonl")])
     predictions = [json.loads(line) for line in (adapter.parent / "predict" / "predictions.jsonl").read_text()
                    .splitlines()]
     port = _free_port()
