@@ -13,6 +13,13 @@ import re
 TASKS: tuple[str, ...] = ("category", "ingredients", "recipe", "nutrition")
 """The food tasks, in the order results tables list them."""
 
+CONVERSATION_TASK = "conversation"
+"""A conversation of a dataset's own (conversation JSON) not tagged with a food task: free text, trained on every
+answer, scored by SacreBLEU and ROUGE-L on its last one."""
+
+SERVED_TASKS: tuple[str, ...] = (*TASKS, CONVERSATION_TASK)
+"""Every task a sample can have: what ``data.tasks`` and a source's ``tasks`` may name."""
+
 NUTRITION_FIELDS: tuple[str, ...] = ("mass_g", "energy_kcal", "fat_g", "carbohydrate_g", "protein_g")
 """Dish-level nutrition fields, in the order the paper's tables list them."""
 

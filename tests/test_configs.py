@@ -156,3 +156,14 @@ def test_memory_estimate_prints_every_compared_adapter_and_checkpointing_saves_a
     tower_bf16_gib = fp32["this config"]["memory_gib"]["frozen_weights"] - report["this config"]["memory_gib"][
         "frozen_weights"]
     assert tower_bf16_gib == pytest.approx(303_966_208 * 2 / 2**30, rel=0.01)  # ViT-L/14-336 tower, 2 bytes saved each
+
+
+def test_the_estimate_parses_a_config_with_old_data_keys():
+    """``python -m rode_lightning.estimate`` parses with the command line's parser, old keys rewritten alike."""
+    from rode_lightning.cli import parse_fit_arguments
+
+    with pytest.warns(FutureWarning, match="old data keys"):
+        data = parse_fit_arguments(["--config", str(LEGACY / "rode.yaml")]).as_dict()["data"]
+    assert [(source["dataset"], source["root"]) for source in data["sources"]] == [
+        ("unifood", "/path/to/unifood"), ("nutrition5k", "/path/to/nutrition5k")]
+    assert data["tasks"]["eval"] == ["ingredients", "recipe", "nutrition"]

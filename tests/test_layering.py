@@ -80,3 +80,45 @@ def test_a_module_over_400_lines_says_why_at_its_top():
         if len(text.splitlines()) > 400 and "over 400 lines" not in " ".join(docstring.split()):
             unexplained.append(f"{path.relative_to(PACKAGE)} ({len(text.splitlines())} lines)")
     assert not unexplained, "split these or say why at the top: " + ", ".join(unexplained)
+
+
+DATASETS_FOLDER = PACKAGE / "data" / "datasets"
+
+
+def test_no_dataset_folder_imports_another():
+    """A dataset is a folder (``data/datasets/<name>/``): it imports the shared data modules, never another
+    dataset's folder, so that one can be added, changed or removed alone."""
+    folders = sorted(path for path in DATASETS_FOLDER.iterdir() if (path / "__init__.py").is_file())
+    assert {folder.name for folder in folders} >= {"unifood", "nutrition5k", "recipe1m", "food101", "vireo172",
+                                                   "huggingface"}
+    crossing = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*.py")):
+            for module in _imports(path):
+                parts = module.split(".")
+                if parts[:3] == ["rode_lightning", "data", "datasets"] and len(parts) > 3 and parts[3] not in (
+                        folder.name, "base"):
+                    crossing.append(f"{path.relative_to(PACKAGE)} imports {module}")
+                if module == "rode_lightning.data.datasets":
+                    crossing.append(f"{path.relative_to(PACKAGE)} imports the registry")
+    assert not crossing, "\n".join(crossing)
+
+
+def test_no_function_of_the_data_package_is_over_50_lines():
+    long = []
+    for path in sorted((PACKAGE / "data").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 50:
+                    long.append(f"{path.relative_to(PACKAGE)}: {node.name} ({lines} lines)")
+    assert not long, "split these into named steps: " + ", ".join(long)
+
+
+def test_the_data_module_takes_at_most_12_arguments():
+    import inspect
+
+    from rode_lightning.data.datamodule import FoodDataModule
+
+    parameters = list(inspect.signature(FoodDataModule.__init__).parameters)[1:]
+    assert len(parameters) <= 12, parameters

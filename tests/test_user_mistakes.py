@@ -180,7 +180,7 @@ MISTAKES = {
     "unknown task": ("fit", ["--data.tasks.train", "[cooking]"], "data.tasks.train: ['cooking']"),
     "unknown dataset": ("fit", sources("{dataset: food102}"), "data.sources[0].dataset: 'food102'"),
     "val fraction out of range": ("fit", sources("{dataset: unifood, val_fraction: 1.5}"),
-                                  "data.sources[0].val_fraction: 1.5"),
+                                  "data.sources[0].val_fraction=1.5"),
     "missing data root": ("fit", sources("{dataset: unifood, root: /nonexistent/unifood}"),
                           "data.sources[0].root: /nonexistent"),
     "dataset listed without its root": ("fit", lambda tmp: sources(f"{{dataset: unifood, root: {tmp}}}",

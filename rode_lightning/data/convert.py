@@ -6,8 +6,8 @@
     python -m rode_lightning.data.convert --from huggingface --config my_dataset.yaml --to /data/mine_unifood
 
 The output is the Uni-Food format of README.md: ``annotations/<split>.jsonl`` and the images under ``images/``,
-read back by :func:`~rode_lightning.data.datasets.unifood.reader.read_unifood_split` into the same records (the test checks the
-round trip). Splits the source holds are written as they are served, so a held-out ``val`` of Food-101 or
+read back by :func:`~rode_lightning.data.datasets.unifood.reader.read_unifood_split` into the same records (the test
+checks the round trip). Splits the source holds are written as they are served, so a held-out ``val`` of Food-101 or
 Nutrition5k becomes a ``val.jsonl`` of its own and stays the same dishes.
 """
 
@@ -82,6 +82,9 @@ def served_dataset(name: str, root: str | None, config: str | None,
     in the YAML ``config`` (a ``data.sources`` entry, or the keys of an old ``data.huggingface`` block)."""
     if name not in DATASETS:
         raise UserError(f"--from {name!r}: expected one of {', '.join(DATASETS)}")
+    if name == "conversations":  # Uni-Food has no turns: a conversation would be written without them
+        raise UserError("--from conversations: a conversation is not a Uni-Food dish and would lose its turns; serve "
+                        "the folder as it is, as a data.sources entry (dataset: conversations)")
     if name == "huggingface":
         return serve_source(_huggingface_source(config, val_fraction), config, Path("."))
     if root is None:
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rode_lightning.data.convert", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="source", required=True, help=f"one of {', '.join(DATASETS)}")
     parser.add_argument("--root", help="the dataset's folder, in its released layout")
-    parser.add_argument("--config", help="for --from huggingface: a YAML file with one data.sources entry (its root and options)")
+    parser.add_argument("--config",
+                        help="for --from huggingface: a YAML file with one data.sources entry (its root and options)")
     parser.add_argument("--to", dest="out", required=True, help="the Uni-Food folder to write")
     parser.add_argument("--link", action="store_true", help="link the images instead of copying them")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",

@@ -1,9 +1,10 @@
 """How every dataset reader reports bad input.
 
-Both readers (Uni-Food, Nutrition5k) share one policy so that the data module can treat them alike: a record that
-cannot be used either stops the run with a :class:`DataFormatError` naming the file and line (``on_error="raise"``),
-or is left out and counted by reason in a :class:`SkipCounter` (``on_error="skip"``). It is never dropped silently
-and never reaches a data-loader worker, where the failure would surface far from its cause.
+Every dataset reader shares one policy so that the data module can treat them alike: a record that cannot be used
+either stops the run with a :class:`DataFormatError` naming the file and line (``on_error="raise"``), or is left out
+and counted by reason in a :class:`SkipCounter` (``on_error="skip"``). It is never dropped silently and never
+reaches a data-loader worker, where the failure would surface far from its cause. The reader contract
+(``tests/data/test_reader_contract.py``) holds every registered dataset to it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ OnError = Literal["raise", "skip"]
 class DataFormatError(UserError):
     """A data file does not follow its documented format.
 
-    Messages start with a short reason followed by a colon and the detail (``"bad nutrition value: fat_g=-3 ..."``);
+    Messages start with a short reason followed by a colon and the detail (``"bad nutrition value: fat_g is -3 ..."``);
     :func:`skip_reason` relies on that to group skip counts by cause.
     """
 

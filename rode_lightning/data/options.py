@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rode_lightning.conventions import TASKS
+from rode_lightning.conventions import SERVED_TASKS
 from rode_lightning.user_errors import UserError
 
 
 def _all_tasks() -> list[str]:
-    return list(TASKS)
+    return list(SERVED_TASKS)
 
 
 @dataclass
@@ -61,9 +61,9 @@ class PredictOptions:
 
 
 def check_tasks(key: str, tasks: list[str]) -> None:
-    unknown = [task for task in tasks if task not in TASKS]
+    unknown = [task for task in tasks if task not in SERVED_TASKS]
     if unknown or not tasks:
-        raise UserError(f"{key}: {unknown or 'empty list'} - expected a non-empty subset of {list(TASKS)}")
+        raise UserError(f"{key}: {unknown or 'empty list'} - expected a non-empty subset of {list(SERVED_TASKS)}")
 
 
 def as_options(value, kind: type, key: str):

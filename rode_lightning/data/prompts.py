@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rode_lightning.conventions import NUTRITION_UNITS, TASKS
+from rode_lightning.conventions import CONVERSATION_TASK, NUTRITION_UNITS, TASKS
 from rode_lightning.data.records import FoodRecord
 
 
@@ -37,10 +37,16 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def turns_task(record: FoodRecord) -> str | None:
+    """The one task a record's own conversation (``turns``) is served for: its tag, else the free-text task."""
+    return (record.turns_task or CONVERSATION_TASK) if record.turns else None
+
 
 def task_available(record: FoodRecord, task: str) -> bool:
-    if task in record.conversations:
+    if task in record.conversations or (record.turns and task == turns_task(record)):
         return True
+    if task == CONVERSATION_TASK:
+        return False
     if task == "category":
         return record.category is not None
     if task == "ingredients":
@@ -54,6 +60,8 @@ def task_available(record: FoodRecord, task: str) -> bool:
 
 def answer_for(record: FoodRecord, task: str) -> str:
     """The target answer, in the task's documented format (or as the dataset wrote it, see ``conversations``)."""
+    if record.turns and task == turns_task(record):
+        return record.turns[-1].text
     if task in record.conversations:
         return record.conversations[task][1]
     if task == "category":
@@ -81,7 +89,9 @@ def format_nutrition(values: dict[str, float]) -> str:
 
 def question_for(record: FoodRecord, task: str, seed: int = 0) -> str:
     """One of the task's phrasings, chosen by a hash of (seed, sample, task): stable across runs and workers; the
-    dataset's own question where it has one (``FoodRecord.conversations``)."""
+    dataset's own question where it has one (``FoodRecord.conversations``; the last user turn of ``turns``)."""
+    if record.turns and task == turns_task(record):
+        return next(turn.text for turn in reversed(record.turns) if turn.role == "user")
     if task in record.conversations:
         return record.conversations[task][0]
     phrasings = QUESTIONS[task]

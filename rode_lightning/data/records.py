@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from rode_lightning.conventions import NUTRITION_FIELDS
-
+from rode_lightning.data.conversation import Turn
 
 
 @runtime_checkable
@@ -52,6 +52,10 @@ class FoodRecord:
     ``conversations`` maps a task to a ``(question, answer)`` written by the dataset itself (a Hugging Face dataset
     with question and answer columns): that task is asked and answered with these texts instead of the templates of
     :mod:`rode_lightning.data.prompts`, and scored against the answer text.
+    ``turns`` is a whole conversation about the image as the dataset wrote it (conversation JSON, LLaVA-Instruct
+    style: user first, then alternating, the assistant last), trained on every answer; it is one sample, for the task
+    ``turns_task`` names when its last answer answers a food task in that task's format, else for the free-text task
+    (:data:`~rode_lightning.conventions.CONVERSATION_TASK`), scored on the last answer.
     """
 
     id: str
@@ -62,6 +66,8 @@ class FoodRecord:
     recipe: tuple[str, ...] = ()
     nutrition: dict[str, float] | None = field(default=None, hash=False)
     conversations: dict[str, tuple[str, str]] = field(default_factory=dict, hash=False)
+    turns: tuple[Turn, ...] = ()
+    turns_task: str | None = None
 
     @property
     def ingredient_names(self) -> list[str]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rode_lightning.conventions import TASKS
+from rode_lightning.conventions import SERVED_TASKS
 from rode_lightning.data.datasets import FoodDataset, ReadRequest, get_dataset
 from rode_lightning.data.errors import OnError, SkipCounter
 from rode_lightning.data.records import FoodRecord
-from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction
 from rode_lightning.user_errors import UserError
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,10 @@ def serve_source(source: DatasetSource, key: str, demo_dir: Path) -> ServedDatas
     dataset = get_dataset(source.dataset, key)
     if not source.served_name.isidentifier():
         raise UserError(f"{key}.name: {source.served_name!r} - expected a plain identifier (letters, digits, _)")
-    if not 0 < source.val_fraction < 1:
-        raise UserError(f"{key}.val_fraction: {source.val_fraction} is not in (0, 1)")
+    check_fraction(source.val_fraction, f"{key}.val_fraction")
     for task, weight in {"weight": source.weight, **(source.task_weights or {})}.items():
-        if task != "weight" and task not in TASKS:
-            raise UserError(f"{key}.task_weights: unknown task {task!r}; expected some of {', '.join(TASKS)}")
+        if task != "weight" and task not in SERVED_TASKS:
+            raise UserError(f"{key}.task_weights: unknown task {task!r}; expected some of {', '.join(SERVED_TASKS)}")
         if weight is not None and not weight >= 0:
             raise UserError(f"{key}.{'weight' if task == 'weight' else f'task_weights.{task}'}: {weight!r}; "
                             "expected a number >= 0")

@@ -26,6 +26,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("pmae_average", "pMAE avg. ↓"),
     ("ingredient_sample_iou", "sample IoU ↑"),
     ("category_accuracy", "category acc. ↑"),
+    ("conversation_sacrebleu", "conversation SacreBLEU ↑"),
+    ("conversation_rouge_l", "conversation ROUGE-L ↑"),
 )
 
 SCALES = ("IoU and accuracy are fractions (0-1); SacreBLEU and ROUGE-L are 0-100; pMAE is 100 * mean |error| / "
@@ -107,6 +109,8 @@ CONSOLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("pmae_protein", "nutrition", "pMAE protein"),
     ("pmae_average", "nutrition", "pMAE average"),
     ("nutrition_missing_rate", "nutrition", "fields missing"),
+    ("conversation_sacrebleu", "conversation", "SacreBLEU"),
+    ("conversation_rouge_l", "conversation", "ROUGE-L"),
 )
 # The floor printed beside a metric, from the labels alone (data module).
 CONSOLE_FLOORS: dict[str, str] = {"ingredient_iou": "ingredient_iou_most_frequent",

@@ -6,11 +6,14 @@ metrics and gather them together, even a process whose shard of the evaluation s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 from torchmetrics import Metric
+
+from rode_lightning.conventions import CONVERSATION_TASK
 
 from rode_lightning.metrics.category import CategoryAccuracy
 from rode_lightning.metrics.ingredients import IngredientIoU
@@ -22,6 +25,8 @@ TASK_METRICS: dict[str, type[Metric]] = {
     "ingredients": IngredientIoU,
     "recipe": RecipeScores,
     "nutrition": NutritionPMAE,
+    # Free text: the raw text (recipe normalisation drops numbers, which a free answer may need).
+    CONVERSATION_TASK: functools.partial(RecipeScores, normalize=False),
 }
 
 DATASET_TASKS: dict[str, tuple[str, ...]] = {
@@ -35,6 +40,7 @@ METRIC_NAMES: dict[str, dict[str, str]] = {
     "category": {"accuracy": "category_accuracy"},
     "ingredients": {"dataset_iou": "ingredient_iou", "sample_iou": "ingredient_sample_iou"},
     "recipe": {"sacrebleu": "recipe_sacrebleu", "rouge_l": "recipe_rouge_l"},
+    CONVERSATION_TASK: {"sacrebleu": "conversation_sacrebleu", "rouge_l": "conversation_rouge_l"},
     "nutrition": {"mass_g": "pmae_mass", "energy_kcal": "pmae_energy", "fat_g": "pmae_fat",
                   "carbohydrate_g": "pmae_carbohydrate", "protein_g": "pmae_protein", "average": "pmae_average",
                   "missing_rate": "nutrition_missing_rate"},

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rode_lightning.data.datasets.huggingface.demo import generate_demo_huggingface
-from rode_lightning.data.sources import KINDS
+from rode_lightning.data.datasets import DATASETS
 
 
 class Interrupted(KeyboardInterrupt):
@@ -17,9 +16,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _generators():
-    for name, kind in KINDS.items():
-        yield name, lambda root, write=kind.write_demo: write(root, 0, None)
-    yield "huggingface", lambda root: generate_demo_huggingface(root, seed=0)
+    for name, dataset in DATASETS.items():
+        yield name, lambda root, write=dataset.write_demo: write(root, 0, None)
 
 
 def _files(root: Path) -> dict[str, bytes]:

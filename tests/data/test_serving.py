@@ -146,7 +146,7 @@ def test_sources_are_served_in_their_order_and_two_of_one_dataset_by_their_names
     ([{"dataset": "unifood", "tasks": ["recipe", "dessert"]}],
      "data.sources[0].tasks: ['dessert'] - Uni-Food serves ['category', 'ingredients', 'recipe', 'nutrition']"),
     ([{"dataset": "food101", "tasks": ["recipe"]}], "data.sources[0].tasks: ['recipe'] - Food-101 serves ['category']"),
-    ([{"dataset": "unifood", "val_fraction": 1.0}], "data.sources[0].val_fraction: 1.0 is not in (0, 1)"),
+    ([{"dataset": "unifood", "val_fraction": 1.0}], "data.sources[0].val_fraction=1.0: expected a number in (0, 1)"),
     ([{"dataset": "unifood", "weight": -1}], "data.sources[0].weight: -1; expected a number >= 0"),
     ([{"dataset": "unifood", "task_weights": {"recipes": 1.0}}],
      "data.sources[0].task_weights: unknown task 'recipes'; expected some of category, ingredients, recipe"),

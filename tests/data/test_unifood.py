@@ -1,3 +1,7 @@
+"""Uni-Food's own checks of a record (its JSON fields, duplicate ids, missing images). What every reader does with
+bad input (malformed lines, unreadable images, skipping and counting, missing files, non-UTF-8 text, held-out val)
+is the reader contract's, ``test_reader_contract.py``."""
+
 from __future__ import annotations
 
 import io
@@ -7,11 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rode_lightning.data.datasets.unifood.reader import DataFormatError, SkipCounter, read_unifood_split
+from rode_lightning.data.datasets.unifood.reader import DataFormatError, read_unifood_split
+
+ALL_TRAIN = 1e-9  # a hold-out share too small to take either id of these files: train.jsonl is all train
 
 
 def image_bytes(image_format: str) -> bytes:
-    # Noise, so that the compressed pixel data is most of the file and a cut at the end lands inside it.
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=image_format)
@@ -32,55 +37,25 @@ GOOD = {"id": "1", "image": "images/a.png", "category": "salad",
 
 
 @pytest.mark.parametrize("bad, message", [
-    ("{not json", "malformed JSON"),
     (json.dumps({**GOOD, "image": "images/missing.png"}), "missing image"),
     (json.dumps({**GOOD, "ingredients": []}), "no ingredients"),
-    (json.dumps({**GOOD, "nutrition": {**GOOD["nutrition"], "fat_g": -3}}), "bad nutrition value: fat_g=-3"),
-    (json.dumps({**GOOD, "nutrition": {**GOOD["nutrition"], "protein_g": "many"}}), "protein_g='many'"),
+    (json.dumps({**GOOD, "ingredients": [{"name": "tomato", "grams": -1}]}),
+     r"bad ingredient grams: the grams of 'tomato' is -1, expected a finite number >= 0"),
+    (json.dumps({**GOOD, "nutrition": {**GOOD["nutrition"], "fat_g": -3}}),
+     r"bad nutrition value: fat_g is -3, expected a number in \[0, 1000\]"),
+    (json.dumps({**GOOD, "nutrition": {**GOOD["nutrition"], "protein_g": "many"}}),
+     "bad nutrition value: protein_g is 'many'"),  # a string in JSON is not a number, even "5"
+    (json.dumps({**GOOD, "nutrition": {**GOOD["nutrition"], "carbs": 3}}), r"unknown nutrition field: \['carbs'\]"),
     (json.dumps({**GOOD, "id": "1"}), "duplicate id '1'"),
-])
+], ids=["missing image", "no ingredients", "negative grams", "negative nutrition", "text nutrition",
+        "unknown nutrition field", "duplicate id"])
 def test_bad_record_names_file_and_line(tmp_path, bad, message):
     write_split(tmp_path, [json.dumps(GOOD), bad])
     with pytest.raises(DataFormatError, match=rf"train.jsonl:2: .*{message}"):
-        read_unifood_split(tmp_path, "train")
+        read_unifood_split(tmp_path, "train", val_fraction=ALL_TRAIN)
 
 
-def test_bad_records_can_be_skipped_and_counted(tmp_path):
-    write_split(tmp_path, [json.dumps(GOOD), "{oops", json.dumps({**GOOD, "id": "2", "ingredients": []})])
-    skipped = SkipCounter()
-    records = read_unifood_split(tmp_path, "train", on_error="skip", skipped=skipped)
-    assert [record.id for record in records] == ["1"]
-    assert sum(skipped.values()) == 2
-    assert "malformed JSON" in skipped.report() and "no ingredients" in skipped.report()
-
-
-def test_missing_split_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"annotations/val.jsonl"):
-        read_unifood_split(tmp_path, "val")
-
-
-# PNG cut at its end keeps its pixels but loses the closing chunk; JPEG cut anywhere is only seen by decoding it.
-BAD_IMAGES = {
-    "empty.png": (b"", "is not an image format"),
-    "text.png": (b"hello", "is not an image format"),
-    "cut_end.png": (image_bytes("PNG")[:-8], "is truncated or corrupt"),
-    "cut_half.png": (image_bytes("PNG")[: len(image_bytes("PNG")) // 2], "is truncated or corrupt"),
-    "cut.jpg": (image_bytes("JPEG")[:-40], "is truncated or corrupt"),
-}
-
-
-@pytest.mark.parametrize("name", BAD_IMAGES)
-def test_unreadable_or_truncated_image_names_line_and_image(tmp_path, name):
-    data, message = BAD_IMAGES[name]
-    write_split(tmp_path, [json.dumps(GOOD), json.dumps({**GOOD, "id": "2", "image": f"images/{name}"})],
-                images={name: data})
-    with pytest.raises(DataFormatError, match=rf"train.jsonl:2: unreadable image: .*images/{name} {message}"):
-        read_unifood_split(tmp_path, "train")
-    skipped = SkipCounter()
-    assert [r.id for r in read_unifood_split(tmp_path, "train", on_error="skip", skipped=skipped)] == ["1"]
-    assert skipped == {"unifood/train: DataFormatError: unreadable image": 1}
-
-
-def test_good_jpeg_is_accepted(tmp_path):
-    write_split(tmp_path, [json.dumps({**GOOD, "image": "images/a.jpg"})], images={"a.jpg": image_bytes("JPEG")})
-    assert [r.id for r in read_unifood_split(tmp_path, "train")] == ["1"]
+def test_nutrition_keeps_the_fields_given(tmp_path):
+    write_split(tmp_path, [json.dumps({**GOOD, "nutrition": {"energy_kcal": 9, "protein_g": 0.5}})])
+    [record] = read_unifood_split(tmp_path, "train", val_fraction=ALL_TRAIN)
+    assert record.nutrition == {"energy_kcal": 9.0, "protein_g": 0.5}  # absent fields stay absent, never 0

@@ -15,7 +15,7 @@ import yaml
 from rode_lightning.experiments.__main__ import main as experiments_main
 from rode_lightning.experiments.grid import Grid, GridError
 from rode_lightning.experiments import runner
-from rode_lightning.experiments.runner import print_commands, run_directory, run_grid
+from rode_lightning.experiments.runner import fit_command, print_commands, run_directory, run_grid
 from tests.cli_process import run_cli_process
 from tests.conftest import tiny_cli_args
 
@@ -189,6 +189,18 @@ def test_a_variant_may_run_seeds_of_its_own(tmp_path):
                                               "lora/seed_1", "top1/seed_1", "rode/seed_2", "rode/seed_3"]
     assert grid.all_seeds == [0, 1, 2, 3] and grid.seeds_of("top1") == [0, 1]
 
+
+
+def test_a_grid_file_with_old_data_keys_runs_today_s_keys_and_warns(tmp_path):
+    raw = {"base": [str(REPO / "configs" / "demo.yaml")], "seeds": [0], "output": str(tmp_path / "out"),
+           "variants": {"rode": []}, "arguments": ["--data.demo_train_size", "16", "--data.train_tasks", "[recipe]"]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.warns(FutureWarning, match=r"grid.yaml: arguments: old data keys .*--data.demo_train_size"):
+        grid = Grid.from_file(path)
+    assert grid.arguments == ["--data.sources=[{dataset: unifood, demo_sizes: {train: 16, val: 64, test: 64}}, "
+                              "{dataset: nutrition5k}]", "--data.tasks.train", "[recipe]"]
+    assert "--data.demo_train_size" not in fit_command(grid, grid.runs[0])
 
 def test_a_grid_on_the_transformers_base(tmp_path, cli_demo_dir):
     """The same grid machinery with model.base: transformers (a tiny Qwen2-VL directory): every run trains, tests and

@@ -8,6 +8,7 @@ then serves it.
 from __future__ import annotations
 
 from rode_lightning.data.datasets.base import FoodDataset, NoOptions, ReadRequest
+from rode_lightning.data.datasets.conversations import Conversations
 from rode_lightning.data.datasets.food101 import Food101
 from rode_lightning.data.datasets.huggingface import HuggingFace
 from rode_lightning.data.datasets.nutrition5k import Nutrition5k
@@ -42,5 +43,6 @@ register_dataset(Recipe1M())
 register_dataset(Food101())
 register_dataset(Vireo172())
 register_dataset(HuggingFace())
+register_dataset(Conversations())
 
 __all__ = ["DATASETS", "FoodDataset", "NoOptions", "ReadRequest", "get_dataset", "register_dataset"]

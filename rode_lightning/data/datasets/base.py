@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from rode_lightning.data.errors import OnError, SkipCounter
 from rode_lightning.data.records import FoodRecord
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION
 from rode_lightning.user_errors import MissingFileError, UserError
 
 
@@ -30,7 +31,7 @@ class ReadRequest:
     split: str
     on_error: OnError = "raise"
     skipped: SkipCounter = field(default_factory=SkipCounter)
-    val_fraction: float = 0.1
+    val_fraction: float = DEFAULT_VAL_FRACTION
     demo: bool = False
     key: str = "data.sources"
     name: str | None = None  # the served name (``data.sources[i].name``); None: the dataset's own

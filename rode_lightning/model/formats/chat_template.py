@@ -9,7 +9,10 @@ batched as the processor batches them for its model (flattened patches with ``im
 
 Labels come from tokenizing the whole conversation once: the prompt rendered with ``add_generation_prompt=True`` must
 be a token prefix of it (else the template is refused, naming the model family), and the labels cover the answer
-and its end-of-turn token, nothing after it. The tokenizer is used as shipped: no token is added.
+and its end-of-turn token, nothing after it. A multi-turn conversation is trained on every answer: each earlier
+answer starts where the turns before it, rendered with the generation prompt, end (again a token prefix of the whole,
+found with one more processor call for the batch's earlier answers) and ends with its end-of-turn token. The
+tokenizer is used as shipped: no token is added.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from rode_lightning.batch import FoodBatch
 from rode_lightning.conventions import IGNORE_INDEX
-from rode_lightning.data.conversation import Conversation
+from rode_lightning.data.conversation import Conversation, Turn
 from rode_lightning.model.formats.base import ConversationFormat, metadata, pad_sequences
 from rode_lightning.user_errors import UserError
 
@@ -55,7 +58,11 @@ def processor_image_token_id(processor) -> int | None:
 
 def chat_messages(conversation: Conversation, prompt_only: bool) -> list[dict]:
     """The conversation as the ``messages`` a processor's chat template takes; the image with the first user turn."""
-    turns = conversation.prompt_turns if prompt_only else conversation.turns
+    return turn_messages(conversation.prompt_turns if prompt_only else conversation.turns)
+
+
+def turn_messages(turns: tuple[Turn, ...]) -> list[dict]:
+    """``turns`` as chat-template ``messages``, the image part in the first one."""
     messages = []
     for position, turn in enumerate(turns):
         content = [{"type": "text", "text": turn.text}]
@@ -121,25 +128,62 @@ class ChatTemplateFormat(ConversationFormat):
         extra = {name: tensor for name, tensor in outputs.items() if name not in _NOT_PIXEL_INPUTS}
         pixel_values = extra.pop("pixel_values", None)
         batch = FoodBatch(prompt_ids=prompt_ids, prompt_attention_mask=prompt_mask, pixel_values=pixel_values,
-                          extra=extra, pixel_rows=_pixel_rows(pixel_values, extra, prompts["rows"], self.image_token_id),
+                          extra=extra,
+                          pixel_rows=_pixel_rows(pixel_values, extra, prompts["rows"], self.image_token_id),
                           **metadata(conversations))
         if batch.has_answers:
             whole = self._encode(self._render(conversations, prompt_only=False), images, "right")["rows"]
-            labels = [self._labels(ids, prompt, conversation)
-                      for ids, prompt, conversation in zip(whole, prompts["rows"], conversations)]
+            earlier = self._earlier_prompts(conversations, images)
+            labels = [self._labels(ids, earlier[row] + [prompt], conversation)
+                      for row, (ids, prompt, conversation) in enumerate(zip(whole, prompts["rows"], conversations))]
             self.add_teacher_forced(batch, whole, labels, self.image_token_id)
         return batch
 
-    def _labels(self, ids: list[int], prompt: list[int], conversation: Conversation) -> list[int]:
-        """The answer's tokens and its end-of-turn token; everything else ignored."""
-        if ids[: len(prompt)] != prompt:
+    def _earlier_prompts(self, conversations: list[Conversation], images: list) -> list[list[list[int]]]:
+        """Per conversation, the token ids of the turns before each assistant turn but the last, rendered with the
+        generation prompt: where each earlier answer starts. One processor call for the whole batch; none when every
+        conversation has a single answer (so single-turn batches are spelled exactly as before)."""
+        wanted = [(row, conversation.turns[:position]) for row, conversation in enumerate(conversations)
+                  for position, turn in enumerate(conversation.turns[:-1]) if turn.role == "assistant"]
+        earlier: list[list[list[int]]] = [[] for _ in conversations]
+        if not wanted:
+            return earlier
+        texts = [self.processor.apply_chat_template(turn_messages(turns), tokenize=False, add_generation_prompt=True)
+                 for _, turns in wanted]
+        rows = self._encode(texts, [images[row] for row, _ in wanted], "left")["rows"]
+        for (row, _), ids in zip(wanted, rows):
+            earlier[row].append(ids)
+        return earlier
+
+    def _labels(self, ids: list[int], prompts: list[list[int]], conversation: Conversation) -> list[int]:
+        """Each answer's tokens and its end-of-turn token; everything else ignored. ``prompts``: the ids before each
+        answer, in order, the last one the generation prompt of the final answer."""
+        if ids[: len(prompts[-1])] != prompts[-1]:
             raise UserError(f"the chat template of {type(self.processor).__name__} does not render the prompt "
                             "(add_generation_prompt=True) as a token prefix of the whole conversation, so the answer "
                             "tokens cannot be found; this model family is not supported")
+        for number, prompt in enumerate(prompts[:-1], start=1):
+            if ids[: len(prompt)] != prompt:  # e.g. a template that rewrites earlier answers (drops their reasoning)
+                raise UserError(f"the chat template of {type(self.processor).__name__} does not render the turns "
+                                f"before answer {number} of sample {conversation.id} (add_generation_prompt=True) as a "
+                                "token prefix of the whole conversation, so that answer cannot be found; multi-turn "
+                                "conversations are not supported with this template")
         if len(ids) > self.max_length:
             raise UserError(f"data.max_length: {self.max_length} is too short for sample {conversation.id} "
                             f"({len(ids)} tokens, image tokens included)")
-        answer = ids[len(prompt):]
-        end = answer.index(self.end_of_turn_id) + 1 if self.end_of_turn_id in answer else len(answer)
-        return [IGNORE_INDEX] * len(prompt) + answer[:end] + [IGNORE_INDEX] * (len(answer) - end)
+        labels = [IGNORE_INDEX] * len(ids)
+        for number, start in enumerate(len(prompt) for prompt in prompts):
+            following = len(prompts[number + 1]) if number + 1 < len(prompts) else len(ids)
+            answer = ids[start:following]
+            if self.end_of_turn_id in answer:
+                end = start + answer.index(self.end_of_turn_id) + 1
+            elif number + 1 == len(prompts):
+                end = len(ids)  # the final answer of a template that does not close it: as before
+            else:
+                raise UserError(f"the chat template of {type(self.processor).__name__} does not close answer "
+                                f"{number + 1} of sample {conversation.id} with the end-of-turn token "
+                                f"{self.tokenizer.convert_ids_to_tokens(self.end_of_turn_id)!r}, so its end cannot be "
+                                "found (model.transformers.end_of_turn names the token)")
+            labels[start:end] = ids[start:end]
+        return labels
 

@@ -18,18 +18,14 @@ Everything comes from one seeded ``numpy`` generator: the same arguments give by
 from __future__ import annotations
 
 import json
-import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from rode_lightning.data.dishes import CATEGORIES, draw_dish, sample_dish
 from rode_lightning.data.datasets.food101.reader import CLASSES_FILE, LABELS_FILE, SPLIT_LISTS, image_path
+from rode_lightning.data.demo_cache import DemoCopy, check_sizes
 from rode_lightning.progress import progress
-from rode_lightning.user_errors import ExistingFileError, UserError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SIZES: dict[str, int] = {"train": 96, "test": 24}
 JPEG_QUALITY = 95
@@ -54,17 +50,17 @@ def generate_demo_food101(root: str | Path, seed: int = 0, sizes: dict[str, int]
     """
     root = Path(root)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    unknown = sorted(set(sizes) - set(SPLIT_LISTS))
-    if unknown or any(count < 0 for count in sizes.values()):
-        raise UserError(f"sizes={sizes}: expected non-negative counts for splits among {list(SPLIT_LISTS)}")
-    stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1}, sort_keys=True)
-    marker = root / _MARKER
-    if marker.exists() and marker.read_text() == stamp:
+    check_sizes(sizes, SPLIT_LISTS)
+    copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1},
+                    _LAYOUT_DIRS, "Food-101")
+    if copy.current:
         return root
-    _clear_previous_demo(root, marker)
-    marker.write_text("incomplete")  # claims the directory before writing, so a crash leaves it replaceable
-    log.info("generating demo Food-101 data (seed %d, %s) in %s", seed, sizes, root)
+    with copy.writing():
+        _write_copy(root, seed, sizes, image_size)
+    return root
 
+
+def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int) -> None:
     rng = np.random.default_rng(seed)
     categories = sorted(CATEGORIES, key=class_name)
     number = 0
@@ -83,20 +79,8 @@ def generate_demo_food101(root: str | Path, seed: int = 0, sizes: dict[str, int]
         _write(root / json_list, json.dumps(by_class))
     _write(root / CLASSES_FILE, "".join(f"{class_name(category)}\n" for category in categories))
     _write(root / LABELS_FILE, "".join(f"{category.capitalize()}\n" for category in categories))
-    marker.write_text(stamp)
-    return root
 
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-
-
-def _clear_previous_demo(root: Path, marker: Path) -> None:
-    present = [name for name in _LAYOUT_DIRS if (root / name).exists()]
-    if present and not marker.exists():
-        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                                f"wrote, so it is left alone; choose an empty directory")
-    for name in present:
-        shutil.rmtree(root / name)
-    root.mkdir(parents=True, exist_ok=True)

@@ -37,11 +37,11 @@ from pathlib import Path
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord
-from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction, is_held_out
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, belongs_to, check_fraction, check_split
+from rode_lightning.data.text_files import read_text
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import MissingFileError
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 CLASSES_FILE = "meta/classes.txt"
 LABELS_FILE = "meta/labels.txt"
 # Each released split as a list; val has none of its own.
@@ -56,23 +56,17 @@ def image_path(root: str | Path, entry: str) -> Path:
     return Path(root) / "images" / f"{entry}.jpg"
 
 
-def is_val_image(entry: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> bool:
-    """Whether a train-list entry is held out for validation (:func:`~rode_lightning.data.splits.is_held_out`)."""
-    return is_held_out(entry, val_fraction)
-
-
 def read_food101_split(root: str | Path, split: str, on_error: OnError = "raise",
                        skipped: SkipCounter | None = None,
                        val_fraction: float = DEFAULT_VAL_FRACTION) -> list[FoodRecord]:
     """The usable images of ``split`` (``train``, ``val`` or ``test``), in list order, as category-only records.
 
-    ``train`` and ``val`` partition the train list by :func:`is_val_image` with ``val_fraction``; ``test`` is the
-    test list. Record ids are the list entries (``apple_pie/1005649``). Skips are counted in ``skipped`` under
-    ``food101/<split>: <reason>``.
+    ``train`` and ``val`` partition the train list by :func:`~rode_lightning.data.splits.is_held_out` on each entry
+    with ``val_fraction``; ``test`` is the test list. Record ids are the list entries (``apple_pie/1005649``). Skips
+    are counted in ``skipped`` under ``food101/<split>: <reason>``.
     """
     check_on_error(on_error)
-    if split not in SPLITS:
-        raise ValueError(f"Food-101 split {split!r}: expected one of {list(SPLITS)}")
+    check_split(split, "Food-101")
     check_fraction(val_fraction)
     root = Path(root).absolute()
     if not root.is_dir():
@@ -81,7 +75,7 @@ def read_food101_split(root: str | Path, split: str, on_error: OnError = "raise"
     categories = read_food101_classes(root)
     list_path, listed = _read_split_list(root, "test" if split == "test" else "train")
     if split != "test":
-        listed = [entry for entry in listed if is_val_image(entry.text, val_fraction) == (split == "val")]
+        listed = [entry for entry in listed if belongs_to(entry.text, split, val_fraction)]
     if not listed:
         extra = f" with val_fraction={val_fraction}" if split != "test" else ""
         raise DataFormatError(f"{list_path}: no images for split {split!r}{extra}")
@@ -140,7 +134,7 @@ def _read_split_list(root: Path, name: str) -> tuple[Path, list[_ListEntry]]:
     if text_path.is_file():
         path = text_path
         listed = [(f"{path}:{line_number}", line.strip(), None)
-                  for line_number, line in enumerate(_read_text(path).splitlines(), start=1) if line.strip()]
+                  for line_number, line in enumerate(read_text(path).splitlines(), start=1) if line.strip()]
     elif json_path.is_file():
         path = json_path
         listed = _read_json_list(path)
@@ -156,7 +150,7 @@ def _read_split_list(root: Path, name: str) -> tuple[Path, list[_ListEntry]]:
 
 def _read_json_list(path: Path) -> list[tuple[str, str, str]]:
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}:{error.lineno}: malformed JSON: {error.msg} at column {error.colno}") from None
     if not isinstance(data, dict):
@@ -192,17 +186,10 @@ def _record_for(entry: _ListEntry, categories: dict[str, str], root: Path) -> Fo
 def _read_lines(path: Path, what: str) -> list[tuple[int, str]]:
     """The stripped lines of a one-name-per-line file with their numbers; blank lines are allowed only at the end,
     since these files are matched line by line and a gap would shift every later name."""
-    lines = [line.strip() for line in _read_text(path).splitlines()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     for line_number, line in enumerate(lines, start=1):
         if not line:
             raise DataFormatError(f"{path}:{line_number}: empty {what}: expected one {what} per line")
     return list(enumerate(lines, start=1))
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {error.start}): expected a text file") from None

@@ -1,8 +1,8 @@
 """A small synthetic Hugging Face dataset, written with ``DatasetDict.save_to_disk``, for the demo and the tests.
 
-It exists so that the Hugging Face reader (:mod:`rode_lightning.data.datasets.huggingface.reader`) runs on every machine without a
-download. The plates, ingredients and nutrition are those of the Uni-Food demo (:mod:`demo`); only the storage
-follows a typical Hub dataset, with column names of its own that :data:`DEMO_SOURCE` maps:
+It exists so that the Hugging Face reader (:mod:`rode_lightning.data.datasets.huggingface.reader`) runs on every
+machine without a download. The plates, ingredients and nutrition are those of the Uni-Food demo (:mod:`demo`); only
+the storage follows a typical Hub dataset, with column names of its own that :data:`DEMO_SOURCE` maps:
 
 * ``image``: an ``Image`` feature holding PNG bytes (the images live inside the arrow files, not beside them);
 * ``dish``: a ``ClassLabel`` of the demo categories, stored as integers;
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,10 +28,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Va
 from rode_lightning.data.dishes import CATEGORIES, draw_dish, nutrition_of, recipe_of, sample_dish
 from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
 from rode_lightning.data.datasets.huggingface.files import datasets_progress
+from rode_lightning.data.demo_cache import DemoCopy, check_sizes
 from rode_lightning.progress import progress
-from rode_lightning.user_errors import ExistingFileError, UserError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SIZES: dict[str, int] = {"train": 64, "validation": 16, "test": 16}
 RECIPE_QUESTIONS: tuple[str, ...] = ("How is this dish made?", "What are the steps to cook this?")
@@ -51,6 +47,7 @@ DEMO_SOURCE = HuggingFaceSource(
 """The column mapping of the demo dataset; the YAML form is the same keys under ``data.huggingface``."""
 
 _MARKER = ".demo_huggingface"
+_SAVED = ("dataset_dict.json", "state.json")  # a saved DatasetDict, or a saved Dataset: a folder that is not ours
 _NUTRITION_COLUMNS: dict[str, str] = {column: name for name, column in DEMO_SOURCE.nutrition.items()}
 
 
@@ -69,16 +66,17 @@ def generate_demo_huggingface(root: str | Path, seed: int = 0, sizes: dict[str, 
     """
     root = Path(root)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    if not sizes or any(not isinstance(count, int) or count < 1 for count in sizes.values()):
-        raise UserError(f"sizes={sizes}: expected a positive row count per split")
-    stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1}, sort_keys=True)
-    marker = root / _MARKER
-    if marker.exists() and marker.read_text() == stamp:
+    check_sizes(sizes, minimum=1)
+    copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1},
+                    _SAVED, "Hugging Face", written=_written_by_save)
+    if copy.current:
         return root
-    _clear_previous_demo(root, marker)
-    marker.write_text("incomplete")  # claims the folder before writing, so a crash leaves it replaceable
-    log.info("generating demo Hugging Face data (seed %d, %s) in %s", seed, sizes, root)
+    with copy.writing():
+        _write_copy(root, seed, sizes, image_size)
+    return root
 
+
+def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int) -> None:
     features = Features({
         "image": Image(),
         "dish": ClassLabel(names=list(CATEGORIES)),
@@ -108,18 +106,13 @@ def generate_demo_huggingface(root: str | Path, seed: int = 0, sizes: dict[str, 
         splits[split] = Dataset.from_dict(columns, features=features)
     with datasets_progress():  # the demo has its own bar; "Saving the dataset" ones would fill logs
         DatasetDict(splits).save_to_disk(str(root))
-    marker.write_text(stamp)
-    return root
 
 
-def _clear_previous_demo(root: Path, marker: Path) -> None:
+def _written_by_save(root: Path) -> list[str]:
+    """What a previous demo's ``save_to_disk`` wrote: its index and the split folders the index lists."""
     index = root / "dataset_dict.json"
-    present = [name for name in ("dataset_dict.json", "state.json") if (root / name).exists()]
-    if present and not marker.exists():
-        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                                f"wrote, so it is left alone; choose an empty directory")
-    if index.exists():
-        for split in json.loads(index.read_text()).get("splits", []):
-            shutil.rmtree(root / split, ignore_errors=True)
-        index.unlink()
-    root.mkdir(parents=True, exist_ok=True)
+    if not index.is_file():
+        return []
+    splits = json.loads(index.read_text()).get("splits", [])
+    return [*(split for split in splits if isinstance(split, str) and split and Path(split).name == split
+              and split not in (".", "..")), index.name]

@@ -1,7 +1,7 @@
-"""Finding and loading a local Hugging Face dataset for :mod:`rode_lightning.data.datasets.huggingface.reader`: which kind of
-dataset a path is (a ``save_to_disk`` folder, parquet files or a glob of them), which files make up each split (named
-as the Hub names them), which of the dataset's splits each of ours is read from, and the per-process cache of the
-loaded (memory-mapped) datasets that records' images are read through again.
+"""Finding and loading a local Hugging Face dataset for :mod:`rode_lightning.data.datasets.huggingface.reader`: which
+kind of dataset a path is (a ``save_to_disk`` folder, parquet files or a glob of them), which files make up each
+split (named as the Hub names them), which of the dataset's splits each of ours is read from, and the per-process
+cache of the loaded (memory-mapped) datasets that records' images are read through again.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from rode_lightning.data.errors import MissingSplitError
+from rode_lightning.data.splits import SPLITS
 from rode_lightning.user_errors import MissingFileError, UserError
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_SPLIT_NAMES: dict[str, tuple[str, ...]] = {"train": ("train",), "val": ("validation", "val"),
                                                    "test": ("test",)}
 """The dataset's split names tried for each of ours, in order, where ``splits`` does not name one."""
@@ -164,9 +163,19 @@ def load_saved(path: str) -> dict[str, datasets.Dataset]:
             loaded = datasets.load_from_disk(path)
         except (OSError, ValueError) as error:  # a truncated or corrupt Arrow file: the user's data, not a bug
             raise UserError(f"{path}: datasets cannot read this saved dataset ({error})") from error
+        except IndexError:  # datasets saves a split of no rows as no arrow file, then cannot load it back
+            empty = ", ".join(repr(name) for name in _splits_without_rows(Path(path))) or "a split"
+            raise UserError(f"{path}: datasets cannot read this saved dataset: split {empty} has no rows; leave "
+                            f"it out or give it some") from None
         # A single saved Dataset is one split, called train (like a single parquet file).
         _DATASETS[key] = {UNNAMED_SPLIT: loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
     return _DATASETS[key]
+
+
+def _splits_without_rows(path: Path) -> list[str]:
+    """The saved splits (folders with a ``state.json``, or ``path`` itself) that hold no arrow file."""
+    folders = [path] if (path / "state.json").is_file() else sorted(state.parent for state in path.glob("*/state.json"))
+    return [folder.name for folder in folders if not any(folder.glob("*.arrow"))]
 
 
 def split_dataset(path: str, split: str, files: tuple[str, ...]) -> datasets.Dataset:
@@ -203,6 +212,9 @@ def undecoded_rows(dataset: datasets.Dataset, columns: list[str]) -> Iterator[di
 def datasets_progress():
     """``datasets`` draws its own bars (loading, converting parquet); let them show only where ours do
     (:mod:`rode_lightning.progress`): a terminal, global rank 0."""
+    # Imported here: Lightning takes seconds to import, and a fresh data-loader worker needs it for nothing else.
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     shown = sys.stderr.isatty() and getattr(rank_zero_only, "rank", 0) == 0
     switch_off = not shown and not datasets.are_progress_bars_disabled()
     if switch_off:

@@ -33,7 +33,6 @@ must have a value in every row: a dataset with gaps is read with ``on_error="ski
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,8 +46,8 @@ from rode_lightning.data.datasets.huggingface.files import (EXPECTED_PATH, SPLIT
 from rode_lightning.conventions import NUTRITION_FIELDS, TASKS, normalize_ingredient
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, merge_ingredients
-from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, check_fraction, is_held_out
-from rode_lightning.data.nutrients import NUTRITION_LIMITS
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, belongs_to, check_fraction, check_split
+from rode_lightning.data.nutrients import NUTRITION_LIMITS, nutrient_value
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import UserError
 
@@ -131,8 +130,7 @@ def read_huggingface_split(source: HuggingFaceSource, split: str, on_error: OnEr
     ``<name>/<split>: <reason>``.
     """
     check_on_error(on_error)
-    if split not in SPLITS:
-        raise ValueError(f"{source.name} split {split!r}: expected one of {list(SPLITS)}")
+    check_split(split, source.name)
     check_fraction(val_fraction)
     skipped = SkipCounter() if skipped is None else skipped
     layout = _prepare(source, key)
@@ -141,36 +139,42 @@ def read_huggingface_split(source: HuggingFaceSource, split: str, on_error: OnEr
         log.info("%s (%s) has no validation split: %s is the %s of its %r split, held out by a hash of the record "
                  "id with val_fraction=%s", source.name, layout.path, split,
                  "held-out share" if keep else "rest", dataset_split, val_fraction)
+    held_out = val_fraction if keep is not None else None
     with datasets_progress():
-        dataset = split_dataset(layout.path, dataset_split, layout.files[dataset_split])
-        features = dataset.features  # a fresh deep copy on every access: taken once, not per row
-        rows = undecoded_rows(dataset, _columns(source))
-        records, seen = [], {}
-        for row, example in enumerate(progress(rows, f"reading {source.name} {split}", "row",
-                                               total=len(dataset))):
-            location = f"{layout.path} split {dataset_split!r} row {row}"
-            try:
-                record_id = _record_id(example, source, dataset_split, row)
-            except DataFormatError as error:
-                if keep is not True:  # a row without an id cannot be held out: it belongs to train
-                    report_bad_record(error, location, on_error, skipped, f"{source.name}/{split}")
-                continue
-            if keep is not None and is_held_out(record_id, val_fraction) != keep:
-                continue
-            try:
-                if record_id in seen:
-                    raise DataFormatError(f"duplicate id: {record_id!r} (column {source.id!r}) is also row "
-                                          f"{seen[record_id]}")
-                seen[record_id] = row
-                record = _parse_row(example, record_id, source, layout, features, dataset_split, row)
-            except DataFormatError as error:
-                report_bad_record(error, location, on_error, skipped, f"{source.name}/{split}")
-                continue
-            records.append(record)
+        records = _read_rows(source, layout, dataset_split, split, held_out, on_error, skipped)
     if not records:
         extra = f" with val_fraction={val_fraction}" if keep is not None else ""
         raise DataFormatError(f"{layout.path} split {dataset_split!r}: no usable records for split {split!r}{extra} "
                               f"(skipped: {skipped.report()})")
+    return records
+
+
+def _read_rows(source: HuggingFaceSource, layout: DatasetLayout, dataset_split: str, split: str,
+               held_out: float | None, on_error: OnError, skipped: SkipCounter) -> list[FoodRecord]:
+    """The usable rows of ``dataset_split`` served as our ``split``; with ``held_out`` (a share), only those on
+    ``split``'s side of the hold-out. A row without an id cannot be placed: it is train's, and reported there."""
+    dataset = split_dataset(layout.path, dataset_split, layout.files[dataset_split])
+    features = dataset.features  # a fresh deep copy on every access: taken once, not per row
+    rows = undecoded_rows(dataset, _columns(source))
+    records, seen = [], {}
+    for row, example in enumerate(progress(rows, f"reading {source.name} {split}", "row", total=len(dataset))):
+        location = f"{layout.path} split {dataset_split!r} row {row}"
+        try:
+            record_id = _record_id(example, source, dataset_split, row)
+        except DataFormatError as error:
+            if held_out is None or split != "val":
+                report_bad_record(error, location, on_error, skipped, f"{source.name}/{split}")
+            continue
+        if held_out is not None and not belongs_to(record_id, split, held_out):
+            continue
+        try:
+            if record_id in seen:
+                raise DataFormatError(f"duplicate id: {record_id!r} (column {source.id!r}) is also row "
+                                      f"{seen[record_id]}")
+            seen[record_id] = row
+            records.append(_parse_row(example, record_id, source, layout, features, dataset_split, row))
+        except DataFormatError as error:
+            report_bad_record(error, location, on_error, skipped, f"{source.name}/{split}")
     return records
 
 
@@ -368,16 +372,7 @@ def _nutrient(value, column: str, name: str) -> float:
     where = f"column {column!r} (nutrition {name})"
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataFormatError(f"empty value: {where} is {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise DataFormatError(f"non-numeric value: {where} is {value!r}, expected a number") from None
-    if not math.isfinite(number):
-        raise DataFormatError(f"non-numeric value: {where} is {value!r}, expected a finite number")
-    limit = NUTRITION_LIMITS[name]
-    if not 0 <= number <= limit:
-        raise DataFormatError(f"bad nutrition value: {where} is {number:g}, expected a number in [0, {limit}]")
-    return number
+    return nutrient_value(value, where, NUTRITION_LIMITS[name], text=True)
 
 
 def _image(value, source: HuggingFaceSource, layout: DatasetLayout, feature, dataset_split: str,

@@ -16,19 +16,14 @@ Everything comes from one seeded ``numpy`` generator: the same arguments give by
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from rode_lightning.data.dishes import INGREDIENTS, draw_dish, sample_dish
 from rode_lightning.data.datasets.nutrition5k.reader import METADATA_FILES, SPLIT_FILES, overhead_image
+from rode_lightning.data.demo_cache import DemoCopy, check_sizes
 from rode_lightning.progress import progress
-from rode_lightning.user_errors import ExistingFileError, UserError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SIZES: dict[str, int] = {"train": 64, "test": 16}
 _INGREDIENT_IDS: dict[str, str] = {name: f"ingr_{index:010d}" for index, name in enumerate(INGREDIENTS, start=1)}
@@ -47,19 +42,17 @@ def generate_demo_nutrition5k(root: str | Path, seed: int = 0, sizes: dict[str, 
     """
     root = Path(root)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    unknown = sorted(set(sizes) - set(SPLIT_FILES))
-    if unknown or any(count < 0 for count in sizes.values()) or missing_overhead < 0:
-        raise UserError(f"sizes={sizes}, missing_overhead={missing_overhead}: expected non-negative counts for "
-                        f"splits among {list(SPLIT_FILES)}")
-    stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size,
-                        "missing_overhead": missing_overhead, "version": 1}, sort_keys=True)
-    marker = root / _MARKER
-    if marker.exists() and marker.read_text() == stamp:
+    check_sizes(sizes, SPLIT_FILES, missing_overhead=missing_overhead)
+    copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size,
+                                    "missing_overhead": missing_overhead, "version": 1}, _LAYOUT_DIRS, "Nutrition5k")
+    if copy.current:
         return root
-    _clear_previous_demo(root, marker)
-    marker.write_text("incomplete")  # claims the directory before writing, so a crash leaves it replaceable
-    log.info("generating demo Nutrition5k data (seed %d, %s) in %s", seed, sizes, root)
+    with copy.writing():
+        _write_copy(root, seed, sizes, image_size, missing_overhead)
+    return root
 
+
+def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int, missing_overhead: int) -> None:
     rng = np.random.default_rng(seed)
     rows: dict[str, list[str]] = {relative: [] for relative in METADATA_FILES}
     number = 0
@@ -85,18 +78,6 @@ def generate_demo_nutrition5k(root: str | Path, seed: int = 0, sizes: dict[str, 
     for relative, lines in rows.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text("".join(f"{line}\n" for line in lines))
-    marker.write_text(stamp)
-    return root
-
-
-def _clear_previous_demo(root: Path, marker: Path) -> None:
-    present = [name for name in _LAYOUT_DIRS if (root / name).exists()]
-    if present and not marker.exists():
-        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                                f"wrote, so it is left alone; choose an empty directory")
-    for name in present:
-        shutil.rmtree(root / name)
-    root.mkdir(parents=True, exist_ok=True)
 
 
 def _metadata_row(dish_id: str, ingredients: list[dict]) -> str:

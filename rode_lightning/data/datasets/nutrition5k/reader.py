@@ -13,14 +13,15 @@ fields per ingredient, ``ingr_id, ingr_name, ingr_grams, ingr_calories, ingr_fat
 release's README also mentions a ``num_ingrs`` column; the files have none, and the reader reports a row shaped that
 way as misaligned.) Note that the dish fields put calories before mass, unlike :data:`NUTRITION_FIELDS`.
 
-**Validation.** Nutrition5k has only train and test splits; ``val`` is served from the train ids, see
-:func:`is_val_dish`. A problem in the metadata belongs to its dish and is reported when a split lists that dish, in
-both ``on_error`` modes: ``raise`` names the file and line (and the field), ``skip`` counts the dish by reason. So a
-bad row of a dish no split uses never stops a run, just as it never becomes a sample. Dishes listed in a split but
-without an overhead image are normal in Nutrition5k (not every dish was captured from above): they are always
-skipped and counted, never an error. A listed dish is checked in this order: listed twice in the split file, absent
-from the metadata, bad metadata row, no overhead image, unreadable image; the first problem found is the one
-reported, so a typo in a split file shows as an unknown dish rather than hiding among the missing images.
+**Validation.** Nutrition5k has only train and test splits; ``val`` is served from the train ids held out by
+:func:`~rode_lightning.data.splits.is_held_out` on the dish id. A problem in the metadata belongs to its dish and is
+reported when a split lists that dish, in both ``on_error`` modes: ``raise`` names the file and line (and the field),
+``skip`` counts the dish by reason. So a bad row of a dish no split uses never stops a run, just as it never becomes
+a sample. Dishes listed in a split but without an overhead image are normal in Nutrition5k (not every dish was
+captured from above): they are always skipped and counted, never an error. A listed dish is checked in this order:
+listed twice in the split file, absent from the metadata, bad metadata row, no overhead image, unreadable image; the
+first problem found is the one reported, so a typo in a split file shows as an unknown dish rather than hiding among
+the missing images.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,17 +37,17 @@ from rode_lightning.conventions import NUTRITION_FIELDS, normalize_ingredient
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, Ingredient, merge_ingredients
-from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, is_held_out
-from rode_lightning.data.nutrients import NUTRITION_LIMITS
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, belongs_to, check_fraction, check_split
+from rode_lightning.data.text_files import read_text
+from rode_lightning.data.nutrients import BAD_NUTRITION_VALUE, NUTRITION_LIMITS, nutrient_value
 from rode_lightning.progress import progress
-from rode_lightning.user_errors import MissingFileError, UserError
+from rode_lightning.user_errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
 METADATA_FILES: tuple[str, ...] = ("metadata/dish_metadata_cafe1.csv", "metadata/dish_metadata_cafe2.csv")
 SPLIT_FILES: dict[str, str] = {"train": "dish_ids/splits/rgb_train_ids.txt",
                                "test": "dish_ids/splits/rgb_test_ids.txt"}
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 DISH_COLUMNS: tuple[str, ...] = ("dish_id", "total_calories", "total_mass", "total_fat", "total_carb",
                                  "total_protein")
@@ -70,25 +70,19 @@ def overhead_image(root: str | Path, dish_id: str) -> Path:
     return Path(root) / "imagery" / "realsense_overhead" / dish_id / "rgb.png"
 
 
-def is_val_dish(dish_id: str, val_fraction: float = DEFAULT_VAL_FRACTION) -> bool:
-    """Whether a train-split dish is held out for validation (:func:`~rode_lightning.data.splits.is_held_out`)."""
-    return is_held_out(dish_id, val_fraction)
-
-
 def read_nutrition5k_split(root: str | Path, split: str, on_error: OnError = "raise",
                            skipped: SkipCounter | None = None,
                            val_fraction: float = DEFAULT_VAL_FRACTION) -> list[FoodRecord]:
     """The usable dishes of ``split`` (``train``, ``val`` or ``test``), in split-file order.
 
-    ``train`` and ``val`` partition ``rgb_train_ids.txt`` by :func:`is_val_dish` with ``val_fraction``; ``test`` is
-    ``rgb_test_ids.txt``. Records carry ingredients (heaviest first) and nutrition; Nutrition5k has no category and
-    no recipe. Skips are counted in ``skipped`` under ``nutrition5k/<split>: <reason>``.
+    ``train`` and ``val`` partition ``rgb_train_ids.txt`` by :func:`~rode_lightning.data.splits.is_held_out` on the
+    dish id with ``val_fraction``; ``test`` is ``rgb_test_ids.txt``. Records carry ingredients (heaviest first) and
+    nutrition; Nutrition5k has no category and no recipe. Skips are counted in ``skipped`` under
+    ``nutrition5k/<split>: <reason>``.
     """
     check_on_error(on_error)
-    if split not in SPLITS:
-        raise ValueError(f"Nutrition5k split {split!r}: expected one of {list(SPLITS)}")
-    if not 0 <= val_fraction < 1:
-        raise UserError(f"val_fraction={val_fraction!r}: expected a number in [0, 1)")
+    check_split(split, "Nutrition5k")
+    check_fraction(val_fraction)
     root = Path(root).absolute()
     if not root.is_dir():
         raise MissingFileError(f"Nutrition5k root {root} does not exist or is not a directory")
@@ -96,7 +90,7 @@ def read_nutrition5k_split(root: str | Path, split: str, on_error: OnError = "ra
     split_path = root / SPLIT_FILES["test" if split == "test" else "train"]
     listed = _read_split_file(split_path)
     if split != "test":
-        listed = [entry for entry in listed if is_val_dish(entry.dish_id, val_fraction) == (split == "val")]
+        listed = [entry for entry in listed if belongs_to(entry.dish_id, split, val_fraction)]
     if not listed:
         extra = f" with val_fraction={val_fraction}" if split != "test" else ""
         raise DataFormatError(f"{split_path}: no dish ids for split {split!r}{extra}")
@@ -139,7 +133,7 @@ def _read_split_file(path: Path) -> list[_SplitEntry]:
     if not path.is_file():
         raise MissingFileError(f"Nutrition5k split file {path} does not exist (expected one dish id per line)")
     entries, first_seen = [], {}
-    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for line_number, line in enumerate(read_text(path).splitlines(), start=1):
         dish_id = line.strip()
         if not dish_id:
             continue
@@ -195,7 +189,7 @@ def read_nutrition5k_metadata(root: str | Path) -> dict[str, MetadataRow]:
             raise MissingFileError(f"Nutrition5k metadata file {path} does not exist (the release has "
                                    f"{' and '.join(METADATA_FILES)})")
         # Decoded up front so that a non-UTF-8 file is one clear error, not a failure halfway through the rows.
-        reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+        reader = csv.reader(io.StringIO(read_text(path), newline=""))
         try:
             for fields in reader:
                 location = f"{path}:{reader.line_num}"
@@ -218,13 +212,6 @@ def read_nutrition5k_metadata(root: str | Path) -> dict[str, MetadataRow]:
         log.warning("Nutrition5k metadata: %d row(s) without a dish id were not read, e.g. %s", len(orphans),
                     orphans[0])
     return rows
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {error.start}): expected a text file") from None
 
 
 def _parse_row(fields: list[str], location: str) -> MetadataRow:
@@ -272,14 +259,5 @@ def _parse_ingredient(fields: list[str], start: int) -> tuple[str, float]:
 def _number(text: str, index: int, column: str, ingredient: str | None = None) -> float:
     """A field's value, checked against the nutrition limits; ``index`` is 0-based, messages count from 1."""
     where = f"field {index + 1} ({column}{' of ' + ingredient if ingredient else ''})"
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataFormatError(f"non-numeric value: {where} is {text!r}, expected a number") from None
-    if not math.isfinite(value):
-        raise DataFormatError(f"non-numeric value: {where} is {text!r}, expected a finite number")
-    limit = NUTRITION_LIMITS[_COLUMN_FIELD[column]]
-    if not 0 <= value <= limit:
-        kind = "bad ingredient value" if ingredient else "bad nutrition value"
-        raise DataFormatError(f"{kind}: {where} is {value:g}, expected a number in [0, {limit}]")
-    return value
+    reason = "bad ingredient value" if ingredient else BAD_NUTRITION_VALUE
+    return nutrient_value(text, where, NUTRITION_LIMITS[_COLUMN_FIELD[column]], reason, text=True)

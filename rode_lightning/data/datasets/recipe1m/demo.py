@@ -27,18 +27,15 @@ Everything comes from one seeded ``numpy`` generator: the same arguments give by
 from __future__ import annotations
 
 import json
-import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from rode_lightning.data.dishes import INGREDIENTS, draw_dish, recipe_of, sample_dish
-from rode_lightning.data.datasets.recipe1m.reader import DETECTIONS, LAYER1, LAYER2, NUTRITION_FILE, SPLITS, recipe_image
+from rode_lightning.data.datasets.recipe1m.reader import (DETECTIONS, LAYER1, LAYER2, NUTRITION_FILE, SPLITS,
+                                                         recipe_image)
+from rode_lightning.data.demo_cache import DemoCopy, check_sizes
 from rode_lightning.progress import progress
-from rode_lightning.user_errors import ExistingFileError, UserError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SIZES: dict[str, int] = {"train": 96, "val": 24, "test": 24}
 
@@ -67,19 +64,19 @@ def generate_demo_recipe1m(root: str | Path, seed: int = 0, sizes: dict[str, int
     """
     root = Path(root)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    unknown = sorted(set(sizes) - set(SPLITS))
-    if unknown or any(count < 0 for count in sizes.values()) or missing_images < 0:
-        raise UserError(f"sizes={sizes}, missing_images={missing_images}: expected non-negative counts for splits "
-                        f"among {list(SPLITS)}")
-    stamp = json.dumps({"seed": seed, "sizes": sizes, "image_size": image_size, "with_nutrition": with_nutrition,
-                        "missing_images": missing_images, "version": 1}, sort_keys=True)
-    marker = root / _MARKER
-    if marker.exists() and marker.read_text() == stamp:
+    check_sizes(sizes, SPLITS, missing_images=missing_images)
+    copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size,
+                                    "with_nutrition": with_nutrition, "missing_images": missing_images, "version": 1},
+                    _LAYOUT, "Recipe1M")
+    if copy.current:
         return root
-    _clear_previous_demo(root, marker)
-    marker.write_text("incomplete")  # claims the directory before writing, so a crash leaves it replaceable
-    log.info("generating demo Recipe1M data (seed %d, %s) in %s", seed, sizes, root)
+    with copy.writing():
+        _write_copy(root, seed, sizes, image_size, with_nutrition, missing_images)
+    return root
 
+
+def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int, with_nutrition: bool,
+                missing_images: int) -> None:
     rng = np.random.default_rng(seed)
     used_ids: set[str] = set()
     recipes = []
@@ -119,19 +116,6 @@ def generate_demo_recipe1m(root: str | Path, seed: int = 0, sizes: dict[str, int
         files[NUTRITION_FILE] = nutrition
     for name, data in files.items():
         (root / name).write_text(json.dumps(data, indent=1) + "\n")
-    marker.write_text(stamp)
-    return root
-
-
-def _clear_previous_demo(root: Path, marker: Path) -> None:
-    present = [name for name in _LAYOUT if (root / name).exists()]
-    if present and not marker.exists():
-        raise ExistingFileError(f"{root} holds {present} but no {_MARKER} marker: it is not a demo this function "
-                                f"wrote, so it is left alone; choose an empty directory")
-    for name in present:
-        path = root / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    root.mkdir(parents=True, exist_ok=True)
 
 
 def _new_id(rng: np.random.Generator, used: set[str]) -> str:

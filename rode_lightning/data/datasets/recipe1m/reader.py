@@ -48,8 +48,9 @@ split. A det_ingrs, layer2 or nutrition entry without a usable ``id`` belongs to
 Malformed JSON, a file that is not a JSON list, and a missing file stop the read in both modes.
 
 The chosen image is decoded in full (:func:`check_image`, about 1 ms for a Recipe1M JPEG), a few minutes for the
-~250,000 train recipes with images. The parsed files are cached per root (keyed by each file's modification time and size), as a data module reads
-three splits of one release; for the full release this holds a few GB of Python objects.
+~250,000 train recipes with images. The parsed files are cached per root (keyed by each file's modification time and
+size), as a data module reads three splits of one release; for the full release this holds a few GB of Python
+objects.
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ from pathlib import Path
 from rode_lightning.data.errors import (DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record,
                                         skip_reason)
 from rode_lightning.data.images import check_image
-from rode_lightning.data.datasets.recipe1m.inverse_cooking import (DEFAULT_MIN_INGREDIENT_COUNT, InverseCookingVocabulary, RecipeRules,
-                                                 build_vocabulary, ingredient_key, instruction_key)
+from rode_lightning.data.datasets.recipe1m.inverse_cooking import (DEFAULT_MIN_INGREDIENT_COUNT,
+                                                                   InverseCookingVocabulary, RecipeRules,
+                                                                   build_vocabulary, ingredient_key, instruction_key)
 from rode_lightning.conventions import NUTRITION_FIELDS
 from rode_lightning.data.records import FoodRecord, Ingredient
-from rode_lightning.data.nutrients import NUTRITION_LIMITS
+from rode_lightning.data.splits import SPLITS, check_split
+from rode_lightning.data.text_files import read_text
+from rode_lightning.data.nutrients import NUTRITION_LIMITS, nutrient_value
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import MissingFileError
 
@@ -77,7 +81,6 @@ log = logging.getLogger(__name__)
 
 LAYER1, LAYER2, DETECTIONS = "layer1.json", "layer2.json", "det_ingrs.json"
 NUTRITION_FILE = "recipes_with_nutritional_info.json"
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 _RELEASE = (f"{LAYER1}, {LAYER2} and {DETECTIONS} at its root and images under images/<partition>/; "
             f"{NUTRITION_FILE} (Recipe1M+) is optional")
 
@@ -106,15 +109,15 @@ def read_recipe1m_split(root: str | Path, split: str, on_error: OnError = "raise
                         min_instruction_chars: int = 20) -> list[FoodRecord]:
     """The usable recipes of ``split`` (``train``, ``val`` or ``test``: layer1's partition), in layer1 order.
 
-    The counts and limits are InverseCooking's (:class:`~rode_lightning.data.datasets.recipe1m.inverse_cooking.RecipeRules`): clusters
-    seen fewer than ``min_ingredient_count`` times in train are no ingredient; a recipe is kept with
-    ``min_ingredients`` to ``max_ingredients - 1`` vocabulary ingredients and ``min_instructions`` to
-    ``max_instructions - 1`` instructions of at least ``min_instruction_chars`` characters in all. Skips are counted
-    in ``skipped`` under ``recipe1m/<split>: <reason>``.
+    The counts and limits are InverseCooking's
+    (:class:`~rode_lightning.data.datasets.recipe1m.inverse_cooking.RecipeRules`): clusters seen fewer than
+    ``min_ingredient_count`` times in train are no ingredient; a recipe is kept with ``min_ingredients`` to
+    ``max_ingredients - 1`` vocabulary ingredients and ``min_instructions`` to ``max_instructions - 1`` instructions
+    of at least ``min_instruction_chars`` characters in all. Skips are counted in ``skipped`` under
+    ``recipe1m/<split>: <reason>``.
     """
     check_on_error(on_error)
-    if split not in SPLITS:
-        raise ValueError(f"Recipe1M split {split!r}: expected one of {list(SPLITS)}")
+    check_split(split, "Recipe1M")
     rules = RecipeRules(min_ingredient_count, min_ingredients, max_ingredients, min_instructions, max_instructions,
                         min_instruction_chars)
     root = Path(root).absolute()
@@ -142,17 +145,24 @@ def read_recipe1m_split(root: str | Path, split: str, on_error: OnError = "raise
         if isinstance(record, str):
             skipped[f"{source}: {record}"] += 1
             continue
-        nutrition = release.nutrition.get(recipe.id)
-        if nutrition is not None and nutrition.error is not None:
-            if on_error == "raise":
-                raise DataFormatError(f"{nutrition.location}: {nutrition.error}")
-            skipped[f"{source}: DataFormatError: {skip_reason(nutrition.error)} (served without nutrition)"] += 1
-        elif nutrition is not None:
-            record = replace(record, nutrition=dict(nutrition.value))
-        records.append(record)
+        records.append(_with_nutrition(record, release.nutrition.get(recipe.id), on_error, skipped, source))
     if not records:
         raise DataFormatError(f"{layer1}: no usable recipes in split {split!r} (skipped: {skipped.report()})")
     return records
+
+
+def _with_nutrition(record: FoodRecord, nutrition: _Entry | None, on_error: OnError, skipped: SkipCounter,
+                    source: str) -> FoodRecord:
+    """``record`` with its Recipe1M+ nutrition; a bad nutrition entry raises, or serves the recipe without it (its
+    other tasks are sound) and is counted."""
+    if nutrition is None:
+        return record
+    if nutrition.error is None:
+        return replace(record, nutrition=dict(nutrition.value))
+    if on_error == "raise":
+        raise DataFormatError(f"{nutrition.location}: {nutrition.error}")
+    skipped[f"{source}: DataFormatError: {skip_reason(nutrition.error)} (served without nutrition)"] += 1
+    return record
 
 
 class _RecipeProblem(Exception):
@@ -274,11 +284,7 @@ def _load_release(root: Path, stamps: tuple) -> _Release:
 
 def _read_json_list(path: Path) -> list:
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {error.start}): expected a JSON file") from None
-    try:
-        data = json.loads(text)
+        data = json.loads(read_text(path, "a JSON file"))
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}:{error.lineno}:{error.colno}: malformed JSON: {error.msg}") from None
     if not isinstance(data, list):
@@ -410,21 +416,18 @@ def _parse_nutrition(raw: dict) -> dict[str, float]:
             values[key].append(_amount(item[nutrient], f"{where}.{nutrient}"))
     totals = {}
     for key in RECIPE_NUTRITION_FIELDS:
-        total = math.fsum(values[key])
-        if total > RECIPE_NUTRITION_LIMITS[key]:
-            source = "weight_per_ingr" if key == "mass_g" else f"nutr_per_ingredient[].{_NUTRIENT_KEYS[key]}"
-            raise DataFormatError(f"bad nutrition value: {key}={total:g} (sum of {source}) is above "
-                                  f"{RECIPE_NUTRITION_LIMITS[key]:g}, the whole-recipe limit")
-        totals[key] = total
+        source = "weight_per_ingr" if key == "mass_g" else f"nutr_per_ingredient[].{_NUTRIENT_KEYS[key]}"
+        totals[key] = nutrient_value(math.fsum(values[key]), f"{key} (the sum of {source}, a whole recipe)",
+                                     RECIPE_NUTRITION_LIMITS[key])
     return {key: totals[key] for key in NUTRITION_FIELDS if key in totals}
 
 
 def _amount(value, where: str) -> float:
+    """One ingredient's amount: a JSON number (else a ``wrong type``), finite and not negative; the whole-recipe
+    limits apply to the sums."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataFormatError(f"wrong type: {where} is {_type(value)}, expected a number")
-    if not math.isfinite(value) or value < 0:
-        raise DataFormatError(f"bad nutrition value: {where} is {value!r}, expected a finite number >= 0")
-    return float(value)
+    return nutrient_value(value, where, None)
 
 
 # --------------------------------------------------------------------------------------------------------------------

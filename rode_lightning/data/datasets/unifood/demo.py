@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from rode_lightning.data.demo_cache import DemoCopy, check_sizes
 from rode_lightning.data.dishes import draw_dish, nutrition_of, recipe_of, sample_dish
 from rode_lightning.progress import progress
 
-log = logging.getLogger(__name__)
-
-
 DEFAULT_SPLITS: dict[str, int] = {"train": 800, "val": 64, "test": 64}
+_MARKER = ".complete"  # the name the first demo caches were written with; kept so that they stay current
+_LAYOUT = ("images", "annotations")
 
 
 def generate_demo_unifood(root: str | Path, seed: int = 0, splits: dict[str, int] | None = None,
@@ -27,20 +25,26 @@ def generate_demo_unifood(root: str | Path, seed: int = 0, splits: dict[str, int
         root/images/<split>_<index>.png
         root/annotations/<split>.jsonl      one JSON record per line
 
-    The generation is skipped when ``root/.complete`` records the same parameters, so it runs once per cache.
+    The generation is skipped when ``root/.complete`` records the same parameters, so it runs once per cache; with
+    other parameters the previous copy is replaced. A folder that holds ``images/`` or ``annotations/`` but no
+    marker (the user's own Uni-Food data, say) is never deleted: that is an error
+    (:mod:`~rode_lightning.data.demo_cache`).
     """
     root = Path(root)
     splits = dict(DEFAULT_SPLITS if splits is None else splits)
-    stamp = json.dumps({"seed": seed, "splits": splits, "image_size": image_size, "version": 1}, sort_keys=True)
-    marker = root / ".complete"
-    if marker.exists() and marker.read_text() == stamp:
+    check_sizes(splits)
+    copy = DemoCopy(root, _MARKER, {"seed": seed, "splits": splits, "image_size": image_size, "version": 1},
+                    _LAYOUT, "Uni-Food")
+    if copy.current:
         return root
-    for stale in ("images", "annotations"):  # from a generation with other parameters
-        shutil.rmtree(root / stale, ignore_errors=True)
-    marker.unlink(missing_ok=True)
+    with copy.writing():
+        _write_copy(root, seed, splits, image_size)
+    return root
+
+
+def _write_copy(root: Path, seed: int, splits: dict[str, int], image_size: int) -> None:
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    log.info("generating demo Uni-Food data (seed %d, %s) in %s", seed, splits, root)
     rng = np.random.default_rng(seed)
     for split, count in splits.items():
         lines = []
@@ -58,5 +62,3 @@ def generate_demo_unifood(root: str | Path, seed: int = 0, splits: dict[str, int
             }
             lines.append(json.dumps(record))
         (root / "annotations" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    marker.write_text(stamp)
-    return root

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 # DataFormatError, OnError and SkipCounter live in errors.py (shared with the Nutrition5k reader); they are
@@ -19,9 +18,10 @@ from rode_lightning.data.errors import (DataFormatError, MissingSplitError, OnEr
                                        report_bad_record)
 from rode_lightning.conventions import NUTRITION_FIELDS, TASKS
 from rode_lightning.data.images import check_image
-from rode_lightning.data.nutrients import NUTRITION_LIMITS
+from rode_lightning.data.nutrients import NUTRITION_LIMITS, nutrient_value
 from rode_lightning.data.records import FoodRecord, Ingredient
-from rode_lightning.data.splits import check_fraction, is_held_out
+from rode_lightning.data.splits import DEFAULT_VAL_FRACTION, belongs_to, check_fraction, check_split
+from rode_lightning.data.text_files import read_text
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import MissingFileError
 
@@ -32,39 +32,44 @@ __all__ = ["DataFormatError", "NUTRITION_LIMITS", "OnError", "SkipCounter", "par
 
 
 def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise",
-                       skipped: SkipCounter | None = None, val_fraction: float = 0.0) -> list[FoodRecord]:
+                       skipped: SkipCounter | None = None,
+                       val_fraction: float = DEFAULT_VAL_FRACTION) -> list[FoodRecord]:
     """The records of ``annotations/<split>.jsonl``.
 
-    A root without ``val.jsonl`` is common for one's own data: with ``val_fraction`` > 0 its ``val`` is then the
-    share of ``train.jsonl`` that :func:`~rode_lightning.data.splits.is_held_out` picks by record id, and ``train``
-    the rest (logged); with 0 a missing ``val.jsonl`` is refused with what to add. A missing ``test.jsonl`` raises
-    :class:`MissingSplitError`, which the data module turns into "no Uni-Food test split" unless ``test`` runs.
+    A root without ``val.jsonl`` is common for one's own data: its ``val`` is then the share ``val_fraction`` of
+    ``train.jsonl`` that :func:`~rode_lightning.data.splits.is_held_out` picks by record id, and ``train`` the rest
+    (logged). A missing ``test.jsonl`` raises :class:`MissingSplitError`, which the data module turns into "no
+    Uni-Food test split" unless ``test`` runs. A bad line is reported whichever side of the hold-out its record is
+    on, as it may have no usable id to decide by.
     """
     check_on_error(on_error)
-    check_fraction(val_fraction, "data.val_fraction")
+    check_split(split, "Uni-Food")
+    check_fraction(val_fraction)
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError(f"Uni-Food root {root} does not exist or is not a directory (expected "
                                f"annotations/train.jsonl and the images it names)")
-    path = root / "annotations" / f"{split}.jsonl"
     held_out = split in ("train", "val") and not (root / "annotations" / "val.jsonl").is_file()
-    if held_out and val_fraction == 0 and split == "val":
-        raise MissingSplitError(f"Uni-Food root {root} has no annotations/val.jsonl: add it, or set "
-                                f"data.val_fraction (e.g. 0.1) to hold out part of train.jsonl for validation")
-    if held_out and val_fraction > 0:
-        path = root / "annotations" / "train.jsonl"
-        if split == "val":
-            log.info("Uni-Food %s has no annotations/val.jsonl: validating on the %.0f%% of train.jsonl held out by "
-                     "record id (data.val_fraction)", root, 100 * val_fraction)
+    path = root / "annotations" / f"{'train' if held_out else split}.jsonl"
+    if held_out and split == "val":
+        log.info("Uni-Food %s has no annotations/val.jsonl: validating on the %.0f%% of train.jsonl held out by "
+                 "record id (data.val_fraction)", root, 100 * val_fraction)
     if not path.is_file():
         raise MissingSplitError(f"Uni-Food split {split!r}: expected the annotation file {path}, which does not "
                                 f"exist")
     skipped = SkipCounter() if skipped is None else skipped
+    records = _read_records(path, root, split, on_error, skipped, val_fraction if held_out else None)
+    if not records:
+        raise DataFormatError(f"{path}: no usable records in split {split!r} (skipped: {skipped.report()})")
+    return records
+
+
+def _read_records(path: Path, root: Path, split: str, on_error: OnError, skipped: SkipCounter,
+                  val_fraction: float | None) -> list[FoodRecord]:
+    """The usable records of one annotation file; with ``val_fraction``, only those on ``split``'s side of the
+    hold-out."""
+    lines = read_text(path, "JSON lines").splitlines()
     records, seen_ids = [], set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {error.start}): expected JSON lines") from None
     for line_number, line in enumerate(progress(lines, f"reading Uni-Food {split}", "record"), start=1):
         if not line.strip():
             continue
@@ -73,14 +78,11 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
             if record.id in seen_ids:
                 raise DataFormatError(f"duplicate id {record.id!r}")
             seen_ids.add(record.id)
-            if held_out and val_fraction > 0 and is_held_out(record.id, val_fraction) != (split == "val"):
-                continue
         except DataFormatError as error:
             report_bad_record(error, f"{path}:{line_number}", on_error, skipped, f"unifood/{split}")
             continue
-        records.append(record)
-    if not records:
-        raise DataFormatError(f"{path}: no usable records in split {split!r} (skipped: {skipped.report()})")
+        if val_fraction is None or belongs_to(record.id, split, val_fraction):
+            records.append(record)
     return records
 
 
@@ -134,10 +136,8 @@ def _parse_conversations(raw) -> dict[str, tuple[str, str]]:
 def _parse_ingredient(item) -> Ingredient:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
         raise DataFormatError(f"malformed ingredient: expected {{'name': str, 'grams': number}}, got {item!r}")
-    grams = item.get("grams", 0.0)
-    if not isinstance(grams, (int, float)) or not math.isfinite(grams) or grams < 0:
-        raise DataFormatError(f"bad ingredient grams: {item['name']!r} has grams={grams!r}, expected a number >= 0")
-    return Ingredient(item["name"], float(grams))
+    grams = nutrient_value(item.get("grams", 0.0), f"the grams of {item['name']!r}", None, "bad ingredient grams")
+    return Ingredient(item["name"], grams)
 
 
 def _parse_nutrition(raw) -> dict[str, float]:
@@ -149,14 +149,4 @@ def _parse_nutrition(raw) -> dict[str, float]:
     unknown = sorted(set(raw) - set(NUTRITION_FIELDS))
     if unknown:
         raise DataFormatError(f"unknown nutrition field: {unknown}, expected some of {', '.join(NUTRITION_FIELDS)}")
-    values = {}
-    for key in NUTRITION_FIELDS:
-        if key not in raw:
-            continue
-        value = raw.get(key)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise DataFormatError(f"bad nutrition value: {key}={value!r}, expected a number")
-        if value < 0 or value > NUTRITION_LIMITS[key]:
-            raise DataFormatError(f"bad nutrition value: {key}={value!r} is outside [0, {NUTRITION_LIMITS[key]}]")
-        values[key] = float(value)
-    return values
+    return {key: nutrient_value(raw[key], key, NUTRITION_LIMITS[key]) for key in NUTRITION_FIELDS if key in raw}

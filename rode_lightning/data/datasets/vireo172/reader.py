@@ -45,6 +45,8 @@ from pathlib import Path
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.images import check_image
 from rode_lightning.data.records import FoodRecord, Ingredient
+from rode_lightning.data.splits import check_split
+from rode_lightning.data.text_files import read_text
 from rode_lightning.progress import progress
 from rode_lightning.user_errors import MissingFileError
 
@@ -77,8 +79,7 @@ def read_vireo172_split(root: str | Path, split: str, on_error: OnError = "raise
     Skips, and images served with the category only, are counted in ``skipped`` under ``vireo172/<split>: <reason>``.
     """
     check_on_error(on_error)
-    if split not in SPLITS:
-        raise ValueError(f"VIREO Food-172 split {split!r}: expected one of {list(SPLITS)}")
+    check_split(split, "VIREO Food-172")
     root = Path(root).absolute()
     if not root.is_dir():
         raise MissingFileError(f"VIREO Food-172 root {root} does not exist or is not a directory")
@@ -118,7 +119,7 @@ def read_name_list(path: Path, what: str) -> list[str]:
     if not path.is_file():
         raise MissingFileError(f"VIREO Food-172 file {path} does not exist (the release has {FOOD_LIST} and "
                                f"{INGREDIENT_LIST}, one name per line)")
-    names = [line.strip() for line in _read_text(path).splitlines()]
+    names = [line.strip() for line in read_text(path).splitlines()]
     while names and not names[-1]:
         names.pop()
     for line_number, name in enumerate(names, start=1):
@@ -149,7 +150,7 @@ def read_vireo172_labels(root: str | Path, ingredients: list[str]) -> dict[str, 
         raise MissingFileError(f"VIREO Food-172 label file {path} does not exist (the release has {LABEL_FILE}: "
                                f"one line per image, its path then 1 or -1 per ingredient)")
     labels: dict[str, LabelLine] = {}
-    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for line_number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -190,7 +191,7 @@ def _read_split_file(path: Path) -> list[_SplitEntry]:
         raise MissingFileError(f"VIREO Food-172 split file {path} does not exist (the release has "
                                f"{', '.join(SPLIT_FILES.values())}, one image path like /1/10_0.jpg per line)")
     entries, first_seen = [], {}
-    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for line_number, line in enumerate(read_text(path).splitlines(), start=1):
         image = line.strip()
         if not image:
             continue
@@ -237,10 +238,3 @@ def _record_for(entry: _SplitEntry, classes: list[str], ingredients: list[str], 
                         ingredients=tuple(Ingredient(name, 0.0) for name in names))
     note = NO_LABEL if label is None else NO_INGREDIENT if not names else None
     return record, note
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataFormatError(f"{path}: not UTF-8 text (byte {error.start}): expected a text file") from None
