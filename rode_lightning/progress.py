@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterable
 from typing import TypeVar
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from tqdm import tqdm
 
 T = TypeVar("T")
@@ -21,6 +20,10 @@ T = TypeVar("T")
 
 def progress(items: Iterable[T], description: str, unit: str, total: int | None = None) -> Iterable[T]:
     """``items``, with a bar named ``description`` counting ``unit``s where a person is watching."""
+    # Imported here: a process that reads data without Lightning (a data-loader worker, a script) does not pay
+    # its import (seconds) for a progress bar it may never show.
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     quiet = getattr(rank_zero_only, "rank", 0) != 0
     return tqdm(items, desc=description, unit=unit, total=total, disable=True if quiet else None, leave=False,
                 dynamic_ncols=True, file=sys.stdout)

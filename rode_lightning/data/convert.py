@@ -110,6 +110,8 @@ def _huggingface_source(config: str | None, val_fraction: float) -> DatasetSourc
         raise UserError(f"{path}: expected the keys of one data.sources entry")
     if "path" in block:  # an old data.huggingface block
         block = huggingface_block_as_source(block)
+    if not block.get("root"):
+        raise UserError(f"{path}: no root: the dataset's folder or parquet file(s) to convert")
     return as_source({"dataset": "huggingface", **block, "val_fraction": val_fraction}, str(path))
 
 

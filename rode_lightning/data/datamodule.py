@@ -24,6 +24,7 @@ from rode_lightning.data.conversation import Conversation
 from rode_lightning.data.errors import MissingSplitError, SkipCounter
 from rode_lightning.data.instructions import InstructionDataset, Sample
 from rode_lightning.data.predict import PredictionDataset, drop_unreadable_images, read_prediction_requests
+from rode_lightning.conventions import TASKS
 from rode_lightning.data.options import ClusterOptions, PredictOptions, TaskSelection, as_options, check_tasks
 from rode_lightning.data.prompts import task_available
 from rode_lightning.data.records import FoodRecord, merge_ingredients
@@ -99,9 +100,9 @@ class FoodDataModule(L.LightningDataModule):
         tasks = as_options(tasks, TaskSelection, "data.tasks")
         clusters = as_options(clusters, ClusterOptions, "data.clusters")
         predict = as_options(predict, PredictOptions, "data.predict")
-        for key, listed in (("data.tasks.train", tasks.train), ("data.tasks.eval", tasks.eval),
-                            ("data.predict.tasks", predict.tasks)):
-            check_tasks(key, listed)
+        check_tasks("data.tasks.train", tasks.train)
+        check_tasks("data.tasks.eval", tasks.eval)
+        check_tasks("data.predict.tasks", predict.tasks, TASKS)  # asked of a photo: the food tasks
         self.tasks, self.cluster_options, self.predict_options = tasks, clusters, predict
         # Plain values in the hyperparameters: checkpoints keep them, and Lightning reads them back with
         # ``torch.load(weights_only=True)``, which refuses classes of ours.

@@ -105,6 +105,13 @@ class DemoCopy:
         yield self.root
         self.marker_path.write_text(self.stamp_text)
 
+    def ensure(self, write: Callable[[], None]) -> Path:
+        """``root``, written by ``write`` unless it already holds this copy: every generator's one call."""
+        if not self.current:
+            with self.writing():
+                write()
+        return self.root
+
     def _clear_previous(self) -> None:
         present = [name for name in self.layout if (self.root / name).exists()]
         if not self.marker_path.is_file():

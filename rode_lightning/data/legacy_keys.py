@@ -10,6 +10,7 @@ mappings out), so that a test can check every file of ``configs/`` gives the sam
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rode_lightning.user_errors import UserError
@@ -49,11 +50,14 @@ def huggingface_block_as_source(block: dict[str, Any]) -> dict[str, Any]:
 
 def sources_from_legacy(legacy: dict[str, Any], base: list[dict] | None = None) -> list[dict] | None:
     """The ``data.sources`` the old source keys meant. ``base``: a ``data.sources`` set before them (a new-style
-    config), which an old ``data.datasets`` filters. ``None`` when they meant the default demo."""
-    sources = _configured(legacy)
+    config), whose entries old roots replace or join and an old ``data.datasets`` filters. ``None`` when they meant
+    the default demo."""
+    roots = _configured(legacy)
+    configured_base = [dict(entry) for entry in base or [] if entry.get("root") is not None]
+    sources = _merged(configured_base, roots) if configured_base else roots
     demo = not sources
-    if demo and base is not None:
-        sources, demo = [dict(entry) for entry in base], all(entry.get("root") is None for entry in base)
+    if demo and base:
+        sources = [dict(entry) for entry in base]
     names = legacy.get("datasets")
     if demo and not sources:
         sources = [{"dataset": name} for name in (names or _DEFAULT_DEMO)]
@@ -63,6 +67,15 @@ def sources_from_legacy(legacy: dict[str, Any], base: list[dict] | None = None) 
     if all(set(entry) == {"dataset"} for entry in sources) and [e["dataset"] for e in sources] == list(_DEFAULT_DEMO):
         return None  # exactly the default demo: say so by leaving data.sources unset
     return sources
+
+
+def _merged(base: list[dict], roots: list[dict]) -> list[dict]:
+    """Old roots over a configured list: a source of the same served name gets the new root, others are added."""
+    merged = {entry.get("name", entry["dataset"]): entry for entry in base}
+    for entry in roots:
+        name = entry.get("name", entry["dataset"])
+        merged[name] = {**merged.get(name, {}), **entry}
+    return list(merged.values())
 
 
 def _configured(legacy: dict[str, Any]) -> list[dict]:
@@ -94,6 +107,11 @@ def _filtered(sources: list[dict], names: list[str], demo: bool) -> list[dict]:
 def _apply_settings(sources: list[dict], legacy: dict[str, Any]) -> None:
     """Sampling weights, the hold-out share and the demo's seed and sizes, onto the sources they concern."""
     weights = legacy.get("sampling_weights") or {}
+    served = {entry.get("name", entry["dataset"]) for entry in sources}
+    unknown = [key for key in weights if key.partition("/")[0] not in served]
+    if unknown:
+        raise UserError(f"data.sampling_weights: unknown key {unknown[0]!r}; expected a served dataset "
+                        f"({', '.join(sorted(served))}) or '<dataset>/<task>'")
     for entry in sources:
         name = entry.get("name", entry["dataset"])
         if name in weights:
@@ -140,71 +158,147 @@ def rewrite_data_section(data: dict[str, Any], base: list[dict] | None = None) -
 
 
 def rewrite_arguments(args: list[str], config_files: bool = True) -> tuple[list[str], list[str]]:
-    """A command line (``--config`` files, ``--data.<key>`` flags) with every old data key in today's form, and one
-    warning per place that had some. Config files with old keys are read through a rewritten copy in a temporary
-    folder; the old source keys of all files and flags merge in order (a later one wins, as the parser merges them)
-    into one ``--data.sources`` placed after the last of them. ``config_files=False`` leaves ``--config`` files as
-    they are (a grid's commands: the command line rewrites them when each run starts)."""
-    import yaml
-
-    rewritten: list[str] = []
-    warnings: list[str] = []
-    legacy: dict[str, Any] = {}
-    base: list[dict] | None = None  # the last data.sources set in today's form
-    insert_at, base_then = None, None
+    """A command line (``--config`` / ``-c`` files, a ``--data`` file, ``--data.<key>`` flags) with every old data
+    key in today's form, and one warning per place that had some. Files with old keys are read through a rewritten
+    copy in a temporary folder; the old source keys of all files and flags merge in order (a later one wins, as the
+    parser merges them) into one ``--data.sources`` placed after the last of them, unless a ``data.sources`` of
+    today's form comes later and replaces them. ``config_files=False`` (a grid's arguments, whose config files are
+    added per run) renames the flat keys only and leaves files and old source keys to the command line, which
+    rewrites them with the configs when each run starts."""
+    state = _Rewriting()
     index = 0
     while index < len(args):
         flag, value, width = _split_flag(args, index)
-        if flag == "--config" and value is not None and config_files:
-            path, found, sources = _rewrite_config_file(value, legacy)
-            if sources is not _UNSET:
-                base = sources
-            rewritten += ["--config", path]
-            if found:
-                warnings.append(f"--config {value}: " + ", ".join(f"data.{key}" for key in found))
-                insert_at, base_then = (len(rewritten), base) if any(key in SOURCE_KEYS for key in found) else (
-                    insert_at, base_then)
+        if flag in ("--config", "-c") and value is not None and config_files:
+            state.config_file(flag, value)
+        elif flag == "--data" and value is not None and config_files and value.endswith((".yaml", ".yml")):
+            state.data_file(value)
         elif flag is not None and flag.startswith("--data.") and flag[7:] in LEGACY_KEYS and value is not None:
-            key = flag[7:]
-            warnings.append(f"{flag}")
-            if key in RENAMED:
-                group, field = RENAMED[key]
-                rewritten += [f"--data.{group}.{field}", value]
-            elif key in SOURCE_KEYS:
-                legacy[key] = yaml.safe_load(value)
-                insert_at, base_then = len(rewritten), base
+            state.old_flag(flag[7:], value, sources=config_files)
         else:
             if flag == "--data.sources" and value is not None:
-                base = yaml.safe_load(value)
-            rewritten += args[index:index + width]
+                sources = _yaml_value(flag, value)
+                state.new_sources(sources)
+                if isinstance(sources, list):
+                    state.sets_sources.append((len(state.rewritten), None))
+            state.rewritten.append(args[index:index + width])
         index += width
-    if legacy:
-        sources = sources_from_legacy(legacy, base_then)
-        rewritten.insert(insert_at, f"--data.sources={_flow(sources)}")
-        warnings.append(f"read as data.sources: {_flow(sources)}")
-    return rewritten, warnings
+    return state.finish()
+
+
+class _Rewriting:
+    """The state of one pass over a command line (see :func:`rewrite_arguments`)."""
+
+    def __init__(self):
+        self.rewritten: list[list[str]] = []  # one group per flag and its value
+        self.warnings: list[str] = []
+        # Where a list of sources is set (group, file or None for a flag): jsonargparse merges two lists of one
+        # length entry by entry (a later demo source would keep an earlier root), so only the last list may stay.
+        self.sets_sources: list[tuple[int, str | None]] = []
+        self.legacy: dict[str, Any] = {}
+        self.base: list[dict] | None = None  # the last data.sources set in today's form
+        self.insert_at: int | None = None
+        self.base_then: list[dict] | None = None
+
+    def new_sources(self, sources: Any) -> None:
+        """A ``data.sources`` of today's form replaces every source key before it, old or new."""
+        self.base, self.legacy, self.insert_at = sources, {}, None
+
+    def _legacy_seen(self, keys: dict[str, Any]) -> None:
+        self.legacy.update(keys)
+        self.insert_at, self.base_then = len(self.rewritten), self.base  # after the group that had them
+
+    def config_file(self, flag: str, path: str) -> None:
+        copy, found, legacy, sources = _rewrite_file(path, section="data")
+        if sources is not _UNSET:
+            self.new_sources(sources)
+            if isinstance(sources, list):
+                self.sets_sources.append((len(self.rewritten), copy))
+        self.rewritten.append([flag, copy])
+        if found:
+            self.warnings.append(f"{flag} {path}: " + ", ".join(f"data.{key}" for key in found))
+        if legacy:
+            self._legacy_seen(legacy)
+
+    def data_file(self, path: str) -> None:
+        copy, found, legacy, sources = _rewrite_file(path, section=None)
+        if sources is not _UNSET:
+            self.new_sources(sources)
+            if isinstance(sources, list):
+                self.sets_sources.append((len(self.rewritten), copy))
+        self.rewritten.append(["--data", copy])
+        if found:
+            self.warnings.append(f"--data {path}: " + ", ".join(f"data.{key}" for key in found))
+        if legacy:
+            self._legacy_seen(legacy)
+
+    def old_flag(self, key: str, value: str, sources: bool) -> None:
+        if key in RENAMED:
+            group, field = RENAMED[key]
+            self.rewritten.append([f"--data.{group}.{field}", value])
+        elif key in SOURCE_KEYS and not sources:
+            self.rewritten.append([f"--data.{key}", value])  # for the command line, with the run's configs
+            return
+        elif key in SOURCE_KEYS:
+            self._legacy_seen({key: _yaml_value(f"--data.{key}", value)})
+        self.warnings.append(f"--data.{key}")
+
+    def finish(self) -> tuple[list[str], list[str]]:
+        if self.legacy:
+            sources = sources_from_legacy(self.legacy, self.base_then)
+            self.rewritten.insert(self.insert_at, [f"--data.sources={_flow(sources)}"])
+            self.sets_sources = [(group + (group >= self.insert_at), file) for group, file in self.sets_sources]
+            if sources is not None:
+                self.sets_sources.append((self.insert_at, None))
+            self.warnings.append(f"read as data.sources: {_flow(sources)}")
+        self._keep_the_last_sources()
+        return [argument for group in self.rewritten for argument in group], self.warnings
+
+    def _keep_the_last_sources(self) -> None:
+        """Every data.sources but the last dropped (it replaces them), so that the parser cannot merge them."""
+        if len(self.sets_sources) < 2:
+            return
+        last = max(group for group, _ in self.sets_sources)
+        for group, file in self.sets_sources:
+            if group == last:
+                continue
+            if file is None:
+                self.rewritten[group] = []
+            else:
+                self.rewritten[group] = [self.rewritten[group][0], _without_sources(file)]
 
 
 _UNSET = object()
 
 
+def _yaml_value(flag: str, value: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise UserError(f"{flag} {value}: not a YAML value ({getattr(error, 'problem', None) or error})") from None
+
+
 def _split_flag(args: list[str], index: int) -> tuple[str | None, str | None, int]:
-    """``(flag, value, how many arguments they take)`` at ``index``: ``--key value`` or ``--key=value``."""
+    """``(flag, value, how many arguments they take)`` at ``index``: ``--key value`` or ``--key=value``; an
+    argument that is itself a flag is no value (``--print_config --config x.yaml``)."""
     argument = args[index]
-    if not argument.startswith("--"):
+    if not argument.startswith("-"):
         return None, None, 1
     if "=" in argument:
         flag, value = argument.split("=", 1)
         return flag, value, 1
     value = args[index + 1] if index + 1 < len(args) else None
-    return argument, value, 2 if value is not None else 1
+    if value is None or value.startswith("--") or value == "-c":
+        return argument, None, 1
+    return argument, value, 2
 
 
-def _rewrite_config_file(path: str, legacy: dict[str, Any]) -> tuple[str, list[str], Any]:
-    """The file to parse instead of ``path`` (itself when it has no old key), the old keys found, and the
-    ``data.sources`` it sets in today's form (``_UNSET`` when none). Its old source keys are merged into
-    ``legacy``."""
-    import tempfile
+def _rewrite_file(path: str, section: str | None) -> tuple[str, list[str], dict[str, Any], Any]:
+    """``(the file to parse instead, the old keys found, its old source keys, the data.sources it sets in today's
+    form or _UNSET)``. ``section``: the data keys are under that key (a whole config), or at the top (a
+    ``--data`` file). A file without old keys is parsed as it is."""
     from pathlib import Path
 
     import yaml
@@ -212,23 +306,53 @@ def _rewrite_config_file(path: str, legacy: dict[str, Any]) -> tuple[str, list[s
     try:
         config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return path, [], _UNSET  # the parser reports a missing or broken file itself
-    data = config.get("data") if isinstance(config, dict) else None
+        return path, [], {}, _UNSET  # the parser reports a missing or broken file itself
+    data = (config.get(section) if isinstance(config, dict) else None) if section else config
     if not isinstance(data, dict):
-        return path, [], _UNSET
+        return path, [], {}, _UNSET
     sources = data.get("sources", _UNSET)
     found = [key for key in data if key in LEGACY_KEYS]
     if not found:
-        return path, [], sources
-    legacy.update({key: data[key] for key in SOURCE_KEYS if key in data})
+        return path, [], {}, sources
     new_data, _ = rewrite_data_section({key: value for key, value in data.items() if key not in SOURCE_KEYS})
-    copy = Path(tempfile.mkdtemp(prefix="rode_config_")) / Path(path).name
-    copy.write_text(yaml.safe_dump({**config, "data": new_data}, sort_keys=False), encoding="utf-8")
-    return str(copy), found, sources
+    rewritten = {**config, section: new_data} if section else new_data
+    return _copy(path, rewritten), found, {key: data[key] for key in SOURCE_KEYS if key in data}, sources
+
+
+def _without_sources(path: str) -> str:
+    """A copy of the config file ``path`` without its ``data.sources`` (a later one replaces it)."""
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = config.get("data") if isinstance(config, dict) and "data" in config else config
+    data = {key: value for key, value in data.items() if key != "sources"}
+    return _copy(path, {**config, "data": data} if isinstance(config, dict) and "data" in config else data)
+
+
+def _copy(path: str, content: dict) -> str:
+    """A rewritten file, in a folder named by its content: the same file is written once, not once per run."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    text = yaml.safe_dump(content, sort_keys=False)
+    folder = Path(tempfile.gettempdir()) / "rode_lightning_configs" / hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / Path(path).name
+    if not copy.is_file() or copy.read_text(encoding="utf-8") != text:
+        temporary = copy.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(copy)  # whole or absent, also when DDP processes write it at once
+    return str(copy)
 
 
 def _flow(sources: list[dict] | None) -> str:
     """``data.sources`` as one line of YAML flow style, for a flag and a warning."""
     import yaml
 
-    return "null" if sources is None else yaml.safe_dump(sources, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return "null" if sources is None else yaml.safe_dump(sources, default_flow_style=True, sort_keys=False,
+                                                         width=10**6).strip()

@@ -9,12 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rode_lightning.conventions import SERVED_TASKS
+from rode_lightning.conventions import SERVED_TASKS, TASKS
 from rode_lightning.user_errors import UserError
 
 
 def _all_tasks() -> list[str]:
     return list(SERVED_TASKS)
+
+
+def _food_tasks() -> list[str]:
+    return list(TASKS)
 
 
 @dataclass
@@ -53,17 +57,17 @@ class PredictOptions:
 
     Args:
         source: a folder of images or a JSON/JSONL file of ``{"image", "task" or "question"}`` requests.
-        tasks: for a folder of images, the tasks asked about every image.
+        tasks: for a folder of images, the food tasks asked about every image.
     """
 
     source: str | None = None
-    tasks: list[str] = field(default_factory=_all_tasks)
+    tasks: list[str] = field(default_factory=_food_tasks)
 
 
-def check_tasks(key: str, tasks: list[str]) -> None:
-    unknown = [task for task in tasks if task not in SERVED_TASKS]
+def check_tasks(key: str, tasks: list[str], known: tuple[str, ...] = SERVED_TASKS) -> None:
+    unknown = [task for task in tasks if task not in known]
     if unknown or not tasks:
-        raise UserError(f"{key}: {unknown or 'empty list'} - expected a non-empty subset of {list(SERVED_TASKS)}")
+        raise UserError(f"{key}: {unknown or 'empty list'} - expected a non-empty subset of {list(known)}")
 
 
 def as_options(value, kind: type, key: str):

@@ -142,8 +142,8 @@ class Grid:
 
 
 def _today_keys(path: Path, arguments: list[str]) -> list[str]:
-    """The grid's arguments with old data keys in today's form (``data/legacy_keys.py``), so that every run's
-    command, as recorded, is today's; the warning shows the new form."""
+    """The grid's arguments with the flat old data keys in today's form (``data/legacy_keys.py``); old source keys
+    (``--data.unifood_root``, ...) stay, for the command line to merge with each run's config files."""
     rewritten, places = rewrite_arguments(arguments, config_files=False)
     if places:
         warnings.warn(f"{path}: arguments: old data keys ({'; '.join(places)}) rewritten; write the new keys in the "

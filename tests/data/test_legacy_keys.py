@@ -89,3 +89,61 @@ def test_arguments_without_old_keys_are_left_as_they_are(tmp_path):
     args = ["fit", "--config", str(config), "--data.batch_size", "2"]
     assert rewrite_arguments(args) == (args, [])
     assert rewrite_arguments(["--config", str(config)], config_files=False) == (["--config", str(config)], [])
+
+
+def test_old_roots_replace_or_join_a_configured_list_and_a_later_new_list_replaces_old_keys(tmp_path):
+    base = [{"dataset": "unifood", "root": "/u"}, {"dataset": "recipe1m", "root": "/r"}]
+    assert sources_from_legacy({"unifood_root": "/mine", "food101_root": "/f"}, base) == [
+        {"dataset": "unifood", "root": "/mine"}, {"dataset": "recipe1m", "root": "/r"},
+        {"dataset": "food101", "root": "/f"}]
+    config = tmp_path / "old.yaml"
+    config.write_text("data:\n  unifood_root: /u\n")
+    args, _ = rewrite_arguments(["fit", "-c", str(config), "--data.sources", "[{dataset: food101, root: /f}]",
+                                 "--data.val_fraction", "0.2"])
+    assert args[-1] == "--data.sources=[{dataset: food101, root: /f, val_fraction: 0.2}]"
+
+
+def test_a_flag_is_never_taken_for_a_value_and_a_broken_value_is_named(tmp_path):
+    config = tmp_path / "old.yaml"
+    config.write_text("data:\n  train_tasks: [recipe]\n")
+    args, warnings = rewrite_arguments(["fit", "--print_config", "--config", str(config)])
+    assert args[:3] == ["fit", "--print_config", "--config"] and args[3] != str(config) and warnings
+    with pytest.raises(UserError, match=r"^--data.sources \[\{dataset: unifood: not a YAML value"):
+        rewrite_arguments(["fit", "--data.sources", "[{dataset: unifood", "--data.val_fraction", "0.2"])
+
+
+def test_a_data_file_with_old_keys_is_rewritten_too(tmp_path):
+    data = tmp_path / "data.yaml"
+    data.write_text("unifood_root: /u\nbatch_size: 2\n")
+    args, _ = rewrite_arguments(["fit", "--data", str(data)])
+    assert yaml.safe_load(open(args[2])) == {"batch_size": 2}
+    assert args[3] == "--data.sources=[{dataset: unifood, root: /u}]"
+
+
+def test_weights_of_a_dataset_not_served_are_refused_as_before():
+    with pytest.raises(UserError, match="data.sampling_weights: unknown key 'recipe1m'"):
+        sources_from_legacy({"unifood_root": "/u", "sampling_weights": {"recipe1m": 2.0}})
+
+
+def test_only_the_last_list_of_sources_reaches_the_parser(tmp_path):
+    """jsonargparse merges two lists of sources of one length entry by entry: a later list of demo sources would
+    keep the roots of an earlier one. Every list but the last is taken out of the command line."""
+    config = tmp_path / "run.yaml"
+    config.write_text("data:\n  sources: [{dataset: unifood, root: /u}, {dataset: nutrition5k, root: /n}]\n"
+                      "  batch_size: 2\n")
+    later = "[{dataset: unifood}, {dataset: nutrition5k}]"
+    args, warnings = rewrite_arguments(["fit", "--config", str(config), "--data.sources", "[{dataset: food101}]",
+                                        "--data.sources", later])
+    assert yaml.safe_load(open(args[2])) == {"data": {"batch_size": 2}} and not warnings
+    assert args[3:] == ["--data.sources", later]
+    assert rewrite_arguments(["fit", "--config", str(config)]) == (["fit", "--config", str(config)], [])
+
+
+def test_the_command_line_serves_a_later_list_of_demo_sources_without_the_config_s_roots(tmp_path):
+    from rode_lightning.cli import parse_fit_arguments
+
+    config = tmp_path / "run.yaml"
+    config.write_text("data:\n  sources: [{dataset: unifood, root: /u}, {dataset: nutrition5k, root: /n}]\n")
+    data = parse_fit_arguments(["--config", str(config), "--data.sources",
+                                "[{dataset: unifood}, {dataset: nutrition5k}]"]).as_dict()["data"]
+    assert [source["root"] for source in data["sources"]] == [None, None]

@@ -192,7 +192,7 @@ def test_unifood_without_val_holds_out_train_records_by_id(tmp_path, caplog):
     assert {s.record.id for s in module.datasets["val"].samples} == set(held)
     assert {s.record.id for s in module.datasets["train"].samples} == set(train)
     assert (f"Uni-Food {root} has no annotations/val.jsonl: validating on the 20% of train.jsonl held out by "
-            f"record id (data.val_fraction)") in caplog.messages
+            f"record id (the source's val_fraction)") in caplog.messages
     assert "val" not in module.missing_splits
 
 

@@ -106,7 +106,7 @@ def served(cli_demo_dir, tiny_runs, tmp_path_factory) -> Served:
     yield Served(url, str(adapter), photos, predictions, process, log)
     os.killpg(process.pid, signal.SIGINT)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=5)  # LitServe's workers may not stop on SIGINT (measured: the full 30 s of a longer wait)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
 

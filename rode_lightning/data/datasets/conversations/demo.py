@@ -62,11 +62,7 @@ def generate_demo_conversations(root: str | Path, seed: int = 0, sizes: dict[str
     check_sizes(sizes, SPLITS, minimum=1)
     copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1},
                     _LAYOUT, "conversation JSON")
-    if copy.current:
-        return root
-    with copy.writing():
-        _write_copy(root, seed, sizes, image_size)
-    return root
+    return copy.ensure(lambda: _write_copy(root, seed, sizes, image_size))
 
 
 def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int) -> None:

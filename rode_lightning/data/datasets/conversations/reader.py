@@ -57,7 +57,9 @@ def split_file(root: Path, split: str, files: dict[str, str] | None) -> Path | N
     there is none. Both ``.json`` and ``.jsonl`` present is refused: which one is meant cannot be guessed."""
     if files and split in files:
         path = root / files[split]
-        return path if path.is_file() else None
+        if not path.is_file():
+            raise MissingFileError(f"options.files.{split}: {path} does not exist (conversation JSON root {root})")
+        return path
     found = [root / f"{split}{suffix}" for suffix in SUFFIXES if (root / f"{split}{suffix}").is_file()]
     if len(found) > 1:
         raise UserError(f"conversation JSON root {root} has both {found[0].name} and {found[1].name}: keep one")
@@ -99,8 +101,8 @@ def read_conversation_split(root: str | Path, split: str, on_error: OnError = "r
         raise MissingSplitError(f"conversation JSON split {split!r}: {root} has no "
                                 f"{(files or {}).get(wanted) or f'{wanted}.json or {wanted}.jsonl'}")
     if held_out and split == "val":
-        log.info("%s has no val file: validating on the %.0f%% of %s held out by image (data.val_fraction)", root,
-                 100 * val_fraction, path.name)
+        log.info("%s has no val file: validating on the %.0f%% of %s held out by image (the source's "
+                 "val_fraction)", root, 100 * val_fraction, path.name)
     skipped = SkipCounter() if skipped is None else skipped
     image_root = root / image_folder
     records, seen_ids = [], {}
@@ -201,6 +203,9 @@ def _turns_of(messages) -> tuple[Turn, ...]:
             raise DataFormatError(f"malformed turn: turn {number} is not an object")
         spelled = message.get("from", message.get("role"))
         role = ROLES.get(spelled) if isinstance(spelled, str) else None
+        if spelled == "system":
+            raise DataFormatError(f"system turn: turn {number}; the base model's conversation format writes its own "
+                                  "system prompt, so a conversation's own is not used: remove system turns")
         if role is None:
             raise DataFormatError(f"unknown role: turn {number} is {spelled!r}, expected one of {', '.join(ROLES)}")
         expected = "user" if number % 2 else "assistant"

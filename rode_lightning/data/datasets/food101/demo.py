@@ -53,11 +53,7 @@ def generate_demo_food101(root: str | Path, seed: int = 0, sizes: dict[str, int]
     check_sizes(sizes, SPLIT_LISTS)
     copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1},
                     _LAYOUT_DIRS, "Food-101")
-    if copy.current:
-        return root
-    with copy.writing():
-        _write_copy(root, seed, sizes, image_size)
-    return root
+    return copy.ensure(lambda: _write_copy(root, seed, sizes, image_size))
 
 
 def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int) -> None:

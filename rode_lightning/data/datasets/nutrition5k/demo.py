@@ -45,11 +45,7 @@ def generate_demo_nutrition5k(root: str | Path, seed: int = 0, sizes: dict[str, 
     check_sizes(sizes, SPLIT_FILES, missing_overhead=missing_overhead)
     copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size,
                                     "missing_overhead": missing_overhead, "version": 1}, _LAYOUT_DIRS, "Nutrition5k")
-    if copy.current:
-        return root
-    with copy.writing():
-        _write_copy(root, seed, sizes, image_size, missing_overhead)
-    return root
+    return copy.ensure(lambda: _write_copy(root, seed, sizes, image_size, missing_overhead))
 
 
 def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int, missing_overhead: int) -> None:

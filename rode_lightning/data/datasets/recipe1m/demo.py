@@ -68,11 +68,7 @@ def generate_demo_recipe1m(root: str | Path, seed: int = 0, sizes: dict[str, int
     copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size,
                                     "with_nutrition": with_nutrition, "missing_images": missing_images, "version": 1},
                     _LAYOUT, "Recipe1M")
-    if copy.current:
-        return root
-    with copy.writing():
-        _write_copy(root, seed, sizes, image_size, with_nutrition, missing_images)
-    return root
+    return copy.ensure(lambda: _write_copy(root, seed, sizes, image_size, with_nutrition, missing_images))
 
 
 def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int, with_nutrition: bool,

@@ -35,11 +35,7 @@ def generate_demo_unifood(root: str | Path, seed: int = 0, splits: dict[str, int
     check_sizes(splits)
     copy = DemoCopy(root, _MARKER, {"seed": seed, "splits": splits, "image_size": image_size, "version": 1},
                     _LAYOUT, "Uni-Food")
-    if copy.current:
-        return root
-    with copy.writing():
-        _write_copy(root, seed, splits, image_size)
-    return root
+    return copy.ensure(lambda: _write_copy(root, seed, splits, image_size))
 
 
 def _write_copy(root: Path, seed: int, splits: dict[str, int], image_size: int) -> None:

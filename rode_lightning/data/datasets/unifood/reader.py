@@ -53,7 +53,7 @@ def read_unifood_split(root: str | Path, split: str, on_error: OnError = "raise"
     path = root / "annotations" / f"{'train' if held_out else split}.jsonl"
     if held_out and split == "val":
         log.info("Uni-Food %s has no annotations/val.jsonl: validating on the %.0f%% of train.jsonl held out by "
-                 "record id (data.val_fraction)", root, 100 * val_fraction)
+                 "record id (the source's val_fraction)", root, 100 * val_fraction)
     if not path.is_file():
         raise MissingSplitError(f"Uni-Food split {split!r}: expected the annotation file {path}, which does not "
                                 f"exist")

@@ -48,11 +48,7 @@ def generate_demo_vireo172(root: str | Path, seed: int = 0, sizes: dict[str, int
     check_sizes(sizes, SPLIT_FILES)
     copy = DemoCopy(root, _MARKER, {"seed": seed, "sizes": sizes, "image_size": image_size, "version": 1},
                     _LAYOUT_DIRS, "VIREO Food-172")
-    if copy.current:
-        return root
-    with copy.writing():
-        _write_copy(root, seed, sizes, image_size)
-    return root
+    return copy.ensure(lambda: _write_copy(root, seed, sizes, image_size))
 
 
 def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int) -> None:
