@@ -70,6 +70,8 @@ def test_only_one_dataset_can_be_served(demo_dir):
     ({"sources": [{"dataset": "food102"}]}, "data.sources[0].dataset: 'food102' is not a registered dataset"),
     ({"sources": []}, "data.sources: an empty list"),
     ({"predict": {"tasks": ["taste"]}}, "data.predict.tasks: ['taste']"),
+    ({"predict": {"tasks": ["conversation"]}}, "data.predict.tasks: ['conversation'] - expected a non-empty subset of "
+                                               "['category', 'ingredients', 'recipe', 'nutrition']"),
     ({"tasks": {"train": []}}, "data.tasks.train: empty list"),
     ({"tasks": {"eval": ["taste"]}}, "data.tasks.eval: ['taste']"),
     ({"tasks": {"test": ["recipe"]}}, "data.tasks: TaskSelection.__init__() got an unexpected keyword argument 'test'"),
@@ -95,3 +97,15 @@ def test_predict_without_a_source_says_what_to_set(demo_dir):
     module = tiny_datamodule(demo_dir)
     with pytest.raises(ValueError, match="data.predict.source"):
         module.predict_dataloader()
+
+
+def test_a_folder_of_photos_is_asked_the_four_food_tasks_by_default(tmp_path):
+    from rode_lightning.conventions import TASKS
+    from rode_lightning.data.predict import read_prediction_requests
+    from PIL import Image
+
+    module = FoodDataModule(demo_dir=str(tmp_path / "demo"), predict={"source": str(tmp_path)})
+    assert module.predict_options.tasks == list(TASKS)
+    Image.new("RGB", (8, 8)).save(tmp_path / "dish.png")
+    requests = read_prediction_requests(tmp_path, module.predict_options.tasks)
+    assert [request.task for request in requests] == list(TASKS)
