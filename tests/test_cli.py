@@ -210,9 +210,13 @@ def test_the_demo_of_every_layout_trains_and_scores_each_dataset_on_its_own_task
     import json
 
     config = str(__import__("pathlib").Path(__file__).parents[1] / "configs" / "demo_all_layouts.yaml")
+    # The file's sources, with Uni-Food's demo copy small (its default is 800 dishes, seconds to draw).
+    sources = yaml.safe_load(open(config))["data"]["sources"]
+    assert sources[0] == {"dataset": "unifood"}
+    sources[0]["demo_sizes"] = {"train": 16, "val": 4, "test": 4}
     main(["fit", *tiny_cli_args(tmp_path / "demo", tmp_path / "logs", "--config", config,
-                                "--trainer.limit_train_batches", "2", "--trainer.max_epochs", "1",
-                                "--data.eval_batch_size", "16")])
+                                "--data.sources", json.dumps(sources), "--trainer.limit_train_batches", "2",
+                                "--trainer.max_epochs", "1", "--data.eval_batch_size", "16")])
     saved = json.loads((tmp_path / "logs" / "demo" / "version_0" / "results" / "val_results.json").read_text())
     results = saved["results"]
     assert set(results) == {"unifood", "nutrition5k", "recipe1m", "food101", "vireo172", "huggingface"}

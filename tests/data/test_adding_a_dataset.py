@@ -51,7 +51,7 @@ def plug_in(monkeypatch) -> FoodDataset:
     line is not started); what it registers is left out of the package's registry afterwards."""
     monkeypatch.setattr(registry, "DATASETS", dict(registry.DATASETS))
     before = set(registry.DATASETS)
-    code = "\n".join(blocks("python"))
+    code = "\n".join(block for block in blocks("python") if not block.startswith("class Conversations("))
     exec(compile(code, f"README.md ({TITLE})", "exec"), {"__name__": "my_dishes"})
     added = [registry.DATASETS[name] for name in registry.DATASETS if name not in before]
     assert len(added) == 1, "the example registers one dataset"
@@ -89,3 +89,20 @@ def test_the_example_yaml_serves_the_plug_in_through_data_sources(plug_in, tmp_p
     assert {sample.task for sample in train.samples} == set(plug_in.tasks)
     assert {sample.record.dataset for sample in train.samples} == {plug_in.name}
     assert train[0].reference and train[0].image.size == (64, 64)
+
+
+def test_the_shipped_conversation_plug_in_is_the_one_readme_shows(tmp_path):
+    """README's "A shipped one" block is the Conversations class as it stands: executed in its module's namespace,
+    it reads the demo copy into the same records as the registered dataset."""
+    import rode_lightning.data.datasets.conversations as module
+    from rode_lightning.data.datasets import DATASETS, ReadRequest
+
+    (shown,) = [block for block in blocks("python") if block.startswith("class Conversations(FoodDataset):")]
+    assert shown in Path(module.__file__).read_text()
+    namespace = dict(vars(module))
+    exec(compile(shown, "README.md", "exec"), namespace)
+    registered = DATASETS["conversations"]
+    registered.write_demo(tmp_path, 0, {"train": 24, "test": 4})
+    options = module.ConversationOptions()
+    shown_records = namespace["Conversations"]().read(tmp_path, options, ReadRequest("test"))
+    assert shown_records and shown_records == registered.read(tmp_path, options, ReadRequest("test"))

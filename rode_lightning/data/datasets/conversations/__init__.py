@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rode_lightning.conventions import TASKS
+from rode_lightning.conventions import CONVERSATION_TASK, TASKS
 from rode_lightning.data.datasets.base import FoodDataset, ReadRequest
 from rode_lightning.data.datasets.conversations.demo import generate_demo_conversations
 from rode_lightning.data.datasets.conversations.reader import check_conversation_root, read_conversation_split
-from rode_lightning.conventions import CONVERSATION_TASK
 from rode_lightning.data.records import FoodRecord
 
 
