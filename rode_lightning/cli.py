@@ -270,9 +270,9 @@ def main(args: list[str] | None = None, run: bool = True, exit_on_error: bool = 
 
 
 def run_command_line(args: list[str] | None = None) -> None:
-    """``python -m rode_lightning``: :func:`main` (or ``chat``, ``serve``, ``demo``), with a user's mistake reported
-    as one ``error:`` line on stderr and exit status 2 (``rode_lightning/user_errors.py``), the traceback only with
-    ``RODE_TRACEBACK=1``."""
+    """``python -m rode_lightning``: :func:`main` (or ``chat``, ``serve``, ``demo``, ``export``, ``merge``), with a
+    user's mistake reported as one ``error:`` line on stderr and exit status 2 (``rode_lightning/user_errors.py``),
+    the traceback only with ``RODE_TRACEBACK=1``."""
     args = sys.argv[1:] if args is None else args
     with reported_in_one_line():
         if args and args[0] == "chat":
@@ -281,10 +281,15 @@ def run_command_line(args: list[str] | None = None) -> None:
             run_serve(args[1:])
         elif args and args[0] == "demo":
             run_demo(args[1:])
+        elif args and args[0] in ("export", "merge"):
+            run_export_command(args[0], args[1:])
         else:
             if not args or args[0] in ("-h", "--help"):
                 print("python -m rode_lightning {chat,serve,demo} [--help]: use a trained model (a terminal chat, an "
-                      "OpenAI-compatible server, a web page); the commands below train and evaluate.\n")
+                      "OpenAI-compatible server, a web page).\n"
+                      "python -m rode_lightning {export,merge} [--help]: write a plain LoRA out in peft's format "
+                      "(peft, vLLM), or the transformers base with it merged into the weights.\n"
+                      "The commands below train and evaluate.\n")
             main(args, exit_on_error=False)
 
 
@@ -293,9 +298,7 @@ def build_engine(args: list[str], device=None, command: str = "serve"):
     ``--model.adapter_path``), on ``device``, with a cluster-routed adapter's saved instruction clusters."""
     from rode_lightning.inference.engine import InferenceEngine
 
-    with warnings.catch_warnings():  # the command line is the subcommand's, not this parser's: no mix-up to warn about
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        module = main(args, run=False, exit_on_error=False).model
+    module = build_module(args)
     clusters = None
     if module.adapter_config.adapter_method.needs_cluster_features:
         from rode_lightning.data.clusters import InstructionClusters
@@ -309,6 +312,20 @@ def build_engine(args: list[str], device=None, command: str = "serve"):
     if device is not None:
         engine.module.to(device)
     return engine
+
+
+def build_module(args: list[str]):
+    """The Lightning module that ``args`` configure (as for ``test``); its network is built by ``configure_model``."""
+    with warnings.catch_warnings():  # the command line is the subcommand's, not this parser's: no mix-up to warn about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return main(args, run=False, exit_on_error=False).model
+
+
+def run_export_command(command: str, args: list[str]) -> None:
+    """``export`` / ``merge``: a plain LoRA in peft's format, or the base with it merged (``export.py``)."""
+    from rode_lightning.export import run_export
+
+    run_export(command, args, parse_fit_arguments, build_module)
 
 
 def run_chat(args: list[str], lines=None, write=print) -> None:

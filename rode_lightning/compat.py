@@ -8,8 +8,9 @@ says what it is for and which public API would replace it.
 The libraries are imported inside the functions: this module is on the ground floor (README.md, Layout), imported
 by modules that may never need torch's distributed package or open_clip, and by none that could import it back.
 
-Two private-looking things are not here. ``console.py`` filters a deprecation warning that torch's private
-``torch.utils._pytree`` raises on Lightning's behalf; it calls no private API itself (and a ground-floor module
+Three private-looking things are not here. ``rode_lightning/__init__.py`` drops torch's pytree warning about the
+Enums torchao registers (a log filter on a logger name, no API). ``console.py`` filters a deprecation warning that
+torch's private ``torch.utils._pytree`` raises on Lightning's behalf; it calls no private API itself (and a ground-floor module
 cannot import another). ``FoodLMMModule`` reads ``self.device_mesh``, Lightning's public property, not its
 ``_device_mesh``.
 """
@@ -73,6 +74,17 @@ def fsdp2() -> tuple[type, Callable, Callable]:
 
 
 # ----------------------------------------------------------------------------------------------------- lightning
+def ignore_in_ddp(module, names: list[str]) -> None:
+    """Leave ``module``'s parameters and buffers ``names`` out of DistributedDataParallel: out of the broadcast of
+    rank 0's tensors when DDP wraps the module, and out of gradient reduction. A quantized frozen base
+    (``model.quantization``) needs it: torchao's tensor subclasses cannot be broadcast (no ``view``), and every process
+    quantizes the same weights itself. Sets ``module._ddp_params_and_buffers_to_ignore`` through torch's private
+    ``DistributedDataParallel._set_params_and_buffers_to_ignore_for_model``. Public replacement: none."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
+
+
 def attached_trainer(module):
     """The trainer ``module`` (a LightningModule) is attached to, or None. Uses no private name: Lightning's public
     ``trainer`` property raises ``RuntimeError`` for a module not attached (``load_from_checkpoint``, a test that

@@ -63,8 +63,9 @@ from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.model.language import LanguageConfig, language_model_config
 from rode_lightning.model.llava_weights import inspect_llava_directory
 from rode_lightning.model.projector import MLPProjector
+from rode_lightning.model.quantization import QuantizationConfig, linear_storage_bytes, quantizable_linear_names
 from rode_lightning.model.transformers_base import (TransformersConfig, connectors_of, decoder_blocks_of,
-                                                     frozen_units_of, vision_tower_of)
+                                                     frozen_units_of, unquantized_modules, vision_tower_of)
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
 from rode_lightning.pretrain.build import DEMO_BASE
 from rode_lightning.pretrain.language import llama_config
@@ -105,6 +106,10 @@ class ParameterCounts:
     LLaVA's, from the closed form in :func:`memory_estimate`."""
     qk_norm: bool = False
     """Whether the decoder blocks normalise queries and keys per head (Qwen3's ``q_norm`` / ``k_norm``)."""
+    quantizable_language: list[tuple[int, int]] = field(default_factory=list)
+    """``(out, in)`` of each frozen language-model weight ``model.quantization`` would quantize."""
+    quantizable_vision: list[tuple[int, int]] = field(default_factory=list)
+    """The same for the vision tower (quantized with ``model.quantization.vision``)."""
 
     @property
     def trainable(self) -> int:
@@ -137,6 +142,8 @@ def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterC
     method = adapter.adapter_method
     with torch.device("meta"):
         language_model = LlamaForCausalLM(llama)
+        quantizable_language = _weight_shapes(language_model, quantizable_linear_names(
+            language_model, keep=lambda name: name == "lm_head"))  # as FoodLMM quantizes it
         cluster_embedding = method.cluster_embedding(adapter, None)
         cluster_dim = None if cluster_embedding is None else cluster_embedding.shape[1]
         names = inject_adapters(language_model, adapter, RoutingContext(), cluster_dim)
@@ -154,7 +161,27 @@ def count_parameters(vision: VisionConfig, llama: LlamaConfig, adapter: AdapterC
             layer = language_model.get_submodule(name)
             blocks[int(block.group(1))].append((name, layer.in_features, layer.out_features))
     return ParameterCounts(frozen_language, sum(p.numel() for p in vision_encoder.parameters()), adapter_count,
-                           sum(p.numel() for p in projector.parameters()), train_projector, blocks)
+                           sum(p.numel() for p in projector.parameters()), train_projector, blocks,
+                           quantizable_language=quantizable_language,
+                           quantizable_vision=_weight_shapes(vision_encoder, quantizable_linear_names(vision_encoder)))
+
+
+def _weight_shapes(model: nn.Module, names: list[str]) -> list[tuple[int, int]]:
+    return [tuple(model.get_submodule(name).weight.shape) for name in names]
+
+
+def _quantizable_in_transformers_model(model: nn.Module) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The shapes of the linear weights ``model.quantization`` quantizes in a transformers base: in the language
+    model (all but the modules :func:`unquantized_modules` keeps), and in the vision tower (with ``vision``)."""
+    def inside(names: list[str]) -> set[int]:
+        return {id(child) for name in names for child in model.get_submodule(name).modules()}
+
+    kept_always = inside(unquantized_modules(model, vision=True))
+    kept_without_vision = inside(unquantized_modules(model, vision=False))
+    linear = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    language = [tuple(m.weight.shape) for m in linear if id(m) not in kept_without_vision]
+    vision = [tuple(m.weight.shape) for m in linear if id(m) in kept_without_vision and id(m) not in kept_always]
+    return language, vision
 
 
 def transformers_shape(config: TransformersConfig) -> PretrainedConfig:
@@ -206,6 +233,7 @@ def count_transformers_parameters(config: PretrainedConfig, adapter: AdapterConf
                         "not samples, so it cannot be routed by each sample's cluster; use scope: language_model")
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
+        quantizable_language, quantizable_vision = _quantizable_in_transformers_model(model)
         cluster_embedding = method.cluster_embedding(adapter, None)
         cluster_dim = None if cluster_embedding is None else cluster_embedding.shape[1]
         decoder = model.get_decoder()
@@ -238,7 +266,8 @@ def count_transformers_parameters(config: PretrainedConfig, adapter: AdapterConf
     qk_norm = bool(decoder_blocks) and any(name.rsplit(".", 1)[-1] == "q_norm"
                                            for name, _ in decoder_blocks[0].named_modules())
     return ParameterCounts(size(language), size(vision), adapter_count, size(connector),
-                           train_projector and bool(connectors), blocks, largest_unit, qk_norm)
+                           train_projector and bool(connectors), blocks, largest_unit, qk_norm,
+                           quantizable_language, quantizable_vision)
 
 
 def block_activation_bytes(llama: PretrainedConfig, qk_norm: bool = False) -> float:
@@ -303,13 +332,17 @@ def fsdp_shards(trainer: dict) -> int:
 
 def memory_estimate(counts: ParameterCounts, llama: PretrainedConfig, adapter: AdapterConfig, batch_size: int,
                     sequence_length: int, weight_dtype: str, checkpointing: bool,
-                    vision_dtype: str = "fp32", shards: int = 1, projector_dtype: str = "fp32") -> dict[str, float]:
+                    vision_dtype: str = "fp32", shards: int = 1, projector_dtype: str = "fp32",
+                    quantization: QuantizationConfig = QuantizationConfig()) -> dict[str, float]:
     """Bytes per component (see the module docstring for the model behind each term). ``llama``: the LLaMA's config
     or a transformers base's text config; ``projector_dtype``: what a frozen projector (connector) is held in, fp32
-    for LLaVA's, the model's dtype for a transformers base's (a trained one is fp32 on both)."""
+    for LLaVA's, the model's dtype for a transformers base's (a trained one is fp32 on both); ``quantization``: the
+    quantized weights counted by their format (``model/quantization.py``'s :func:`linear_storage_bytes`)."""
     tokens = batch_size * sequence_length
     h, layers, vocab = llama.hidden_size, llama.num_hidden_layers, llama.vocab_size
-    frozen = counts.frozen_language * BYTES[weight_dtype] + counts.frozen_vision * BYTES[vision_dtype]
+    frozen = (frozen_bytes(counts.frozen_language, counts.quantizable_language, weight_dtype, quantization)
+              + frozen_bytes(counts.frozen_vision, counts.quantizable_vision, vision_dtype,
+                             quantization if quantization.vision else QuantizationConfig()))
     frozen_projector = 0 if counts.projector_trained else counts.projector * BYTES[projector_dtype]
     if counts.largest_unit is not None:  # a transformers base's frozen connector is sharded with its unit
         frozen, frozen_projector = frozen + frozen_projector, 0
@@ -335,6 +368,19 @@ def memory_estimate(counts: ParameterCounts, llama: PretrainedConfig, adapter: A
         "activations": activations,
         "logits": tokens * vocab * (2 + 4 + 4),
     }
+
+
+def frozen_bytes(parameters: int, quantizable: list[tuple[int, int]], dtype: str,
+                 quantization: QuantizationConfig) -> int:
+    """Bytes of ``parameters`` frozen parameters in ``dtype``, the weights of shapes ``quantizable`` quantized by
+    ``quantization`` (when it is on)."""
+    if not quantization.enabled:
+        return parameters * BYTES[dtype]
+    quantized = sum(out_features * in_features for out_features, in_features in quantizable)
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    return ((parameters - quantized) * BYTES[dtype]
+            + sum(linear_storage_bytes(quantization, out_features, in_features, torch_dtype)
+                  for out_features, in_features in quantizable))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -363,6 +409,11 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = f"batch {batch_size} x {sequence_length} tokens"
     sharding = f"FSDP: frozen weights sharded over {shards} processes" if shards > 1 else "no weight sharding"
     checkpointed = f"activation checkpointing {'on' if checkpointing else 'off'}"
+    quantization = QuantizationConfig(**(model.get("quantization") or {}))
+    if quantization.enabled and shards > 1:
+        raise UserError("model.quantization: FSDP2 cannot shard quantized weights; estimate a quantized base on one "
+                        "GPU (drop --shards and the FSDP strategy) or an unquantized one sharded")
+    quantized = f"; {quantization.describe()}" if quantization.enabled else ""
 
     if model.get("base") == "transformers":
         base = TransformersConfig(**model["transformers"])
@@ -381,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"blocks x {text.hidden_size} wide ({kv_heads} of {heads} heads for keys and values), "
                     f"vocabulary {text.vocab_size}; vision tower {counts.frozen_vision:,} parameters, connector "
                     f"{counts.projector:,} ({'trained' if counts.projector_trained else 'frozen'}); {targets} (scope "
-                    f"{adapter.scope}); {tokens}; frozen model in {base.dtype}; {checkpointed}; {sharding}")
+                    f"{adapter.scope}); {tokens}; frozen model in {base.dtype}{quantized}; {checkpointed}; {sharding}")
     else:
         vision = VisionConfig(**{k: v for k, v in model["vision"].items() if k != "checkpoint"})
         language = LanguageConfig(**model["language"])
@@ -394,8 +445,8 @@ def main(argv: list[str] | None = None) -> dict:
         def describe(counts: ParameterCounts) -> str:
             return (f"LLaMA {text.num_hidden_layers} blocks x {text.hidden_size} wide, vocabulary {text.vocab_size}; "
                     f"vision {vision.preset or 'custom'} ({vision.num_patches} patch tokens); {targets}; {tokens}; "
-                    f"frozen LLaMA in {language.dtype}, vision tower in {vision.dtype}; {checkpointed}; projector "
-                    f"{'trained' if train_projector else 'frozen'}; {sharding}")
+                    f"frozen LLaMA in {language.dtype}, vision tower in {vision.dtype}{quantized}; {checkpointed}; "
+                    f"projector {'trained' if train_projector else 'frozen'}; {sharding}")
 
     rows = {"this config": adapter, **COMPARED}
     report, described = {}, None
@@ -404,7 +455,7 @@ def main(argv: list[str] | None = None) -> dict:
         counts = count(variant)
         described = described or describe(counts)
         memory = memory_estimate(counts, text, variant, batch_size, sequence_length, checkpointing=checkpointing,
-                                 shards=shards, **dtypes)
+                                 shards=shards, quantization=quantization, **dtypes)
         report[name] = {"method": variant.method, "ranks": variant.ranks, "trainable_parameters": counts.trainable,
                         "adapter_parameters": counts.adapter, "memory_gib": {k: v / GIB for k, v in memory.items()},
                         "total_gib": sum(memory.values()) / GIB}

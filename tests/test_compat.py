@@ -54,6 +54,12 @@ def test_grouped_mm_is_the_public_function_where_torch_has_it():
     assert compat.grouped_mm() is (public or torch._grouped_mm)
 
 
+def test_ignore_in_ddp_sets_what_distributed_data_parallel_reads():
+    module = nn.Linear(2, 2)
+    compat.ignore_in_ddp(module, ["weight"])
+    assert module._ddp_params_and_buffers_to_ignore == ["weight"]
+
+
 def test_fsdp2_is_the_public_api():
     import torch.distributed.fsdp as fsdp
 

@@ -48,3 +48,17 @@ def test_fit_help_lists_every_registered_method_with_its_summary(registry, capsy
     assert _squeezed("``docstring_only``: Described by its docstring's first line when it sets no summary.") in entry
     assert "Notthisline" not in entry
     assert "(type:str,default:rode)" in entry
+
+
+def test_top_level_help_lists_export_and_merge_and_each_prints_its_usage(capsys):
+    from rode_lightning.cli import run_command_line
+
+    with pytest.raises(SystemExit) as exit:
+        run_command_line(["--help"])
+    assert exit.value.code == 0
+    assert "python -m rode_lightning {export,merge} [--help]" in capsys.readouterr().out
+    for command in ("export", "merge"):
+        run_command_line([command, "--help"])
+        usage = capsys.readouterr().out
+        assert usage.startswith(f"python -m rode_lightning {command} --config RUN_CONFIG --model.adapter_path "
+                                "RUN/adapter --output DIR")

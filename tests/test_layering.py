@@ -16,8 +16,8 @@ FLOORS = {
     "data": 3, "callbacks": 3, "scale": 3,
     "model": 4,
     "pretrain": 5, "inference": 5,
-    # serving and the web demo are handed the CLI's model builder (they are below the CLI, which starts them)
-    "experiments": 6, "serving": 6, "webdemo": 6,
+    # serving, the web demo and export / merge are handed the CLI's model builder (below the CLI, which starts them)
+    "experiments": 6, "serving": 6, "webdemo": 6, "export": 6,
     "cli": 7,
     "estimate": 8, "__main__": 8, "__init__": 8,  # the estimate parses configs with the CLI's own parser
 }

@@ -18,6 +18,7 @@ from rode_lightning.conventions import IMAGE_PLACEHOLDER
 from rode_lightning.model.adapted import AdaptedModel, sampling
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
+from rode_lightning.model.quantization import QuantizationConfig, check_runs_here, quantize_linear_layers
 from rode_lightning.model.vision import VisionConfig, VisionEncoder
 from rode_lightning.user_errors import UserError
 
@@ -26,11 +27,14 @@ class FoodLMM(AdaptedModel):
     forward_methods = ("generate",)  # FSDP registers it: generate_batch calls it
     def __init__(self, vision: VisionConfig, language: LanguageConfig, adapter: AdapterConfig,
                  tokenizer: PreTrainedTokenizerBase, train_projector: bool = True,
-                 cluster_centroids: torch.Tensor | None = None):
+                 cluster_centroids: torch.Tensor | None = None,
+                 quantization: QuantizationConfig = QuantizationConfig()):
         """``cluster_centroids`` (``num_clusters x dim``, from the data side's k-means) initialise MoCLE's cluster
         embedding; without them (e.g. before loading a checkpoint) it starts random, ``CLUSTER_WIDTH`` wide
-        (``adapters/methods/cluster.py``)."""
+        (``adapters/methods/cluster.py``). ``quantization``: the LLaMA's linear layers (and with ``vision`` the
+        tower's) quantized once loaded, before the adapters wrap them (``model/quantization.py``)."""
         super().__init__()
+        check_runs_here(quantization)
         self.vision = VisionEncoder(vision)
         # With ``language.path``: LLaMA and projector weights from the checkpoint, the LLaMA's own hidden size, and
         # the embedding resized to the tokenizer (model/language.py); the vision width must be mm_hidden_size.
@@ -43,6 +47,10 @@ class FoodLMM(AdaptedModel):
         self.eos_token_id = tokenizer.eos_token_id
         self.num_image_tokens = vision.num_patches
 
+        if quantization.enabled:  # the output layer keeps its dtype, as in QLoRA and transformers' quantizers
+            quantize_linear_layers(self.language_model, quantization, keep=lambda name: name == "lm_head")
+            if quantization.vision:
+                quantize_linear_layers(self.vision, quantization)
         self.vision.requires_grad_(False)
         self.language_model.requires_grad_(False)
         self.projector.requires_grad_(train_projector)

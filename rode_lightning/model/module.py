@@ -24,7 +24,7 @@ from rode_lightning.batch import FoodBatch
 from rode_lightning.adapters.inject import adapter_layers
 from rode_lightning.adapters.saving import load_adapter, save_adapter, saved_cluster_embedding_shape
 from rode_lightning.adapters.sparsity import SparsityController, gate_counts
-from rode_lightning.compat import attached_trainer, incompatible_keys, load_pending_loader_states
+from rode_lightning.compat import attached_trainer, ignore_in_ddp, incompatible_keys, load_pending_loader_states
 from rode_lightning.conventions import IGNORE_INDEX
 from rode_lightning.data.tokenizer import load_tokenizer
 from rode_lightning.metrics.answers import structured_answer
@@ -38,6 +38,7 @@ from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.formats import ChatTemplateFormat, ConversationFormat, LlavaFormat
 from rode_lightning.model.generation import Generated, generate
 from rode_lightning.model.lmm import FoodLMM
+from rode_lightning.model.quantization import QuantizationConfig, is_quantized
 from rode_lightning.model.transformers_base import (TransformersConfig, TransformersLMM, image_token_id_of,
                                                      load_processor)
 from rode_lightning.scale.sharded_checkpoint import (install_checkpoint_io, is_sharded_checkpoint,
@@ -77,6 +78,8 @@ class FoodLMMModule(L.LightningModule):
             transformers image-text-to-text model from the local directory ``transformers.path``, spelled by its
             own processor and chat template; ``vision``, ``language`` and ``tokenizer`` are then unused).
         transformers: ``transformers`` base: the model directory, its dtype, image size bounds, end-of-turn token.
+        quantization: the frozen base in 8 or 4 bits (torchao or bitsandbytes), under fp32 adapters, as QLoRA
+            trains; ``bits: null`` (the default) keeps it in its dtype. One process or DDP; FSDP refuses it.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class FoodLMMModule(L.LightningModule):
         compile: str | None = None,
         base: Literal["llava", "transformers"] = "llava",
         transformers: TransformersConfig = TransformersConfig(),
+        quantization: QuantizationConfig = QuantizationConfig(),
     ):
         super().__init__()
         _check_training_numbers(learning_rate=learning_rate, weight_decay=weight_decay, warmup_steps=warmup_steps,
@@ -105,7 +109,7 @@ class FoodLMMModule(L.LightningModule):
         if base not in BASES:
             raise UserError(f"model.base: {base!r}; expected one of {', '.join(BASES)}")
         self.vision_config, self.language_config, self.adapter_config = vision, language, adapter
-        self.transformers_config = transformers
+        self.transformers_config, self.quantization_config = transformers, quantization
         self.model: AdaptedModel | None = None
         self._conversation_format: ConversationFormat | None = None
         self.evaluation = torch.nn.ModuleDict({stage: EvaluationSuite() for stage in ("val", "test")})
@@ -152,9 +156,11 @@ class FoodLMMModule(L.LightningModule):
     def _build_model(self, centroids: torch.Tensor | None) -> AdaptedModel:
         if self.is_transformers_base:
             return TransformersLMM(self.transformers_config, self.adapter_config, self.processor,
-                                   self.hparams.train_projector, cluster_centroids=centroids)
+                                   self.hparams.train_projector, cluster_centroids=centroids,
+                                   quantization=self.quantization_config)
         return FoodLMM(self.vision_config, self.language_config, self.adapter_config, self.tokenizer,
-                       self.hparams.train_projector, cluster_centroids=centroids)
+                       self.hparams.train_projector, cluster_centroids=centroids,
+                       quantization=self.quantization_config)
 
     def configure_model(self) -> None:
         """Builds the network once; Lightning calls this before optimizers exist, on the right device.
@@ -163,6 +169,10 @@ class FoodLMMModule(L.LightningModule):
         sharded with FSDP2 (``scale/sharding.py``), also once: Lightning may call this hook again (``validate``
         after ``fit``), and a second call neither rebuilds nor reshards.
         """
+        if self.device_mesh is not None and self.quantization_config.enabled:
+            raise UserError("model.quantization: FSDP2 cannot shard quantized weights (torchao's and bitsandbytes' "
+                            "tensors are not sharded by fully_shard here); train a quantized base on one device or "
+                            "with DDP, or shard an unquantized one")
         if self.model is None:
             centroids = None
             routes_by_cluster = self.adapter_config.adapter_method.needs_cluster_features
@@ -175,6 +185,9 @@ class FoodLMMModule(L.LightningModule):
                 self.model.enable_activation_checkpointing()
             if self.hparams.adapter_path:  # before sharding: loads whole tensors into the whole model
                 load_adapter(self.model, self.adapter_config, self.hparams.adapter_path)
+            if self.quantization_config.enabled:  # DDP cannot broadcast them; each process quantized the same
+                ignore_in_ddp(self, [f"model.{name}.{tensor}" for name, module in self.model.named_modules()
+                                     if is_quantized(module) for tensor, _ in module.named_parameters(recurse=False)])
         if self.device_mesh is not None:
             from rode_lightning.scale.sharding import shard_model
             from rode_lightning.scale.strategy import warn_if_checkpoints_cannot_resume

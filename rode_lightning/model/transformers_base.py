@@ -29,6 +29,8 @@ from rode_lightning.batch import FoodBatch
 from rode_lightning.model.adapted import AdaptedModel, sampling
 from rode_lightning.model.dtypes import DTYPES, DtypeName, check_dtype
 from rode_lightning.model.formats.chat_template import processor_image_token_id
+from rode_lightning.model.quantization import (QuantizationConfig, check_runs_here, has_quantized_weights,
+                                               transformers_quantization_config)
 from rode_lightning.user_errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,8 @@ class TransformersLMM(AdaptedModel):
     forward_methods = ("generate_batch",)
 
     def __init__(self, config: TransformersConfig, adapter: AdapterConfig, processor, train_projector: bool = True,
-                 cluster_centroids: torch.Tensor | None = None):
+                 cluster_centroids: torch.Tensor | None = None,
+                 quantization: QuantizationConfig = QuantizationConfig()):
         super().__init__()
         from transformers import AutoModelForImageTextToText
 
@@ -153,7 +156,14 @@ class TransformersLMM(AdaptedModel):
         kwargs = {"dtype": DTYPES[config.dtype]}
         if config.attn_implementation:
             kwargs["attn_implementation"] = config.attn_implementation
+        if quantization.enabled:  # quantized while loading: the whole model never sits in memory unquantized
+            check_runs_here(quantization)
+            kwargs["quantization_config"] = transformers_quantization_config(
+                quantization, unquantized_modules(_skeleton(directory), quantization.vision), DTYPES[config.dtype])
         self.hf = AutoModelForImageTextToText.from_pretrained(directory, **kwargs)
+        if quantization.enabled and not has_quantized_weights(self.hf):
+            raise RuntimeError(f"model.quantization: {quantization.describe()} was asked, but transformers loaded "
+                               f"{type(self.hf).__name__} from {directory} without quantizing any layer")
         self.hf.requires_grad_(False)
         self.record = _record(self.hf, config_sha256(config))
         tokenizer = processor.tokenizer
@@ -304,6 +314,25 @@ def frozen_units_of(model: nn.Module, frozen_connectors: list[nn.Module]) -> lis
         units += [embedding] + ([head] if head is not None else [])
     inside_tower = set() if tower is None else {id(module) for module in tower.modules()}
     return units + [connector for connector in frozen_connectors if id(connector) not in inside_tower]
+
+
+def _skeleton(directory: Path) -> nn.Module:
+    """The model of ``directory``'s ``config.json`` on the meta device: its module names, no memory."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        return AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(directory))
+
+
+def unquantized_modules(model: nn.Module, vision: bool) -> list[str]:
+    """Names of the modules ``model.quantization`` leaves in the model's dtype: the connectors (trained with
+    ``train_projector``, and small), the output layer, and the vision tower unless ``vision``. transformers matches
+    them as name prefixes; the estimate counts the rest (``estimate.py``)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    kept = [*connectors_of(model), model.get_output_embeddings()]
+    if not vision:
+        kept.append(vision_tower_of(model))
+    return [names[id(module)] for module in kept if module is not None and id(module) in names]
 
 
 def connectors_of(model: nn.Module) -> list[nn.Module]:

@@ -76,6 +76,10 @@ def _leading_values(parameter: torch.Tensor, count: int = 8) -> torch.Tensor | N
         if not (first_part and only_rows):
             return None
         parameter = parameter.to_local()
+    if type(parameter).__module__.startswith("torchao"):
+        # A weight quantized by torchao (model.quantization): a tensor subclass whose values are read dequantized.
+        # bitsandbytes' quantized parameters are plain integer tensors: their codes are fingerprinted as they are.
+        parameter = parameter.dequantize()
     return parameter.detach().flatten()[:count].double().cpu()
 
 
