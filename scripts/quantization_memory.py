@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts import readme_blocks  # noqa: E402
+import readme_blocks  # noqa: E402
 
 KIND = "quantization-memory"
 RESULT = ROOT / "results" / "estimates" / "quantization.json"
