@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -148,13 +149,15 @@ def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     ``router`` or ``gate`` (Qwen3-VL-MoE's ``mlp.experts``), which must stay frozen and stay out of the adapter
     checkpoint (``adapters/saving.py`` saves what is trainable).
     """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
+    # A peft layer exists only once peft is imported: without it, no module can be one, and importing peft here (with
+    # bitsandbytes and torchao where installed: seconds) would tax every mixture model for a check that cannot hit.
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    base_tuner_layer = tuners.BaseTunerLayer if tuners is not None else ()
     created: set[int] = set()
     for module in model.modules():
         if isinstance(module, MixtureOfLoRALinear):
             parts = [module.experts, module.router]
-        elif isinstance(module, BaseTunerLayer):
+        elif isinstance(module, base_tuner_layer):
             parts = [part for part in (getattr(module, attribute, None) for attribute in module.adapter_layer_names)
                      if isinstance(part, nn.Module)]
         else:

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 from torchmetrics import Metric
 
@@ -44,6 +43,8 @@ class RecipeScores(Metric):
     def __init__(self, normalize: bool = True, use_stemmer: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.normalize = normalize
+        from rouge_score import rouge_scorer  # here, not with the package: it imports nltk (half a second)
+
         self._bleu = BLEU(tokenize="13a")  # corpus_bleu's defaults: smoothing "exp", case-sensitive, 4-grams
         self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
         orders = self._bleu.max_ngram_order

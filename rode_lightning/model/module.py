@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import Metric
-from transformers import get_cosine_schedule_with_warmup
 
 from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.batch import FoodBatch
@@ -38,6 +37,7 @@ from rode_lightning.model.adapted import AdaptedModel
 from rode_lightning.model.formats import ChatTemplateFormat, ConversationFormat, LlavaFormat
 from rode_lightning.model.generation import Generated, generate
 from rode_lightning.model.lmm import FoodLMM
+from rode_lightning.model.lr_schedule import warmup_cosine
 from rode_lightning.model.quantization import QuantizationConfig, is_quantized
 from rode_lightning.model.transformers_base import (TransformersConfig, TransformersLMM, image_token_id_of,
                                                      load_processor)
@@ -466,8 +466,7 @@ class FoodLMMModule(L.LightningModule):
         optimizer = torch.optim.AdamW(parameters, lr=self.hparams.learning_rate,
                                       weight_decay=self.hparams.weight_decay)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = get_cosine_schedule_with_warmup(optimizer, min(self.hparams.warmup_steps, total_steps),
-                                                    total_steps)
+        scheduler = warmup_cosine(optimizer, min(self.hparams.warmup_steps, total_steps), total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from transformers import get_cosine_schedule_with_warmup
 
+from rode_lightning.model.lr_schedule import warmup_cosine
 from rode_lightning.pretrain.recipe import StageSchedule
 from rode_lightning.progress import progress
 
@@ -25,7 +25,7 @@ def train(parameters: list[torch.nn.Parameter], schedule: StageSchedule, size: i
           loss_of: Callable[[torch.Tensor], torch.Tensor], description: str) -> float:
     """Minimise ``loss_of(index batch)``; returns the mean loss of the last tenth of the steps."""
     optimizer = torch.optim.AdamW(parameters, lr=schedule.learning_rate, weight_decay=schedule.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, schedule.warmup_steps, schedule.steps)
+    scheduler = warmup_cosine(optimizer, schedule.warmup_steps, schedule.steps)
     generator = torch.Generator().manual_seed(seed)
     tail: list[float] = []
     bar = progress(batches(size, schedule, generator), description, "step", total=schedule.steps)

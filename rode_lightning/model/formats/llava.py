@@ -10,7 +10,6 @@ its pre-training.
 
 from __future__ import annotations
 
-import open_clip
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -49,6 +48,8 @@ class LlavaFormat(ConversationFormat):
         self.image_size = image_size
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length
+        import open_clip  # with this format, not with the package: the transformers base never needs it
+
         self.image_transform = open_clip.image_transform(image_size, is_train=False)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
 

@@ -23,7 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
 
 from rode_lightning.data.dishes import CATEGORIES, draw_dish, nutrition_of, recipe_of, sample_dish
 from rode_lightning.data.datasets.huggingface.reader import HuggingFaceSource
@@ -73,6 +72,7 @@ def generate_demo_huggingface(root: str | Path, seed: int = 0, sizes: dict[str, 
 
 
 def _write_copy(root: Path, seed: int, sizes: dict[str, int], image_size: int) -> None:
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
     features = Features({
         "image": Image(),
         "dish": ClassLabel(names=list(CATEGORIES)),

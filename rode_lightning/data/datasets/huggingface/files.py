@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import datasets
+# ``datasets`` (with pandas and pyarrow, about a second) is imported in the functions that read a dataset, not with
+# the package: every command would pay for it otherwise (reader.py and demo.py do the same).
 
 from rode_lightning.data.errors import MissingSplitError
 from rode_lightning.data.splits import SPLITS
@@ -157,6 +158,7 @@ _IMAGE_VIEWS: dict[tuple, datasets.Dataset] = {}
 
 
 def load_saved(path: str) -> dict[str, datasets.Dataset]:
+    import datasets
     key = ("saved", path)
     if key not in _DATASETS:
         try:
@@ -179,6 +181,7 @@ def _splits_without_rows(path: Path) -> list[str]:
 
 
 def split_dataset(path: str, split: str, files: tuple[str, ...]) -> datasets.Dataset:
+    import datasets
     if not files:
         return load_saved(path)[split]
     key = ("parquet", files)
@@ -200,6 +203,7 @@ def image_view(path: str, split: str, column: str, files: tuple[str, ...]) -> da
 
 def undecoded_rows(dataset: datasets.Dataset, columns: list[str]) -> Iterator[dict]:
     """The rows with only ``columns``, images left as stored (``{"bytes", "path"}``): none is decoded here."""
+    import datasets
     view = dataset.select_columns(columns)
     features = view.features
     for column in columns:
@@ -212,6 +216,7 @@ def undecoded_rows(dataset: datasets.Dataset, columns: list[str]) -> Iterator[di
 def datasets_progress():
     """``datasets`` draws its own bars (loading, converting parquet); let them show only where ours do
     (:mod:`rode_lightning.progress`): a terminal, global rank 0."""
+    import datasets
     # Imported here: Lightning takes seconds to import, and a fresh data-loader worker needs it for nothing else.
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 

@@ -37,8 +37,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import datasets
-
 from rode_lightning.data.errors import DataFormatError, OnError, SkipCounter, check_on_error, report_bad_record
 from rode_lightning.data.datasets.huggingface.files import (EXPECTED_PATH, SPLITS, DatasetLayout, dataset_split_for,
                                                    datasets_progress, find_layout, image_view, split_dataset,
@@ -254,28 +252,34 @@ def _check_config(source: HuggingFaceSource, key: str) -> None:
 
 
 def _is_string(feature) -> bool:
+    import datasets
     return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
 
 
 def _is_strings(feature) -> bool:
+    import datasets
     listed = isinstance(feature, (datasets.Sequence, datasets.LargeList)) and _is_string(feature.feature)
     return listed or _is_string(feature)
 
 
 def _is_integer(feature) -> bool:
+    import datasets
     return isinstance(feature, datasets.Value) and re.fullmatch(r"u?int\d+", feature.dtype) is not None
 
 
 def _is_number(feature) -> bool:
+    import datasets
     floating = isinstance(feature, datasets.Value) and re.fullmatch(r"float\d+", feature.dtype) is not None
     return floating or _is_integer(feature) or _is_string(feature)
 
 
 def _is_image(feature) -> bool:
+    import datasets
     return isinstance(feature, datasets.Image) or _is_string(feature)
 
 
 def _is_label(feature) -> bool:
+    import datasets
     return isinstance(feature, datasets.ClassLabel) or _is_string(feature)
 
 
@@ -352,6 +356,7 @@ def _text(value, column: str, what: str) -> str:
 
 
 def _category(value, column: str, feature) -> str:
+    import datasets
     if isinstance(feature, datasets.ClassLabel):
         if value is None or value < 0:  # datasets writes -1 for a row without a label
             raise DataFormatError(f"empty value: column {column!r} (category) is {value!r}, not a label")
@@ -377,6 +382,7 @@ def _nutrient(value, column: str, name: str) -> float:
 
 def _image(value, source: HuggingFaceSource, layout: DatasetLayout, feature, dataset_split: str,
            row: int) -> str | DatasetImage:
+    import datasets
     if isinstance(feature, datasets.Image):
         if value is None or (value.get("bytes") is None and value.get("path") is None):
             raise DataFormatError(f"missing image: column {source.image!r} is empty")
