@@ -83,8 +83,8 @@ def check_exportable(command: str, config, output: Path, config_given: bool = Tr
                         "(configs/demo_transformers.yaml: model.transformers.path: demo-base-hf), and "
                         f"{command} that run{hint}")
     method_name = config.get("model.adapter.method")
-    if method_name != "lora":
-        method = get_method(method_name)
+    method = get_method(method_name)
+    if not method.is_one_lora:
         how = ("for every question by its instruction cluster" if method.needs_cluster_features
                else "for every token")
         raise UserError(f"{command}: adapter method '{method_name}' mixes LoRA experts with a router that weighs them "

@@ -25,7 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-_PRELOAD = ["rode_lightning.cli", "tests.cli_process"]
+# The CLI, and what it imports only when a run needs it (peft for plain LoRA, with bitsandbytes and torchao where
+# installed; datasets for Hugging Face sources; open_clip and rouge_score for the LLaVA base and its recipe scores):
+# every fork then starts with them loaded.
+_PRELOAD = ["rode_lightning.cli", "tests.cli_process", "peft", "datasets", "open_clip", "rouge_score.rouge_scorer"]
 
 
 def _context():
@@ -86,3 +89,4 @@ def run_cli_process(arguments: list[str], cwd: Path, env: dict[str, str] | None 
         result = subprocess.CompletedProcess(command, process.exitcode, read(stdout), read(stderr))
         result.peak_memory_kb = int(usage.read_text()) if usage.is_file() else 0
         return result
+

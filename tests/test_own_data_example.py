@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.cli_process import run_cli_process
 
 REPO = Path(__file__).parents[1]
 
@@ -25,23 +28,35 @@ def readme_example() -> str:
 
 
 def test_readme_own_data_example_trains_and_tests_on_the_users_photos_only(tmp_path, cli_demo_dir):
+    """The example's shell lines run in bash; its two ``python -m rode_lightning`` commands run as forks of a process
+    that imported the CLI once (tests/cli_process.py: the same command line, without ~20 s of start-up each)."""
     for shared in ("configs", "scripts"):
         (tmp_path / shared).symlink_to(REPO / shared)
-    lines = []
+    steps: list[tuple[str, str | list[str]]] = []  # ("bash", lines) or ("cli", arguments)
     for line in readme_example().splitlines():
         if line.startswith("python scripts/example_photos.py"):
             line = line.split("#")[0] + " --train 24 --test 8"
         if line.startswith("python -m rode_lightning "):
-            line += " " + SMALL.format(demo_dir=cli_demo_dir)
-        lines.append(re.sub(r"^python ", f"{sys.executable} ", line))
-    script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
+            steps.append(("cli", shlex.split(line)[3:] + shlex.split(SMALL.format(demo_dir=cli_demo_dir))))
+            continue
+        line = re.sub(r"^python ", f"{sys.executable} ", line)
+        if steps and steps[-1][0] == "bash":
+            steps[-1] = ("bash", steps[-1][1] + "\n" + line)
+        else:
+            steps.append(("bash", line))
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf_cache"), "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=480)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    stdout = stderr = ""
+    for kind, step in steps:
+        if kind == "cli":
+            result = run_cli_process(step, tmp_path, env, timeout=480)
+        else:
+            result = subprocess.run(["bash", "-c", "set -euo pipefail\n" + step + "\n"], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=480)
+        stdout, stderr = stdout + result.stdout, stderr + result.stderr
+        assert result.returncode == 0, (stdout + stderr)[-4000:]
+    output = stdout + stderr
 
     run = tmp_path / "logs" / "my_food" / "version_0"
     assert (run / "adapter" / "adapter_config.json").is_file()
@@ -53,5 +68,5 @@ def test_readme_own_data_example_trains_and_tests_on_the_users_photos_only(tmp_p
     assert {"category_accuracy", "ingredient_iou"} <= set(saved["results"]["my_food"])
     assert saved["evaluated"] == "test split, adapter logs/my_food/version_0/adapter"
     # The table the example's last command prints is the one test wrote.
-    assert "# test results: test split, adapter logs/my_food/version_0/adapter" in result.stdout
-    assert "| my_food |" in result.stdout
+    assert "# test results: test split, adapter logs/my_food/version_0/adapter" in stdout
+    assert "| my_food |" in stdout

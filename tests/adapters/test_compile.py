@@ -2,7 +2,7 @@
 per-expert token counts back with ``.tolist()``), no data-dependent shapes (padding is weighted out of the auxiliary
 losses, not indexed out). Counted with ``torch._dynamo.explain``, which traces without compiling, on the CPU.
 
-Each case runs in a fresh process: after dynamo has run, a later test's fork-based DDP (tests/callbacks) cannot run
+The cases run in one fresh process: after dynamo has run, a later test's fork-based DDP (tests/callbacks) cannot run
 backward in the forked children ("autograd's threading in combination with fork-based multiprocessing")."""
 
 from __future__ import annotations
@@ -72,13 +72,29 @@ def trace(settings: dict) -> dict:
             "reasons": [str(reason) for reason in explanation.break_reasons], "same_as_eager": same}
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_an_adapted_layer_traces_without_a_graph_break_in_training(name):
-    code = f"import json; from tests.adapters.test_compile import trace; print(json.dumps(trace({CONFIGS[name]!r})))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+def trace_all() -> dict:
+    """:func:`trace` of every case in turn, dynamo's caches cleared before each, so that no case reuses another's
+    graphs."""
+    traced = {}
+    for name, settings in CONFIGS.items():
+        torch._dynamo.reset()
+        traced[name] = trace(settings)
+    return traced
+
+
+@pytest.fixture(scope="module")
+def traces() -> dict:
+    """Every case traced in one fresh process (each in its own took ~13 s here, mostly starting the interpreter)."""
+    code = "import json; from tests.adapters.test_compile import trace_all; print(json.dumps(trace_all()))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                             cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr[-3000:]
-    traced = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_an_adapted_layer_traces_without_a_graph_break_in_training(traces, name):
+    traced = traces[name]
     assert traced["graph_breaks"] == 0, traced["reasons"]
     assert traced["graphs"] == 1
     assert traced["same_as_eager"] in ((None,) if name == "cluster" else (True,))

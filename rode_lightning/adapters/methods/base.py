@@ -65,6 +65,9 @@ class AdapterMethod:
     a model that agrees on every one (the other fields, dropout and coefficients, may differ)."""
     routes_tokens: ClassVar[bool] = True
     """The router reads every token (and so keeps the layer input for backward), as opposed to per-sample routing."""
+    is_one_lora: ClassVar[bool] = False
+    """The adapter is one plain LoRA per layer in peft's own layers (no router): ``export`` writes it in peft's format
+    and ``merge`` folds it into the base; a routed mixture has no single LoRA to write."""
 
     def describe(self) -> str:
         """:attr:`summary`, or the first line of the class's docstring for a method that sets none, so that every

@@ -13,6 +13,7 @@ class LoRA(AdapterMethod):
     name = "lora"
     summary = "one plain LoRA of rank ranks[0] (peft), no router"
     routes_tokens = False
+    is_one_lora = True
 
     def validate(self, config: AdapterSettings) -> None:
         super().validate(config)
