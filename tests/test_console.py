@@ -1,6 +1,6 @@
 """The command line's output: information on stdout, warnings and errors on stderr, one copy of this package's
-information under DDP, Lightning's advertising dropped. In a fresh process, as ``python -m rode_lightning`` finds
-logging (pytest configures the root logger of its own)."""
+information under DDP, Lightning's advertising dropped; and importing the command line prints nothing. In a fresh
+process, as ``python -m rode_lightning`` finds logging (pytest configures the root logger of its own)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).parents[1]
 
 SCRIPT = """
+import rode_lightning.estimate  # the whole command line: nothing it imports may print (warnings, log lines)
 import logging
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 import lightning.pytorch  # its loggers print to stderr by handlers of their own until configure_console

@@ -16,6 +16,7 @@ from rode_lightning.adapters.config import AdapterConfig
 from rode_lightning.batch import FoodBatch
 from rode_lightning.conventions import IMAGE_PLACEHOLDER
 from rode_lightning.model.adapted import AdaptedModel, sampling
+from rode_lightning.model.dtypes import DTYPES
 from rode_lightning.model.language import LanguageConfig, load_language_model
 from rode_lightning.model.projector import MLPProjector
 from rode_lightning.model.quantization import QuantizationConfig, check_runs_here, quantize_linear_layers
@@ -34,7 +35,9 @@ class FoodLMM(AdaptedModel):
         (``adapters/methods/cluster.py``). ``quantization``: the LLaMA's linear layers (and with ``vision`` the
         tower's) quantized once loaded, before the adapters wrap them (``model/quantization.py``)."""
         super().__init__()
-        check_runs_here(quantization)
+        check_runs_here(quantization, dtypes={"model.language.dtype": language.torch_dtype,
+                                              **({"model.vision.dtype": DTYPES[vision.dtype]} if quantization.vision
+                                                 else {})})
         self.vision = VisionEncoder(vision)
         # With ``language.path``: LLaMA and projector weights from the checkpoint, the LLaMA's own hidden size, and
         # the embedding resized to the tokenizer (model/language.py); the vision width must be mm_hidden_size.

@@ -24,6 +24,7 @@ LoRA into quantized weights would round it away, so ``merge`` refuses a quantize
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -81,9 +82,12 @@ class QuantizationConfig:
         return f"{self.bits}-bit {self.library} ({scheme[self.library, self.bits]}) {parts}"
 
 
-def check_runs_here(config: QuantizationConfig, cuda: bool | None = None) -> None:
-    """Refuse, before anything loads, what cannot run here: a library that is not installed, or torchao's 4-bit
-    weights without a CUDA GPU (torchao ships their kernels for CUDA only; bitsandbytes' NF4 runs on the CPU)."""
+def check_runs_here(config: QuantizationConfig, cuda: bool | None = None,
+                    dtypes: dict[str, torch.dtype] | None = None) -> None:
+    """Refuse, before anything loads, what cannot run here: a library that is not installed, torchao's 4-bit weights
+    without a CUDA GPU (torchao ships their kernels for CUDA only; bitsandbytes' NF4 runs on the CPU) or over a
+    frozen part not in bf16 (``dtypes``: the config key of each part quantized, and its dtype; the int4 kernels take
+    bf16 only)."""
     if not config.enabled:
         return
     import importlib.util
@@ -95,6 +99,12 @@ def check_runs_here(config: QuantizationConfig, cuda: bool | None = None) -> Non
     if config.library == "torchao" and config.bits == 4 and not cuda:
         raise UserError("model.quantization: torchao's 4-bit weights need a CUDA GPU (its int4 kernels are CUDA "
                         "only); on the CPU use library: bitsandbytes (NF4) or bits: 8")
+    if config.library == "torchao" and config.bits == 4:
+        for key, dtype in (dtypes or {}).items():
+            if dtype != torch.bfloat16:
+                raise UserError(f"model.quantization: torchao's 4-bit weights compute in bf16, and {key} is "
+                                f"{str(dtype).removeprefix('torch.')}; set {key}: bf16 (or use library: "
+                                "bitsandbytes)")
 
 
 def _torchao_config(config: QuantizationConfig):
@@ -102,20 +112,21 @@ def _torchao_config(config: QuantizationConfig):
 
     if config.bits == 8:
         return Int8WeightOnlyConfig()
-    return Int4WeightOnlyConfig(group_size=config.group_size)
+    # torch's own int4 kernels (tile-packed, bf16): the default packing needs torchao's separate mslk kernels.
+    return Int4WeightOnlyConfig(group_size=config.group_size, int4_packing_format="tile_packed_to_4d")
 
 
 def transformers_quantization_config(config: QuantizationConfig, skipped: list[str], dtype: torch.dtype):
     """transformers' quantization config for ``from_pretrained``; ``skipped``: module names kept unquantized (the
     vision tower unless ``vision``, the connector, the output layer), matched as transformers matches them (a name
     prefix on module boundaries)."""
+    quiet_libraries()
     if config.library == "torchao":
         from transformers import TorchAoConfig
 
         return TorchAoConfig(_torchao_config(config), modules_to_not_convert=skipped)
     from transformers import BitsAndBytesConfig
 
-    quiet_bitsandbytes()
     if config.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skipped)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -130,6 +141,7 @@ def quantize_linear_layers(module: nn.Module, config: QuantizationConfig,
     ``Linear4bit`` holding its weights; bitsandbytes quantizes them when the layer is moved to its device (done
     here, on the layer's device)."""
     names = quantizable_linear_names(module, keep)
+    quiet_libraries()
     if config.library == "torchao":
         from torchao.quantization import quantize_
 
@@ -156,7 +168,6 @@ def quantizable_linear_names(module: nn.Module, keep: Callable[[str], bool] = la
 def _bitsandbytes_linear(linear: nn.Linear, bits: int) -> nn.Module:
     import bitsandbytes as bnb
 
-    quiet_bitsandbytes()
 
     weight = linear.weight.detach()
     device, has_bias = weight.device, linear.bias is not None
@@ -175,10 +186,18 @@ def _bitsandbytes_linear(linear: nn.Linear, bits: int) -> nn.Module:
     return quantized.to(device)  # bitsandbytes quantizes on this move
 
 
-def quiet_bitsandbytes() -> None:
-    """LLM.int8 warns on every forward of an fp32 or bf16 input that it computes in fp16, as its design says: once
-    in the docs (README.md) instead of every step."""
-    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast from")
+def _without_cast_message(record: logging.LogRecord) -> bool:
+    return "inputs will be cast from" not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Two messages that would repeat on every run, said once in README.md instead: LLM.int8 logs on every forward of
+    an fp32 or bf16 input that it computes in fp16 (its design), and peft warns that a LoRA over a torchao layer it did
+    not load cannot be merged (``merge`` refuses a quantized base anyway)."""
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if _without_cast_message not in logger.filters:
+        logger.addFilter(_without_cast_message)
+    warnings.filterwarnings("ignore", message=".*was instantiated without `get_apply_tensor_subclass`")
 
 
 def is_quantized(module: nn.Module) -> bool:

@@ -157,7 +157,7 @@ class TransformersLMM(AdaptedModel):
         if config.attn_implementation:
             kwargs["attn_implementation"] = config.attn_implementation
         if quantization.enabled:  # quantized while loading: the whole model never sits in memory unquantized
-            check_runs_here(quantization)
+            check_runs_here(quantization, dtypes={"model.transformers.dtype": DTYPES[config.dtype]})
             kwargs["quantization_config"] = transformers_quantization_config(
                 quantization, unquantized_modules(_skeleton(directory), quantization.vision), DTYPES[config.dtype])
         self.hf = AutoModelForImageTextToText.from_pretrained(directory, **kwargs)

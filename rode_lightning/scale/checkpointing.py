@@ -77,9 +77,13 @@ def _leading_values(parameter: torch.Tensor, count: int = 8) -> torch.Tensor | N
             return None
         parameter = parameter.to_local()
     if type(parameter).__module__.startswith("torchao"):
-        # A weight quantized by torchao (model.quantization): a tensor subclass whose values are read dequantized.
-        # bitsandbytes' quantized parameters are plain integer tensors: their codes are fingerprinted as they are.
-        parameter = parameter.dequantize()
+        # A weight quantized by torchao (model.quantization): a tensor subclass whose values are read dequantized;
+        # its int4 formats cannot dequantize, and are left out. bitsandbytes' quantized parameters are plain integer
+        # tensors: their codes are fingerprinted as they are.
+        try:
+            parameter = parameter.dequantize()
+        except (NotImplementedError, AttributeError):
+            return None
     return parameter.detach().flatten()[:count].double().cpu()
 
 

@@ -188,6 +188,10 @@ def test_mistakes_and_what_cannot_run_here_are_named(monkeypatch):
     with pytest.raises(UserError, match=r"torchao's 4-bit weights need a CUDA GPU.*library: bitsandbytes"):
         check_runs_here(QuantizationConfig(bits=4, library="torchao"), cuda=False)
     check_runs_here(QuantizationConfig(bits=4, library="bitsandbytes"), cuda=False)
+    with pytest.raises(UserError, match=r"compute in bf16, and model.language.dtype is float32; set "
+                                        r"model.language.dtype: bf16"):
+        check_runs_here(QuantizationConfig(bits=4), cuda=True, dtypes={"model.language.dtype": torch.float32})
+    check_runs_here(QuantizationConfig(bits=4), cuda=True, dtypes={"model.language.dtype": torch.bfloat16})
     import importlib.util
 
     real = importlib.util.find_spec
