@@ -10,9 +10,9 @@ by modules that may never need torch's distributed package or open_clip, and by 
 
 Three private-looking things are not here. ``rode_lightning/__init__.py`` drops torch's pytree warning about the
 Enums torchao registers (a log filter on a logger name, no API). ``console.py`` filters a deprecation warning that
-torch's private ``torch.utils._pytree`` raises on Lightning's behalf; it calls no private API itself (and a ground-floor module
-cannot import another). ``FoodLMMModule`` reads ``self.device_mesh``, Lightning's public property, not its
-``_device_mesh``.
+torch's private ``torch.utils._pytree`` raises on Lightning's behalf; it calls no private API itself (and a
+ground-floor module cannot import another). ``FoodLMMModule`` reads ``self.device_mesh``, Lightning's public
+property, not its ``_device_mesh``.
 """
 
 from __future__ import annotations

@@ -377,9 +377,8 @@ def frozen_bytes(parameters: int, quantizable: list[tuple[int, int]], dtype: str
     if not quantization.enabled:
         return parameters * BYTES[dtype]
     quantized = sum(out_features * in_features for out_features, in_features in quantizable)
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     return ((parameters - quantized) * BYTES[dtype]
-            + sum(linear_storage_bytes(quantization, out_features, in_features, torch_dtype)
+            + sum(linear_storage_bytes(quantization, out_features, in_features)
                   for out_features, in_features in quantizable))
 
 

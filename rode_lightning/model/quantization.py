@@ -15,8 +15,10 @@ LLaVA-1.5 base is this package's own model: its LLaMA (and, with ``vision``, the
 norms, the output layer (``lm_head``), the projector / connector and the adapters keep their dtype.
 
 The adapter layers wrap the quantized modules and call their own forward: nothing in this package reads a quantized
-``.weight``'s values (peft's LoRA layers dispatch to their bitsandbytes / torchao variants the same way). Merging a
-LoRA into quantized weights would round it away, so ``merge`` refuses a quantized base.
+``.weight``'s values. Plain ``lora`` is peft's LoRA layer around the quantized one (peft's torchao variant over
+torchao weights; its plain layer over bitsandbytes ones, since the module it adapts carries no ``is_loaded_in_8bit``
+flag), calling its forward the same way. Merging a LoRA into quantized weights would round it away, so ``merge``
+refuses a quantized base.
 
 :func:`linear_storage_bytes` is the bytes one quantized ``out x in`` weight takes, the estimate's model of it;
 :func:`stored_bytes` measures what a built module really holds, and a test keeps the two equal.
@@ -168,7 +170,6 @@ def quantizable_linear_names(module: nn.Module, keep: Callable[[str], bool] = la
 def _bitsandbytes_linear(linear: nn.Linear, bits: int) -> nn.Module:
     import bitsandbytes as bnb
 
-
     weight = linear.weight.detach()
     device, has_bias = weight.device, linear.bias is not None
     if bits == 8:
@@ -212,11 +213,10 @@ def has_quantized_weights(model: nn.Module) -> bool:
     return any(is_quantized(module) for module in model.modules())
 
 
-def linear_storage_bytes(config: QuantizationConfig, out_features: int, in_features: int,
-                         dtype: torch.dtype) -> int:
-    """Bytes that one ``out_features x in_features`` weight takes once quantized by ``config`` (``dtype``: the base's
-    floating dtype). The formats: torchao int8, an int8 per weight and per output row an fp32 scale (whatever
-    ``dtype``) and an int8 zero point; torchao int4, half a byte per weight and a bf16 scale and zero point per group
+def linear_storage_bytes(config: QuantizationConfig, out_features: int, in_features: int) -> int:
+    """Bytes that one ``out_features x in_features`` weight takes once quantized by ``config``, whatever the base's
+    floating dtype (no format keeps a scale in it). The formats: torchao int8, an int8 per weight and per output row
+    an fp32 scale and an int8 zero point; torchao int4, half a byte per weight and a bf16 scale and zero point per group
     (torchao's documented layout; not measurable without CUDA); LLM.int8, an int8 per weight and an fp32 scale per
     row; NF4, half a byte per weight, an 8-bit absmax per 64 and an fp32 absmax per 256 of those, plus
     the two codebooks (16 and 256 fp32 values) and an fp32 offset. Compared with built layers in

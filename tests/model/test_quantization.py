@@ -65,7 +65,7 @@ def test_the_storage_formula_is_what_a_quantized_layer_holds(name):
         layers = nn.Sequential(nn.Linear(96, 40, bias=False), nn.Linear(40, 72)).to(dtype)
         assert quantize_linear_layers(layers, config) == 2
         assert all(is_quantized(layer) for layer in layers)
-        expected = (linear_storage_bytes(config, 40, 96, dtype) + linear_storage_bytes(config, 72, 40, dtype)
+        expected = (linear_storage_bytes(config, 40, 96) + linear_storage_bytes(config, 72, 40)
                     + 72 * dtype.itemsize)  # the second layer's bias keeps its dtype
         assert stored_bytes(layers) == expected, (name, dtype)
         assert expected < 40 * 96 * dtype.itemsize + 72 * 40 * dtype.itemsize  # fewer bytes than unquantized
