@@ -35,6 +35,7 @@ from torch import nn
 
 from rode_lightning.adapters.methods import get_method
 from rode_lightning.atomic import current_umask
+from rode_lightning.data.legacy_keys import config_copy
 from rode_lightning.model.dtypes import DTYPES
 from rode_lightning.user_errors import ExistingFileError, UserError
 
@@ -155,8 +156,6 @@ def run_config_arguments(args: list[str]) -> list[str]:
 def without_fit_keys(config: str) -> str:
     """The ``--config`` file ``config`` as the model's parser takes it: a copy without ``fit``'s own keys where it
     has them (a run's saved ``config.yaml``), else the file as given."""
-    import tempfile
-
     import yaml
 
     try:
@@ -165,11 +164,7 @@ def without_fit_keys(config: str) -> str:
         return config  # the parser names what is wrong with it
     if not isinstance(saved, dict) or not any(key in saved for key in FIT_KEYS):
         return config
-    for key in FIT_KEYS:
-        saved.pop(key, None)
-    copy = Path(tempfile.mkdtemp(prefix="rode_run_config_")) / "config.yaml"
-    copy.write_text(yaml.safe_dump(saved))
-    return str(copy)
+    return config_copy(config, {key: value for key, value in saved.items() if key not in FIT_KEYS})
 
 
 # --- the trained LoRA as a PeftModel --------------------------------------------------------------------------------

@@ -316,7 +316,7 @@ def _rewrite_file(path: str, section: str | None) -> tuple[str, list[str], dict[
         return path, [], {}, sources
     new_data, _ = rewrite_data_section({key: value for key, value in data.items() if key not in SOURCE_KEYS})
     rewritten = {**config, section: new_data} if section else new_data
-    return _copy(path, rewritten), found, {key: data[key] for key in SOURCE_KEYS if key in data}, sources
+    return config_copy(path, rewritten), found, {key: data[key] for key in SOURCE_KEYS if key in data}, sources
 
 
 def _without_sources(path: str) -> str:
@@ -328,11 +328,13 @@ def _without_sources(path: str) -> str:
     config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     data = config.get("data") if isinstance(config, dict) and "data" in config else config
     data = {key: value for key, value in data.items() if key != "sources"}
-    return _copy(path, {**config, "data": data} if isinstance(config, dict) and "data" in config else data)
+    return config_copy(path, {**config, "data": data} if isinstance(config, dict) and "data" in config else data)
 
 
-def _copy(path: str, content: dict) -> str:
-    """A rewritten file, in a folder named by its content: the same file is written once, not once per run."""
+def config_copy(path: str, content: dict) -> str:
+    """A rewritten config file (``content``, named as ``path``), in a folder of the temporary directory named by its
+    content: the same file is written once, not once per run (also used by ``export.py`` for a run's saved config
+    without fit's own keys)."""
     import hashlib
     import tempfile
     from pathlib import Path
